@@ -1,0 +1,57 @@
+"""Engine and session plumbing; nothing here connects until a session is first used."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from functools import lru_cache
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session, sessionmaker
+
+from service.settings import get_settings
+
+AFTER_COMMIT = "after_commit_callbacks"
+
+
+def make_engine(url: str, *, pool_size: int = 10, max_overflow: int = 20) -> sa.Engine:
+    """Build an engine for ``url`` with pool settings that suit its backend."""
+    if url.startswith("sqlite"):
+        return sa.create_engine(url, connect_args={"check_same_thread": False})
+    return sa.create_engine(url, pool_size=pool_size, max_overflow=max_overflow, pool_pre_ping=True)
+
+
+@lru_cache
+def get_sessionmaker(url: str | None = None) -> sessionmaker[Session]:
+    """Return the process-wide session factory for ``url`` (default: the settings' database)."""
+    settings = get_settings()
+    engine = make_engine(
+        url or settings.database_url, pool_size=settings.db_pool_size, max_overflow=settings.db_max_overflow
+    )
+    return sessionmaker(engine, expire_on_commit=False)
+
+
+def after_commit(session: Session, callback: Callable[[], None]) -> None:
+    """Run ``callback`` once ``session`` has committed (used to enqueue only committed jobs)."""
+    session.info.setdefault(AFTER_COMMIT, []).append(callback)
+
+
+def commit(session: Session) -> None:
+    """Commit ``session`` and then run the callbacks registered with ``after_commit``."""
+    session.commit()
+    callbacks = session.info.pop(AFTER_COMMIT, [])
+    for callback in callbacks:
+        callback()
+
+
+def session_scope(factory: Callable[[], Session]) -> Iterator[Session]:
+    """Yield a session that commits on success and rolls back on error."""
+    session = factory()
+    try:
+        yield session
+        commit(session)
+    except BaseException:
+        session.info.pop(AFTER_COMMIT, None)
+        session.rollback()
+        raise
+    finally:
+        session.close()
