@@ -1,0 +1,113 @@
+"""The in-memory form of a dataset: examples, a content hash, and the error loaders raise."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Iterable
+
+
+@dataclass(frozen=True)
+class Example:
+    """One prompt, with the response to score or train on (None for prompt-only sets)."""
+
+    prompt: str
+    response: str | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.prompt, str):
+            raise TypeError(f"Example.prompt must be a str, got {type(self.prompt).__name__}")
+        if self.response is not None and not isinstance(self.response, str):
+            raise TypeError(
+                f"Example.response must be a str or None, got {type(self.response).__name__}"
+            )
+
+
+def content_sha256(examples: Iterable[Example]) -> str:
+    """Hash of the canonical content, so the same examples hash the same from any file format."""
+    canonical = [[ex.prompt, ex.response] for ex in examples]
+    text = json.dumps(canonical, sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A named, ordered, immutable set of examples with its content hash.
+
+    `sha256` may be left out; it is then computed from `examples`. A hash given explicitly
+    must match the content, so a stored hash can be checked by rebuilding the dataset.
+    """
+
+    name: str
+    examples: tuple[Example, ...]
+    sha256: str = field(default="")
+
+    def __post_init__(self) -> None:
+        examples = tuple(self.examples)
+        for i, ex in enumerate(examples):
+            if not isinstance(ex, Example):
+                raise TypeError(f"Dataset.examples[{i}] is {type(ex).__name__}, not Example")
+        object.__setattr__(self, "examples", examples)
+        digest = content_sha256(examples)
+        if self.sha256 and self.sha256 != digest:
+            raise ValueError(
+                f"Dataset {self.name!r}: sha256 {self.sha256} does not match its content ({digest})"
+            )
+        object.__setattr__(self, "sha256", digest)
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    @property
+    def has_responses(self) -> bool:
+        """True when every example carries a response."""
+        return all(ex.response is not None for ex in self.examples)
+
+    def take(self, n: int | None) -> "Dataset":
+        """The first `n` examples (all of them when `n` is None or larger than the set)."""
+        if n is None:
+            return self
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise ValueError(f"take(n): n must be a non-negative int or None, got {n!r}")
+        if n >= len(self.examples):
+            return self
+        return Dataset(name=self.name, examples=self.examples[:n])
+
+
+class DatasetError(ValueError):
+    """A dataset could not be read; the message names the file, the line (1-based) and the field.
+
+    Attributes `path`, `line` and `field` hold the same facts for programs (None where they
+    do not apply); `reason` is the message without the location.
+    """
+
+    def __init__(
+        self,
+        reason: str,
+        path: str | None = None,
+        line: int | None = None,
+        field: str | None = None,
+        line_label: str = "line",
+    ) -> None:
+        self.reason = reason
+        self.path = path
+        self.line = line
+        self.field = field
+        self.line_label = line_label
+        where = []
+        if path is not None:
+            where.append(str(path))
+        if line is not None:
+            where.append(f"{line_label} {line}")
+        if field is not None:
+            where.append(f"field {field!r}")
+        message = f"{', '.join(where)}: {reason}" if where else reason
+        super().__init__(message)
+
+    def __reduce__(self):
+        # Rebuild from the parts so the attributes survive pickling (e.g. across processes).
+        return (
+            type(self),
+            (self.reason, self.path, self.line, self.field, self.line_label),
+        )
