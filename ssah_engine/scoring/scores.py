@@ -1,0 +1,173 @@
+"""Score every head and neuron of a model on one calibration set.
+
+All methods read the inputs of the output projections (o_proj for heads, down_proj for
+neurons) on response tokens only, through forward pre-hooks that keep streaming statistics.
+WIFV and Wanda run the decoder backbone only (no logits layer); SNIP needs a backward pass.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..architectures import ModelLayout
+from ..encoding import Batch
+from ..units import UnitSpace
+from .stats import ChannelStats
+
+logger = logging.getLogger(__name__)
+
+METHODS = ("wifv", "wanda", "snip")
+Progress = Callable[[int, int], None]
+
+
+@dataclass
+class DatasetScores:
+    """Per-unit z-scores (flat unit order) plus the activation statistics they came from."""
+
+    scores: torch.Tensor  # [units] float64, z-scored per layer
+    head_input_mean: torch.Tensor  # [layers, heads * head_dim] mean o_proj input
+    neuron_input_mean: torch.Tensor  # [layers, neurons] mean down_proj input
+    tokens: int
+
+
+def zscore(values: torch.Tensor) -> torch.Tensor:
+    """(x - mean) / std with the unbiased std, as the authors' code does; a constant vector gives zeros."""
+    values = values.double()
+    std = values.std() if values.numel() > 1 else values.new_tensor(0.0)
+    if not torch.isfinite(std) or std == 0:
+        return torch.zeros_like(values)
+    return (values - values.mean()) / std
+
+
+@contextmanager
+def record_unit_inputs(layout: ModelLayout, device: torch.device):
+    """Collect ChannelStats of every o_proj and down_proj input on the tokens of ``mask[0]``.
+
+    Yields ``(head_stats, neuron_stats, mask)``; set ``mask[0]`` to the batch's response mask
+    before each forward pass.
+    """
+    head_stats = [ChannelStats(layer.o.in_features, device) for layer in layout.layers]
+    neuron_stats = [ChannelStats(layer.down.in_features, device) for layer in layout.layers]
+    mask: list[torch.Tensor | None] = [None]
+
+    def hook_for(stats: ChannelStats):
+        def hook(_module: nn.Module, args: tuple) -> None:
+            stats.update(args[0].detach()[mask[0]])
+
+        return hook
+
+    handles = []
+    try:
+        for layer, heads, neurons in zip(layout.layers, head_stats, neuron_stats):
+            handles.append(layer.o.register_forward_pre_hook(hook_for(heads)))
+            handles.append(layer.down.register_forward_pre_hook(hook_for(neurons)))
+        yield head_stats, neuron_stats, mask
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _backbone(model: nn.Module, layout: ModelLayout) -> nn.Module:
+    return model.get_submodule(layout.layers_path.rsplit(".layers", 1)[0])
+
+
+def score_dataset(
+    model: nn.Module,
+    layout: ModelLayout,
+    batches: Iterable[Batch],
+    *,
+    method: str = "wifv",
+    total_batches: int | None = None,
+    progress: Progress | None = None,
+) -> DatasetScores:
+    """Score all units of ``model`` on ``batches`` with ``method`` (wifv, wanda or snip)."""
+    if method not in METHODS:
+        raise ValueError(f"unknown scoring method {method!r}; choose one of {', '.join(METHODS)}")
+    device = next(model.parameters()).device
+    space = UnitSpace.from_layout(layout)
+    snip_heads = torch.zeros(space.num_layers, space.num_heads, dtype=torch.float64)
+    snip_neurons = torch.zeros(space.num_layers, space.intermediate_size, dtype=torch.float64)
+
+    with record_unit_inputs(layout, device) as (head_stats, neuron_stats, mask):
+        for done, batch in enumerate(batches, start=1):
+            batch = batch.to(device)
+            mask[0] = batch.response_mask
+            if method == "snip":
+                _snip_step(model, layout, batch, snip_heads, snip_neurons)
+            else:
+                with torch.inference_mode():
+                    _backbone(model, layout)(
+                        input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False
+                    )
+            if progress:
+                progress(done, total_batches or done)
+
+    tokens = head_stats[0].count
+    if tokens == 0:
+        raise ValueError("the calibration set has no response tokens to score")
+    if method == "snip":
+        head_scores = torch.stack([zscore(row) for row in snip_heads])
+        neuron_scores = torch.stack([zscore(row) for row in snip_neurons])
+    else:
+        per_layer = [
+            _activation_scores(method, layer, heads, neurons, space)
+            for layer, heads, neurons in zip(layout.layers, head_stats, neuron_stats)
+        ]
+        head_scores = torch.stack([heads for heads, _ in per_layer])
+        neuron_scores = torch.stack([neurons for _, neurons in per_layer])
+    return DatasetScores(
+        scores=space.join(head_scores, neuron_scores).cpu(),
+        head_input_mean=torch.stack([stats.mean for stats in head_stats]).cpu(),
+        neuron_input_mean=torch.stack([stats.mean for stats in neuron_stats]).cpu(),
+        tokens=tokens,
+    )
+
+
+def _activation_scores(method, layer, head_stats, neuron_stats, space: UnitSpace):
+    """Per-layer head and neuron z-scores from activation statistics and output weights."""
+    o_weight = layer.o.weight.detach().double()
+    down_weight = layer.down.weight.detach().double()
+    if method == "wifv":
+        # I_c = Var(x_c) * ||W_out[:, c]||^2; heads square it first (the method page, after FLAP).
+        head_channels = (head_stats.variance * o_weight.square().sum(0)).square()
+        neuron_channels = neuron_stats.variance * down_weight.square().sum(0)
+    else:  # wanda: sum over the unit's output weights of |W| * ||X_c||_2
+        head_channels = head_stats.sum_of_squares.sqrt() * o_weight.abs().sum(0)
+        neuron_channels = neuron_stats.sum_of_squares.sqrt() * down_weight.abs().sum(0)
+    heads = zscore(head_channels).reshape(space.num_heads, space.head_dim).mean(1)
+    return heads, zscore(neuron_channels)
+
+
+def _snip_step(model, layout: ModelLayout, batch: Batch, heads: torch.Tensor, neurons: torch.Tensor) -> None:
+    """One backward pass on the response loss; add |W * dL/dW| summed over each unit's weights."""
+    labels = batch.input_ids.masked_fill(~batch.response_mask, -100)
+    model.zero_grad(set_to_none=True)
+    with torch.enable_grad():
+        loss = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, labels=labels, use_cache=False).loss
+        loss.backward()
+    num_heads, head_dim = layout.num_heads, layout.head_dim
+    group = layout.group_size
+    for index, layer in enumerate(layout.layers):
+
+        def saliency(linear: nn.Linear) -> torch.Tensor:
+            return (linear.weight.detach() * linear.weight.grad).abs().double()
+
+        def rows(part, count: int) -> torch.Tensor:
+            return saliency(part.linear)[part.offset : part.offset + count]
+
+        q = rows(layer.q, num_heads * head_dim).reshape(num_heads, -1).sum(1)
+        kv_groups = (
+            rows(layer.k, layout.num_kv_heads * head_dim) + rows(layer.v, layout.num_kv_heads * head_dim)
+        ).reshape(layout.num_kv_heads, -1).sum(1)
+        o = saliency(layer.o).reshape(-1, num_heads, head_dim).sum((0, 2))
+        heads[index] += (q + o + kv_groups.repeat_interleave(group) / group).cpu()
+        size = layout.intermediate_size
+        neuron = rows(layer.gate, size).sum(1) + rows(layer.up, size).sum(1) + saliency(layer.down).sum(0)
+        neurons[index] += neuron.cpu()
+    model.zero_grad(set_to_none=True)
