@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The test command: installs everything, starts the services, runs the fast suite, then the slow one
+# (real SmolLM2 model, real worker processes) as a separate step.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+bash scripts/services.sh
+# shellcheck disable=SC1091
+. .venv/bin/activate
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+
+echo "== fast tests"
+python -m pytest -m "not slow and not gpu" -q --timeout 600 "$@"
+if [ "${SSAH_SKIP_SLOW:-0}" != "1" ]; then
+  echo "== slow tests (real model, real processes)"
+  python -m pytest -m "slow and not gpu" -q --timeout 1200 "$@"
+fi
