@@ -1,0 +1,85 @@
+"""Create, revoke and list API keys: ``python -m service.admin keys create --tenant acme``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from service.auth import DISPLAY_PREFIX_LEN, generate_key, hash_key
+from service.db import get_sessionmaker, session_scope
+from service.models import ApiKey, Tenant, utcnow
+
+
+class KeyNotFound(LookupError):
+    """No active key has that prefix."""
+
+
+def create_api_key(session: Session, tenant_name: str) -> str:
+    """Create a key for ``tenant_name`` (creating the tenant if new) and return it; only its hash is kept."""
+    tenant = session.scalars(sa.select(Tenant).where(Tenant.name == tenant_name)).one_or_none()
+    if tenant is None:
+        tenant = Tenant(name=tenant_name)
+        session.add(tenant)
+        session.flush()
+    key = generate_key()
+    session.add(ApiKey(tenant_id=tenant.id, prefix=key[:DISPLAY_PREFIX_LEN], key_hash=hash_key(key)))
+    session.flush()
+    return key
+
+
+def revoke_api_key(session: Session, prefix: str) -> ApiKey:
+    """Revoke the active key whose display prefix is ``prefix``; raises KeyNotFound otherwise."""
+    key = session.scalars(
+        sa.select(ApiKey).where(ApiKey.prefix == prefix[:DISPLAY_PREFIX_LEN], ApiKey.revoked_at.is_(None))
+    ).one_or_none()
+    if key is None:
+        raise KeyNotFound(f"no active key with prefix {prefix!r}")
+    key.revoked_at = utcnow()
+    session.flush()
+    return key
+
+
+def list_api_keys(session: Session) -> list[tuple[str, str, str, str]]:
+    """Rows of (prefix, tenant, created_at, revoked_at or '') for every key, oldest first."""
+    rows = session.execute(
+        sa.select(ApiKey.prefix, Tenant.name, ApiKey.created_at, ApiKey.revoked_at)
+        .join(Tenant, Tenant.id == ApiKey.tenant_id)
+        .order_by(ApiKey.created_at)
+    )
+    return [(p, t, c.isoformat(), r.isoformat() if r else "") for p, t, c, r in rows]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``ssah keys ...``; returns the exit status."""
+    parser = argparse.ArgumentParser(prog="ssah", description="Manage SSAH Audit API keys.")
+    sub = parser.add_subparsers(dest="group", required=True)
+    keys = sub.add_parser("keys", help="API keys").add_subparsers(dest="action", required=True)
+    create = keys.add_parser("create", help="create a key for a tenant and print it once")
+    create.add_argument("--tenant", required=True, help="tenant name; created if new")
+    revoke = keys.add_parser("revoke", help="revoke a key by its displayed prefix")
+    revoke.add_argument("prefix")
+    keys.add_parser("list", help="list keys (prefixes only)")
+    args = parser.parse_args(argv)
+
+    for session in session_scope(get_sessionmaker()):
+        if args.action == "create":
+            print(create_api_key(session, args.tenant))
+        elif args.action == "revoke":
+            try:
+                revoked = revoke_api_key(session, args.prefix)
+            except KeyNotFound as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 1
+            print(f"revoked {revoked.prefix}")
+        else:
+            for row in list_api_keys(session):
+                print("\t".join(row))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,9 @@
+"""Version 1 of the API: one router per resource, all under ``/v1``."""
+
+from fastapi import APIRouter
+
+from service.api.v1 import audits, comparisons, datasets, evaluations, finetunes, jobs, models, unit_maps
+
+router = APIRouter(prefix="/v1")
+for module in (models, datasets, audits, unit_maps, evaluations, finetunes, comparisons, jobs):
+    router.include_router(module.router)

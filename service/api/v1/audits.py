@@ -1,0 +1,50 @@
+"""Audits: find a model's safety-critical, utility-critical, complex and redundant units."""
+
+from __future__ import annotations
+
+import uuid
+
+from fastapi import APIRouter, Request
+
+from service.api.deps import IdempotencyDep, PageDep, PrincipalDep, SessionDep, accepted_job, job_response
+from service.api.v1.common import (
+    JobFiltersDep, cancel_response, job_page, load_job, require_dataset, require_model,
+)
+from service.jobs import create_job
+from service.schemas.common import NOT_MODIFIED, Page, problem_responses
+from service.schemas.jobs import AuditCreate, JobRead
+
+router = APIRouter(prefix="/audits", tags=["audits"], responses=problem_responses(401, 422))
+
+
+@router.post("", status_code=202, response_model=JobRead)
+def create_audit(request: Request, body: AuditCreate, session: SessionDep, principal: PrincipalDep,
+                 idem: IdempotencyDep):
+    """Queue an audit of a registered model; answers 202 with the job."""
+    if (replay := idem.replay(body)) is not None:
+        return replay
+    require_model(session, principal, body.model_id)
+    require_dataset(session, principal, body.safety_dataset_id, loc="body.safety_dataset_id")
+    require_dataset(session, principal, body.utility_dataset_id, loc="body.utility_dataset_id")
+    job = create_job(session, celery=request.app.state.celery, tenant_id=principal.tenant_id, kind="audit",
+                     params=body.model_dump(mode="json"), model_id=body.model_id)
+    return accepted_job(idem, job, collection="audits")
+
+
+@router.get("", response_model=Page[JobRead])
+def list_audits(request: Request, session: SessionDep, principal: PrincipalDep, page: PageDep,
+                filters: JobFiltersDep):
+    """List the tenant's audits, newest first, filtered by status, model and creation time."""
+    return job_page(request, session, principal, page, filters, kind="audit")
+
+
+@router.get("/{audit_id}", response_model=JobRead, responses={**problem_responses(404), **NOT_MODIFIED})
+def get_audit(request: Request, audit_id: uuid.UUID, session: SessionDep, principal: PrincipalDep):
+    """Get one audit job; honours If-None-Match with its ETag."""
+    return job_response(request, load_job(session, principal, audit_id, kind="audit"))
+
+
+@router.post("/{audit_id}/cancel", response_model=JobRead, responses=problem_responses(404, 409))
+def cancel_audit(audit_id: uuid.UUID, session: SessionDep, principal: PrincipalDep, idem: IdempotencyDep):
+    """Cancel an audit: at once when queued, by request when running."""
+    return cancel_response(idem, session, principal, audit_id, kind="audit")

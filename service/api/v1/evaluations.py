@@ -1,0 +1,62 @@
+"""Evaluations: safety and utility scores of a model, optionally with one unit class ablated."""
+
+from __future__ import annotations
+
+import uuid
+
+from fastapi import APIRouter, Request
+
+from service import queries
+from service.api.deps import IdempotencyDep, PageDep, PrincipalDep, SessionDep, accepted_job, job_response
+from service.api.v1.common import (
+    JobFiltersDep, cancel_response, job_page, load_job, require_audit, require_dataset, require_model,
+    require_succeeded,
+)
+from service.jobs import create_job
+from service.schemas.common import NOT_MODIFIED, Page, problem_responses
+from service.schemas.jobs import EvaluationCreate, JobRead
+from service.schemas.results import ScoreRead
+
+router = APIRouter(prefix="/evaluations", tags=["evaluations"], responses=problem_responses(401, 422))
+
+
+@router.post("", status_code=202, response_model=JobRead)
+def create_evaluation(request: Request, body: EvaluationCreate, session: SessionDep, principal: PrincipalDep,
+                 idem: IdempotencyDep):
+    """Queue an evaluation; answers 202 with the job."""
+    if (replay := idem.replay(body)) is not None:
+        return replay
+    require_model(session, principal, body.model_id)
+    if body.audit_id is not None:
+        require_audit(session, principal, body.audit_id, loc="body.audit_id")
+    require_dataset(session, principal, body.safety_dataset_id, loc="body.safety_dataset_id")
+    require_dataset(session, principal, body.utility_dataset_id, loc="body.utility_dataset_id")
+    job = create_job(session, celery=request.app.state.celery, tenant_id=principal.tenant_id, kind="evaluation",
+                     params=body.model_dump(mode="json"), model_id=body.model_id)
+    return accepted_job(idem, job, collection="evaluations")
+
+
+@router.get("", response_model=Page[JobRead])
+def list_evaluations(request: Request, session: SessionDep, principal: PrincipalDep, page: PageDep,
+                filters: JobFiltersDep):
+    """List the tenant's evaluations, newest first, filtered by status, model and creation time."""
+    return job_page(request, session, principal, page, filters, kind="evaluation")
+
+
+@router.get("/{evaluation_id}", response_model=JobRead, responses={**problem_responses(404), **NOT_MODIFIED})
+def get_evaluation(request: Request, evaluation_id: uuid.UUID, session: SessionDep, principal: PrincipalDep):
+    """Get one evaluation job; honours If-None-Match with its ETag."""
+    return job_response(request, load_job(session, principal, evaluation_id, kind="evaluation"))
+
+
+@router.post("/{evaluation_id}/cancel", response_model=JobRead, responses=problem_responses(404, 409))
+def cancel_evaluation(evaluation_id: uuid.UUID, session: SessionDep, principal: PrincipalDep, idem: IdempotencyDep):
+    """Cancel a evaluation: at once when queued, by request when running."""
+    return cancel_response(idem, session, principal, evaluation_id, kind="evaluation")
+
+
+@router.get("/{evaluation_id}/scores", response_model=list[ScoreRead], responses=problem_responses(404, 409))
+def list_evaluation_scores(evaluation_id: uuid.UUID, session: SessionDep, principal: PrincipalDep):
+    """List the scores of a succeeded evaluation."""
+    job = require_succeeded(load_job(session, principal, evaluation_id, kind="evaluation"))
+    return [ScoreRead.model_validate(s) for s in queries.list_scores(session, job_id=job.id)]

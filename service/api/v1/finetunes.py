@@ -1,0 +1,65 @@
+"""Fine-tunes: train a model, optionally freezing or budgeting an audit's safety units."""
+
+from __future__ import annotations
+
+import uuid
+
+from fastapi import APIRouter, Request
+
+from service import queries
+from service.api.deps import IdempotencyDep, PageDep, PrincipalDep, SessionDep, accepted_job, job_response
+from service.api.v1.common import (
+    JobFiltersDep, cancel_response, job_page, load_job, require_audit, require_dataset, require_model,
+    require_succeeded,
+)
+from service.jobs import create_job
+from service.schemas.common import NOT_MODIFIED, Page, problem_responses
+from service.errors import NotFound
+from service.schemas.jobs import FinetuneCreate, JobRead
+from service.schemas.results import FinetuneResultRead
+
+router = APIRouter(prefix="/finetunes", tags=["finetunes"], responses=problem_responses(401, 422))
+
+
+@router.post("", status_code=202, response_model=JobRead)
+def create_finetune(request: Request, body: FinetuneCreate, session: SessionDep, principal: PrincipalDep,
+                 idem: IdempotencyDep):
+    """Queue a fine-tune; answers 202 with the job."""
+    if (replay := idem.replay(body)) is not None:
+        return replay
+    require_model(session, principal, body.model_id)
+    require_dataset(session, principal, body.dataset_id, loc="body.dataset_id")
+    if body.audit_id is not None:
+        require_audit(session, principal, body.audit_id, loc="body.audit_id")
+    job = create_job(session, celery=request.app.state.celery, tenant_id=principal.tenant_id, kind="finetune",
+                     params=body.model_dump(mode="json"), model_id=body.model_id)
+    return accepted_job(idem, job, collection="finetunes")
+
+
+@router.get("", response_model=Page[JobRead])
+def list_finetunes(request: Request, session: SessionDep, principal: PrincipalDep, page: PageDep,
+                filters: JobFiltersDep):
+    """List the tenant's finetunes, newest first, filtered by status, model and creation time."""
+    return job_page(request, session, principal, page, filters, kind="finetune")
+
+
+@router.get("/{finetune_id}", response_model=JobRead, responses={**problem_responses(404), **NOT_MODIFIED})
+def get_finetune(request: Request, finetune_id: uuid.UUID, session: SessionDep, principal: PrincipalDep):
+    """Get one finetune job; honours If-None-Match with its ETag."""
+    return job_response(request, load_job(session, principal, finetune_id, kind="finetune"))
+
+
+@router.post("/{finetune_id}/cancel", response_model=JobRead, responses=problem_responses(404, 409))
+def cancel_finetune(finetune_id: uuid.UUID, session: SessionDep, principal: PrincipalDep, idem: IdempotencyDep):
+    """Cancel a finetune: at once when queued, by request when running."""
+    return cancel_response(idem, session, principal, finetune_id, kind="finetune")
+
+
+@router.get("/{finetune_id}/result", response_model=FinetuneResultRead, responses=problem_responses(404, 409))
+def get_finetune_result(finetune_id: uuid.UUID, session: SessionDep, principal: PrincipalDep):
+    """Get the loss curve and output model of a succeeded fine-tune."""
+    job = require_succeeded(load_job(session, principal, finetune_id, kind="finetune"))
+    result = queries.get_finetune_result(session, job_id=job.id)
+    if result is None:
+        raise NotFound(f"finetune {job.id} stored no result")
+    return FinetuneResultRead.model_validate(result)

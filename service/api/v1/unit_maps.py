@@ -1,0 +1,76 @@
+"""Unit maps of succeeded audits: summary, per-layer counts and the full artifact."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+from fastapi import APIRouter, Request
+from fastapi.responses import FileResponse
+from sqlalchemy.orm import Session
+
+from service import queries
+from service.api.deps import PageDep, PrincipalDep, SessionDep, make_page
+from service.api.v1.common import load_job, require_succeeded
+from service.auth import Principal
+from service.errors import NotFound
+from service.models import UnitMap
+from service.schemas.common import Page, problem_responses
+from service.schemas.results import LayerRead, UnitMapRead
+
+router = APIRouter(prefix="/audits/{audit_id}/unit-map", tags=["unit maps"],
+                   responses=problem_responses(401, 404, 409, 422))
+
+
+def _unit_map(session: Session, principal: Principal, audit_id: uuid.UUID) -> UnitMap:
+    job = require_succeeded(load_job(session, principal, audit_id, kind="audit"))
+    unit_map = queries.get_unit_map(session, job_id=job.id)
+    if unit_map is None:
+        raise NotFound(f"audit {audit_id} stored no unit map")
+    return unit_map
+
+
+def artifact_path(artifact_dir: Path, tenant_id: uuid.UUID, uri: str | None) -> Path | None:
+    """The file behind ``uri`` if it exists inside the tenant's artifact folder, else None."""
+    if not uri:
+        return None
+    root = (artifact_dir / str(tenant_id)).resolve()
+    path = (artifact_dir / uri.removeprefix("file://")).resolve()
+    # A stored URI must never lead outside the owner's folder (another tenant's, or anywhere).
+    return path if path.is_relative_to(root) and path.is_file() else None
+
+
+@router.get("", response_model=UnitMapRead)
+def get_unit_map(request: Request, audit_id: uuid.UUID, session: SessionDep, principal: PrincipalDep):
+    """Get the summary of a succeeded audit's unit map (units and fractions per class)."""
+    unit_map = _unit_map(session, principal, audit_id)
+    summary = unit_map.summary
+    available = artifact_path(request.app.state.settings.artifact_dir, principal.tenant_id,
+                              unit_map.artifact_uri) is not None
+    return UnitMapRead(
+        job_id=unit_map.job_id, classes=summary.get("classes", {}), layer_count=len(summary.get("layers", [])),
+        config=summary.get("config", {}), model=summary.get("model"), data=summary.get("data"),
+        artifact_available=available, created_at=unit_map.created_at,
+    )
+
+
+@router.get("/layers", response_model=Page[LayerRead])
+def list_unit_map_layers(request: Request, audit_id: uuid.UUID, session: SessionDep, principal: PrincipalDep,
+                         page: PageDep):
+    """List per-layer unit counts of each class, a page of layers at a time."""
+    layers = _unit_map(session, principal, audit_id).summary.get("layers", [])
+    chunk = layers[page.offset:page.offset + page.limit]
+    items = [{**(layer if isinstance(layer, dict) else {"counts": layer}), "index": page.offset + i}
+             for i, layer in enumerate(chunk)]
+    return make_page(request, items, len(layers), page)
+
+
+@router.get("/artifact", response_class=FileResponse,
+            responses={200: {"content": {"application/octet-stream": {}}, "description": "The unit map file."}})
+def download_unit_map_artifact(request: Request, audit_id: uuid.UUID, session: SessionDep, principal: PrincipalDep):
+    """Download the full unit map file written by the audit."""
+    unit_map = _unit_map(session, principal, audit_id)
+    path = artifact_path(request.app.state.settings.artifact_dir, principal.tenant_id, unit_map.artifact_uri)
+    if path is None:
+        raise NotFound(f"the unit map file of audit {audit_id} is not available")
+    return FileResponse(path, media_type="application/octet-stream", filename=path.name)

@@ -1,0 +1,147 @@
+"""One error base class carrying its HTTP status, rendered once as RFC 9457 problem+json."""
+
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger(__name__)
+
+PROBLEM_JSON = "application/problem+json"
+
+
+class ProblemError(Exception):
+    """An error the API reports to its caller; subclasses set ``status``, ``title`` and ``slug``."""
+
+    status: int = 500
+    title: str = "Internal Server Error"
+    slug: str = "internal"
+
+    def __init__(self, detail: str, *, extra: dict[str, Any] | None = None, headers: dict[str, str] | None = None):
+        super().__init__(detail)
+        self.detail = detail
+        self.extra = extra or {}
+        self.headers = headers or {}
+
+
+class BadRequest(ProblemError):
+    status, title, slug = 400, "Bad Request", "bad-request"
+
+
+class Unauthorized(ProblemError):
+    status, title, slug = 401, "Unauthorized", "unauthorized"
+
+    def __init__(self, detail: str):
+        super().__init__(detail, headers={"WWW-Authenticate": 'Bearer realm="ssah"'})
+
+
+class NotFound(ProblemError):
+    status, title, slug = 404, "Not Found", "not-found"
+
+
+class Conflict(ProblemError):
+    status, title, slug = 409, "Conflict", "conflict"
+
+
+class JobNotReady(Conflict):
+    title, slug = "Job Not Succeeded", "job-not-succeeded"
+
+
+class ContentTooLarge(ProblemError):
+    status, title, slug = 413, "Content Too Large", "content-too-large"
+
+
+class Unprocessable(ProblemError):
+    status, title, slug = 422, "Unprocessable Content", "unprocessable"
+
+    @classmethod
+    def field(cls, loc: str, msg: str) -> Unprocessable:
+        """An error about one field of the request, named by its dotted path (``body.model_id``)."""
+        return cls(f"{loc}: {msg}", extra={"errors": [{"loc": loc, "msg": msg, "type": "value_error"}]})
+
+
+class IdempotencyConflict(Unprocessable):
+    title, slug = "Idempotency Key Reused", "idempotency-key-reused"
+
+
+class ServiceUnavailable(ProblemError):
+    status, title, slug = 503, "Service Unavailable", "unavailable"
+
+
+def problem_response(
+    request: Request,
+    *,
+    status: int,
+    title: str,
+    detail: str,
+    slug: str | None = None,
+    extra: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    """Build an ``application/problem+json`` response for ``request``."""
+    body: dict[str, Any] = {
+        "type": f"urn:ssah:problem:{slug}" if slug else "about:blank",
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "instance": request.url.path,
+    }
+    request_id = getattr(request.state, "request_id", None)
+    if request_id:
+        body["request_id"] = request_id
+    body.update(extra or {})
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+def _loc(parts: tuple[Any, ...] | list[Any]) -> str:
+    return ".".join(str(p) for p in parts)
+
+
+async def _on_problem(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ProblemError)
+    return problem_response(
+        request, status=exc.status, title=exc.title, detail=exc.detail, slug=exc.slug, extra=exc.extra,
+        headers=exc.headers,
+    )
+
+
+async def _on_validation(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = [{"loc": _loc(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
+    detail = "; ".join(f"{e['loc']}: {e['msg']}" for e in errors) or "invalid request"
+    return problem_response(
+        request, status=422, title="Unprocessable Content", detail=detail, slug="validation",
+        extra={"errors": errors},
+    )
+
+
+async def _on_http(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    title = HTTPStatus(exc.status_code).phrase
+    detail = exc.detail if isinstance(exc.detail, str) else title
+    return problem_response(
+        request, status=exc.status_code, title=title, detail=detail, headers=dict(exc.headers or {})
+    )
+
+
+async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error on %s %s (request %s)", request.method, request.url.path,
+                  getattr(request.state, "request_id", "-"))
+    return problem_response(
+        request, status=500, title="Internal Server Error", slug="internal",
+        detail="An unexpected error occurred; quote the request_id when reporting it.",
+    )
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Render every error the app can raise as problem+json."""
+    app.add_exception_handler(ProblemError, _on_problem)
+    app.add_exception_handler(RequestValidationError, _on_validation)
+    app.add_exception_handler(StarletteHTTPException, _on_http)
+    app.add_exception_handler(Exception, _on_unexpected)

@@ -1,0 +1,83 @@
+"""Job lifecycle on the API side: create, enqueue after commit (with an outbox), cancel."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import timedelta
+from typing import Any
+
+from celery import Celery
+from sqlalchemy.orm import Session
+
+from service import queries
+from service.db import after_commit
+from service.errors import Conflict
+from service.models import TERMINAL_STATUSES, Job, JobStatus, utcnow
+from service.queue import get_celery, send_job
+
+log = logging.getLogger(__name__)
+
+
+def create_job(
+    session: Session, *, celery: Celery, tenant_id: uuid.UUID, kind: str, params: dict[str, Any],
+    model_id: uuid.UUID | None,
+) -> Job:
+    """Add a queued job; it is sent to the broker only once the session has committed."""
+    job = Job(
+        id=uuid.uuid4(), tenant_id=tenant_id, kind=kind, status=JobStatus.queued.value, params=params,
+        model_id=model_id,
+    )
+    session.add(job)
+    session.flush()
+    after_commit(session, lambda: _enqueue_committed(session, celery=celery, job=job))
+    return job
+
+
+def _enqueue_committed(session: Session, *, celery: Celery, job: Job) -> None:
+    try:
+        send_job(celery, job_id=job.id, kind=job.kind)
+    except Exception as exc:  # the broker is down: enqueue_pending() picks the job up later
+        log.warning("job %s committed but not enqueued (%s); left for enqueue_pending", job.id, exc)
+        return
+    job.enqueued_at = utcnow()
+    try:
+        session.commit()
+    except Exception:  # a worker may have touched the row already; the message is out either way
+        session.rollback()
+        log.warning("job %s enqueued but enqueued_at not recorded", job.id, exc_info=True)
+
+
+def enqueue_pending(
+    session: Session, *, celery: Celery | None = None, limit: int = 100, min_age: timedelta = timedelta(0)
+) -> int:
+    """Send committed queued jobs the broker never accepted; return how many were sent.
+
+    The caller commits. ``min_age`` leaves alone jobs younger than that, which a request may still
+    be enqueueing itself. Stops at the first broker failure (the rest would fail the same way).
+    """
+    celery = celery or get_celery()
+    sent = 0
+    for job in queries.pending_jobs(session, limit=limit, created_before=utcnow() - min_age):
+        try:
+            send_job(celery, job_id=job.id, kind=job.kind)
+        except Exception as exc:
+            log.warning("broker still unreachable (%s); %d job(s) sent this round", exc, sent)
+            break
+        job.enqueued_at = utcnow()
+        sent += 1
+    session.flush()
+    return sent
+
+
+def cancel_job(session: Session, *, job: Job) -> Job:
+    """Cancel ``job``: at once when queued, by request when running; 409 when already finished."""
+    if JobStatus(job.status) in TERMINAL_STATUSES:
+        raise Conflict(f"job {job.id} is already {job.status} and cannot be cancelled")
+    if job.status == JobStatus.queued.value:
+        job.status = JobStatus.cancelled.value
+        job.finished_at = utcnow()
+    # Running: the worker sees the flag between steps and stops; status stays running until then.
+    job.cancel_requested = True
+    session.flush()
+    return job

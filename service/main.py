@@ -1,0 +1,59 @@
+"""The app factory. Importing this module builds the app but opens no connection."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI
+
+from service.api import ops
+from service.api.v1 import router as v1_router
+from service.auth import KeyCache
+from service.db import get_sessionmaker
+from service.errors import install_error_handlers
+from service.metrics import Metrics, RequestMiddleware
+from service.queue import make_celery
+from service.settings import Settings, get_settings
+
+VERSION = "0.1.0"
+
+DESCRIPTION = """\
+Audit LLMs at the level of single neurons and attention heads (Superficial Safety Alignment
+Hypothesis): find safety-critical units, score ablations, fine-tune without losing safety.
+
+Every `/v1` route needs `Authorization: Bearer <key>` (or `X-API-Key`). Long work answers
+`202 Accepted` with a job and a `Location` to poll; errors are RFC 9457 `application/problem+json`.
+"""
+
+TAGS = [
+    {"name": "models", "description": "Register model sources."},
+    {"name": "datasets", "description": "Upload datasets (JSONL, CSV, JSON, text)."},
+    {"name": "audits", "description": "Find the safety-critical units of a model."},
+    {"name": "unit maps", "description": "Results of succeeded audits."},
+    {"name": "evaluations", "description": "Safety and utility scores, with optional ablation."},
+    {"name": "finetunes", "description": "Fine-tune while keeping safety units intact."},
+    {"name": "comparisons", "description": "Role transfer between two audits."},
+    {"name": "jobs", "description": "All jobs, whatever their kind."},
+    {"name": "operations", "description": "Health, readiness and metrics."},
+]
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the API for ``settings`` (default: from the environment)."""
+    settings = settings or get_settings()
+    logging.basicConfig(level=settings.log_level)
+    app = FastAPI(title="SSAH Audit", version=VERSION, description=DESCRIPTION, openapi_tags=TAGS)
+    app.state.settings = settings
+    app.state.sessionmaker = get_sessionmaker(settings.database_url)
+    app.state.celery = make_celery(settings)
+    app.state.key_cache = KeyCache(settings.api_key_cache_seconds)
+    app.state.metrics = Metrics()
+    app.state.metrics.watch_jobs(app.state.sessionmaker)
+    install_error_handlers(app)
+    app.add_middleware(RequestMiddleware, metrics=lambda: app.state.metrics)
+    app.include_router(ops.router)
+    app.include_router(v1_router)
+    return app
+
+
+app = create_app()

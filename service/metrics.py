@@ -1,0 +1,95 @@
+"""Prometheus metrics and the request-id/timing middleware (plain ASGI: cheap on the hot GET path)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterable
+
+import sqlalchemy as sa
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from sqlalchemy.orm import Session, sessionmaker
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.models import Job
+
+
+class Metrics:
+    """One registry per app, so several apps in one process (tests) do not collide."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter("ssah_http_requests_total", "HTTP requests by route template and status.",
+                                ["method", "route", "status"], registry=self.registry)
+        self.latency = Histogram(
+            "ssah_http_request_duration_seconds", "HTTP request latency by route template.", ["method", "route"],
+            buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10), registry=self.registry,
+        )
+
+    def watch_jobs(self, factory: sessionmaker[Session]) -> None:
+        """Expose ``ssah_jobs`` (jobs by kind and status), counted at scrape time."""
+        self.registry.register(_JobsCollector(factory))
+
+
+class _JobsCollector:
+    def __init__(self, factory: sessionmaker[Session]):
+        self.factory = factory
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        gauge = GaugeMetricFamily("ssah_jobs", "Jobs by kind and status (all tenants).", labels=["kind", "status"])
+        try:
+            with self.factory() as session:
+                rows = session.execute(sa.select(Job.kind, Job.status, sa.func.count()).group_by(Job.kind, Job.status))
+                for kind, status, count in rows:
+                    gauge.add_metric([kind, status], count)
+        except sa.exc.SQLAlchemyError:
+            pass  # /readyz reports the database; a scrape must not fail because of it
+        yield gauge
+
+    def describe(self) -> Iterable[GaugeMetricFamily]:
+        return []
+
+
+class RequestMiddleware:
+    """Gives every request an id (``X-Request-ID``) and records its count and latency."""
+
+    def __init__(self, app: ASGIApp, metrics: Callable[[], Metrics]):
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = _header(scope, b"x-request-id") or uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        status = 500
+        start = time.perf_counter()
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message.setdefault("headers", []).append((b"x-request-id", request_id.encode()))
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            route = scope.get("route")
+            # Templates, not raw paths: label cardinality stays bounded whatever ids are polled.
+            template = getattr(route, "path", None) or "unmatched"
+            if scope["path"].startswith("/v1/") and template.startswith("/") and not template.startswith("/v1/"):
+                template = "/v1" + template  # newer FastAPI reports the included router's own path
+            metrics = self.metrics()
+            metrics.requests.labels(scope["method"], template, str(status)).inc()
+            metrics.latency.labels(scope["method"], template).observe(time.perf_counter() - start)
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", []):
+        if key == name:
+            text = value.decode("latin-1")[:100]
+            return text if text.isprintable() else None
+    return None

@@ -1,0 +1,1 @@
+"""Pydantic schemas of the API, kept apart from the SQLAlchemy models."""

@@ -1,0 +1,114 @@
+"""Schemas of jobs: what each kind of job takes, and how a job reads back."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+JobKindName = Literal["audit", "evaluation", "finetune", "comparison"]
+JobStatusName = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+# The paper's exclusive-unit names (ESU, EUU) are accepted as spellings of SCU and UCU.
+AblateClass = Literal["SCU", "ESU", "UCU", "EUU", "CU", "RU"]
+CANONICAL_CLASS = {"SCU": "SCU", "ESU": "SCU", "UCU": "UCU", "EUU": "UCU", "CU": "CU", "RU": "RU"}
+
+
+class Cuts(BaseModel):
+    """Fractions of units kept per class when ranking by importance."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ru: float = Field(0.10, gt=0, le=1, description="Redundant units: least important fraction.")
+    scu: float = Field(0.01, gt=0, le=1, description="Safety-critical units: top fraction on safety data.")
+    ucu: float = Field(0.10, gt=0, le=1, description="Utility-critical units: top fraction on utility data.")
+
+
+class AuditCreate(BaseModel):
+    """Find the safety-critical, utility-critical, complex and redundant units of a model."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model_id: uuid.UUID
+    safety_dataset_id: uuid.UUID | None = Field(None, description="Absent: the built-in safety set.")
+    utility_dataset_id: uuid.UUID | None = Field(None, description="Absent: the built-in utility set.")
+    samples: int = Field(128, ge=1, le=100_000)
+    method: Literal["wifv", "wanda", "snip"] = "wifv"
+    cuts: Cuts = Field(default_factory=Cuts)
+
+
+class EvaluationCreate(BaseModel):
+    """Score a model's safety and utility, optionally with one class of an audit's units ablated."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model_id: uuid.UUID
+    audit_id: uuid.UUID | None = None
+    ablate: AblateClass | None = Field(None, description="Needs audit_id. ESU = SCU, EUU = UCU.")
+    max_new_tokens: int = Field(64, ge=1, le=4096)
+    safety_dataset_id: uuid.UUID | None = None
+    utility_dataset_id: uuid.UUID | None = None
+
+    @field_validator("ablate")
+    @classmethod
+    def _canonical(cls, value: str | None) -> str | None:
+        return CANONICAL_CLASS[value] if value is not None else None
+
+    @model_validator(mode="after")
+    def _ablate_needs_audit(self) -> EvaluationCreate:
+        if self.ablate is not None and self.audit_id is None:
+            raise ValueError("ablate needs audit_id")
+        return self
+
+
+class FinetuneCreate(BaseModel):
+    """Fine-tune a model; ``freeze`` and ``budget`` keep an audit's safety units intact."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model_id: uuid.UUID
+    dataset_id: uuid.UUID
+    mode: Literal["full", "freeze", "budget"] = "full"
+    audit_id: uuid.UUID | None = Field(None, description="Audit whose units guide freeze/budget.")
+    setting: Literal["i", "ii"] = "i"
+    epochs: int = Field(1, ge=1, le=100)
+    lr: float = Field(2e-5, gt=0, le=1)
+
+    @model_validator(mode="after")
+    def _mode_needs_audit(self) -> FinetuneCreate:
+        if self.mode != "full" and self.audit_id is None:
+            raise ValueError(f"mode {self.mode!r} needs audit_id")
+        return self
+
+
+class ComparisonCreate(BaseModel):
+    """Cross-tabulate unit roles between two succeeded audits (e.g. before and after a fine-tune)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    before_audit_id: uuid.UUID
+    after_audit_id: uuid.UUID
+
+
+class JobRead(BaseModel):
+    """A job and where it stands in its lifecycle."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    kind: JobKindName
+    status: JobStatusName
+    progress: float = Field(ge=0, le=1)
+    progress_message: str | None
+    params: dict[str, Any]
+    error: str | None
+    model_id: uuid.UUID | None
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    enqueued_at: datetime | None = Field(description="When the broker accepted the job; null while pending.")
+    attempts: int
+    cancel_requested: bool
+    version: int = Field(description="Bumped on every change; the ETag is built from it.")
