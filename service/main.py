@@ -48,7 +48,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.celery = make_celery(settings)
     app.state.key_cache = KeyCache(settings.api_key_cache_seconds)
     app.state.metrics = Metrics()
-    app.state.metrics.watch_jobs(app.state.sessionmaker)
+    app.state.metrics.watch_jobs(lambda: app.state.sessionmaker)
     install_error_handlers(app)
     app.add_middleware(RequestMiddleware, metrics=lambda: app.state.metrics)
     app.include_router(ops.router)

@@ -27,19 +27,19 @@ class Metrics:
             buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10), registry=self.registry,
         )
 
-    def watch_jobs(self, factory: sessionmaker[Session]) -> None:
+    def watch_jobs(self, factory: Callable[[], sessionmaker[Session]]) -> None:
         """Expose ``ssah_jobs`` (jobs by kind and status), counted at scrape time."""
         self.registry.register(_JobsCollector(factory))
 
 
 class _JobsCollector:
-    def __init__(self, factory: sessionmaker[Session]):
+    def __init__(self, factory: Callable[[], sessionmaker[Session]]):
         self.factory = factory
 
     def collect(self) -> Iterable[GaugeMetricFamily]:
         gauge = GaugeMetricFamily("ssah_jobs", "Jobs by kind and status (all tenants).", labels=["kind", "status"])
         try:
-            with self.factory() as session:
+            with self.factory()() as session:
                 rows = session.execute(sa.select(Job.kind, Job.status, sa.func.count()).group_by(Job.kind, Job.status))
                 for kind, status, count in rows:
                     gauge.add_metric([kind, status], count)
