@@ -6,7 +6,7 @@ import uuid
 
 from fastapi import APIRouter, Request
 
-from service.api.deps import IdempotencyDep, PageDep, PrincipalDep, SessionDep, accepted_job, job_response
+from service.api.deps import IdempotencyDep, PageDep, PrincipalDep, SessionDep, accepted_job, poll_job
 from service.api.v1.common import (
     JobFiltersDep, cancel_response, job_page, load_job, require_dataset, require_model,
 )
@@ -39,9 +39,9 @@ def list_audits(request: Request, session: SessionDep, principal: PrincipalDep, 
 
 
 @router.get("/{audit_id}", response_model=JobRead, responses={**problem_responses(404), **NOT_MODIFIED})
-def get_audit(request: Request, audit_id: uuid.UUID, session: SessionDep, principal: PrincipalDep):
+async def get_audit(request: Request, audit_id: uuid.UUID, principal: PrincipalDep):
     """Get one audit job; honours If-None-Match with its ETag."""
-    return job_response(request, load_job(session, principal, audit_id, kind="audit"))
+    return await poll_job(request, principal, audit_id, kind="audit")
 
 
 @router.post("/{audit_id}/cancel", response_model=JobRead, responses=problem_responses(404, 409))

@@ -7,7 +7,7 @@ import uuid
 from fastapi import APIRouter, Request
 
 from service import queries
-from service.api.deps import IdempotencyDep, PageDep, PrincipalDep, SessionDep, accepted_job, job_response
+from service.api.deps import IdempotencyDep, PageDep, PrincipalDep, SessionDep, accepted_job, poll_job
 from service.api.v1.common import (
     JobFiltersDep, cancel_response, job_page, load_job, require_audit, require_succeeded,
 )
@@ -41,9 +41,9 @@ def list_comparisons(request: Request, session: SessionDep, principal: Principal
 
 
 @router.get("/{comparison_id}", response_model=JobRead, responses={**problem_responses(404), **NOT_MODIFIED})
-def get_comparison(request: Request, comparison_id: uuid.UUID, session: SessionDep, principal: PrincipalDep):
+async def get_comparison(request: Request, comparison_id: uuid.UUID, principal: PrincipalDep):
     """Get one comparison job; honours If-None-Match with its ETag."""
-    return job_response(request, load_job(session, principal, comparison_id, kind="comparison"))
+    return await poll_job(request, principal, comparison_id, kind="comparison")
 
 
 @router.post("/{comparison_id}/cancel", response_model=JobRead, responses=problem_responses(404, 409))

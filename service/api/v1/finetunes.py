@@ -7,7 +7,7 @@ import uuid
 from fastapi import APIRouter, Request
 
 from service import queries
-from service.api.deps import IdempotencyDep, PageDep, PrincipalDep, SessionDep, accepted_job, job_response
+from service.api.deps import IdempotencyDep, PageDep, PrincipalDep, SessionDep, accepted_job, poll_job
 from service.api.v1.common import (
     JobFiltersDep, cancel_response, job_page, load_job, require_audit, require_dataset, require_model,
     require_succeeded,
@@ -44,9 +44,9 @@ def list_finetunes(request: Request, session: SessionDep, principal: PrincipalDe
 
 
 @router.get("/{finetune_id}", response_model=JobRead, responses={**problem_responses(404), **NOT_MODIFIED})
-def get_finetune(request: Request, finetune_id: uuid.UUID, session: SessionDep, principal: PrincipalDep):
+async def get_finetune(request: Request, finetune_id: uuid.UUID, principal: PrincipalDep):
     """Get one finetune job; honours If-None-Match with its ETag."""
-    return job_response(request, load_job(session, principal, finetune_id, kind="finetune"))
+    return await poll_job(request, principal, finetune_id, kind="finetune")
 
 
 @router.post("/{finetune_id}/cancel", response_model=JobRead, responses=problem_responses(404, 409))

@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 
-from service.api.deps import IdempotencyDep, PageDep, PrincipalDep, SessionDep, job_response
+from service.api.deps import IdempotencyDep, PageDep, PrincipalDep, SessionDep, poll_job
 from service.api.v1.common import JobFiltersDep, cancel_response, job_page, load_job
 from service.schemas.common import NOT_MODIFIED, Page, problem_responses
 from service.schemas.jobs import JobKindName, JobRead
@@ -23,9 +23,9 @@ def list_jobs(request: Request, session: SessionDep, principal: PrincipalDep, pa
 
 
 @router.get("/{job_id}", response_model=JobRead, responses={**problem_responses(404), **NOT_MODIFIED})
-def get_job(request: Request, job_id: uuid.UUID, session: SessionDep, principal: PrincipalDep):
+async def get_job(request: Request, job_id: uuid.UUID, principal: PrincipalDep):
     """Get one job of any kind; honours If-None-Match with its ETag."""
-    return job_response(request, load_job(session, principal, job_id, kind=None))
+    return await poll_job(request, principal, job_id, kind=None)
 
 
 @router.post("/{job_id}/cancel", response_model=JobRead, responses=problem_responses(404, 409))
