@@ -1,0 +1,158 @@
+"""`evaluate`: every safety and utility number of one model under one protocol, as a JSON-ready dict."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+
+import torch
+
+from ..data import Dataset, load_dataset
+from ..loading import LoadedModel
+from ..losses import response_nll
+from ..unitmap import library_versions
+from .judge import load_judge
+from .perplexity import perplexity
+from .prompts import describe_template
+from .protocol import DataRef, Protocol
+from .safety import run_prompt_set, summarize
+from .zero_shot import zero_shot
+
+logger = logging.getLogger(__name__)
+
+Progress = Callable[[str, float], None]
+
+
+def load_pinned(protocol: Protocol) -> tuple[Protocol, dict[str, Dataset]]:
+    """Load every dataset of ``protocol``; return the protocol with their content hashes filled in.
+
+    A dataset whose content no longer matches a hash the protocol already pins is refused.
+    """
+    datasets, refs = {}, {}
+    for name, ref in protocol.datasets().items():
+        dataset = load_dataset(ref.source, limit=ref.limit, require_response=name == "instructions")
+        if ref.sha256 and ref.sha256 != dataset.sha256:
+            raise ValueError(
+                f"{name} set {ref.source!r} has content hash {dataset.sha256}, the protocol pins {ref.sha256}"
+            )
+        datasets[name] = dataset
+        refs[name] = DataRef(ref.source, ref.limit, dataset.sha256)
+    return protocol.replace(**refs), datasets
+
+
+class _Tracker:
+    """Turns per-stage item counts into one (stage, overall fraction) progress stream."""
+
+    def __init__(self, callback: Progress | None, total: float):
+        self.callback, self.total, self.done = callback, max(total, 1.0), 0.0
+
+    def weighted(self, weight: float):
+        def tick(stage: str, count: int) -> None:
+            self.done += weight * count
+            if self.callback:
+                self.callback(stage, min(self.done / self.total, 1.0))
+
+        return tick
+
+
+def evaluate(loaded: LoadedModel, protocol: Protocol | None = None, progress: Progress | None = None) -> dict:
+    """Evaluate ``loaded`` under ``protocol`` (default: Protocol()); the result is evaluation.json's content.
+
+    The model is used as it is, so an ablation or a mask applied around this call is measured.
+    """
+    protocol, data = load_pinned(protocol or Protocol())
+    model, tokenizer = loaded.model, loaded.tokenizer
+    started, timing = time.perf_counter(), {}
+    harmful = [example.prompt for example in data["harmful"].examples]
+    harmless = [example.prompt for example in data["harmless"].examples]
+    conditions = len(protocol.conditions)
+    generation_weight = max(protocol.max_new_tokens / 8, 1.0)  # one generated prompt vs one scored prompt
+    tracker = _Tracker(progress, (len(harmful) + len(harmless)) * conditions * (1 + generation_weight) + 1)
+    generation_tick, margin_tick = tracker.weighted(generation_weight), tracker.weighted(1.0)
+
+    def tick(stage: str, count: int) -> None:
+        (generation_tick if "generation" in stage else margin_tick)(stage, count)
+
+    was_training = model.training
+    model.eval()
+    try:
+        mark = time.perf_counter()
+        harmful_records = run_prompt_set(model, tokenizer, harmful, protocol, set_name="harmful", progress=tick)
+        harmless_records = run_prompt_set(model, tokenizer, harmless, protocol, set_name="harmless", progress=tick)
+        timing["safety_seconds"] = round(time.perf_counter() - mark, 2)
+        safety = summarize(harmful_records, harmless_records, protocol)
+        safety["template"] = describe_template(tokenizer)
+        safety["judge"] = _judge(protocol, harmful_records, loaded, timing)
+
+        mark = time.perf_counter()
+        utility = _utility(model, tokenizer, protocol, data)
+        timing["utility_seconds"] = round(time.perf_counter() - mark, 2)
+        if progress:
+            progress("done", 1.0)
+    finally:
+        model.train(was_training)
+    timing["total_seconds"] = round(time.perf_counter() - started, 2)
+    return {
+        "protocol": {"hash": protocol.hash, "version": protocol.canonical()["version"], "settings": protocol.to_dict()},
+        "model": {
+            "source": loaded.source,
+            "resolved": loaded.resolved,
+            "device": str(loaded.device),
+            "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
+            "parameters": sum(parameter.numel() for parameter in model.parameters()),
+        },
+        "safety": safety,
+        "utility": utility,
+        "records": {"harmful": harmful_records, "harmless": harmless_records},
+        "timing": timing,
+        "environment": library_versions(),
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def _judge(protocol: Protocol, records: list[dict], loaded: LoadedModel, timing: dict) -> dict | None:
+    """Judge verdicts on the harmful responses, stored on each record and summarised with the judge's identity."""
+    if protocol.judge is None:
+        return None
+    mark = time.perf_counter()
+    judge = load_judge(protocol.judge, loaded.device)
+    verdicts = judge.verdicts([r["prompt"] for r in records], [r["response"] for r in records], protocol.batch_size)
+    for record, verdict in zip(records, verdicts):
+        record["judge"] = verdict
+    by_condition = {
+        condition: sum(v["unsafe"] for r, v in zip(records, verdicts) if r["condition"] == condition)
+        / max(sum(r["condition"] == condition for r in records), 1)
+        for condition in protocol.conditions
+    }
+    timing["judge_seconds"] = round(time.perf_counter() - mark, 2)
+    return {
+        "identity": judge.identity,
+        "asr": sum(by_condition.values()) / len(by_condition),
+        "asr_by_condition": by_condition,
+    }
+
+
+def _utility(model, tokenizer, protocol: Protocol, data: dict[str, Dataset]) -> dict:
+    texts = [example.prompt for example in data["benign_text"].examples]
+    measured = perplexity(
+        model, tokenizer, texts, max_length=protocol.perplexity_max_length, stride=protocol.perplexity_stride,
+        batch_size=protocol.batch_size,
+    )
+    utility = {
+        "perplexity": measured.perplexity,
+        "perplexity_nll": measured.nll,
+        "perplexity_tokens": measured.tokens,
+        "response_nll": None,
+    }
+    if "instructions" in data:
+        pairs = [(example.prompt, example.response) for example in data["instructions"].examples]
+        utility["response_nll"] = response_nll(
+            model, tokenizer, pairs, batch_size=protocol.batch_size, max_length=protocol.response_max_length
+        )
+    with torch.inference_mode(False):
+        utility["zero_shot"] = zero_shot(
+            model, tokenizer, protocol.zero_shot_tasks, limit=protocol.zero_shot_limit, batch_size=protocol.batch_size
+        )
+    return utility

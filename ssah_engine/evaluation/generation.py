@@ -1,0 +1,108 @@
+"""Batched greedy generation with left padding, equal token for token to one-by-one decoding.
+
+Prompts are rendered through the chat template, sorted by length (so little compute goes to
+padding), left padded with an attention mask, and decoded greedily. Position ids follow the
+attention mask, so a padded row sees the same positions as the prompt run alone.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+
+import torch
+
+from ..encoding import prompt_text
+
+logger = logging.getLogger(__name__)
+
+
+def render_prompts(tokenizer, prompts: Sequence[str], system_prompt: str | None) -> list[str]:
+    """The exact text the model sees for each prompt (chat template applied)."""
+    return [prompt_text(tokenizer, prompt, system_prompt) for prompt in prompts]
+
+
+def encode_rendered(tokenizer, rendered: Sequence[str]) -> list[list[int]]:
+    # The rendered text already holds the template's special tokens.
+    return [tokenizer(text, add_special_tokens=False)["input_ids"] for text in rendered]
+
+
+def left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(input_ids, attention_mask)``, both [len(rows), longest], padded on the left."""
+    width = max(len(row) for row in rows)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for index, row in enumerate(rows):
+        if row:
+            input_ids[index, width - len(row) :] = torch.tensor(row, dtype=torch.long)
+            attention_mask[index, width - len(row) :] = 1
+    return input_ids, attention_mask
+
+
+def _pad_id(tokenizer, model) -> int:
+    for candidate in (tokenizer.pad_token_id, tokenizer.eos_token_id, model.generation_config.pad_token_id):
+        if candidate is not None:
+            return int(candidate)
+    return 0
+
+
+def _eos_ids(tokenizer, model) -> set[int]:
+    eos = model.generation_config.eos_token_id
+    ids = set(eos if isinstance(eos, (list, tuple)) else [eos] if eos is not None else [])
+    if tokenizer.eos_token_id is not None:
+        ids.add(int(tokenizer.eos_token_id))
+    return ids
+
+
+def _until_eos(tokens: list[int], eos_ids: set[int]) -> list[int]:
+    for position, token in enumerate(tokens):
+        if token in eos_ids:
+            return tokens[:position]
+    return tokens
+
+
+def generate_greedy(model, tokenizer, prompt_ids: Sequence[Sequence[int]], **kwargs) -> list[str]:
+    """Greedy continuations of already-encoded prompts as text (special tokens dropped), in input order."""
+    return [
+        tokenizer.decode(tokens, skip_special_tokens=True).strip()
+        for tokens in generate_greedy_ids(model, tokenizer, prompt_ids, **kwargs)
+    ]
+
+
+@torch.inference_mode()
+def generate_greedy_ids(
+    model,
+    tokenizer,
+    prompt_ids: Sequence[Sequence[int]],
+    *,
+    max_new_tokens: int,
+    batch_size: int = 8,
+    progress: Callable[[int], None] | None = None,
+) -> list[list[int]]:
+    """Greedy new token ids of each prompt, cut before the first end-of-sequence token, in input order."""
+    pad_id = _pad_id(tokenizer, model)
+    eos_ids = _eos_ids(tokenizer, model)
+    device = next(model.parameters()).device
+    order = sorted(range(len(prompt_ids)), key=lambda index: len(prompt_ids[index]))
+    results: list[list[int]] = [[] for _ in prompt_ids]
+    for start in range(0, len(order), batch_size):
+        chunk = order[start : start + batch_size]
+        input_ids, attention_mask = left_pad([prompt_ids[index] for index in chunk], pad_id)
+        output = model.generate(
+            input_ids=input_ids.to(device),
+            attention_mask=attention_mask.to(device),
+            do_sample=False,
+            num_beams=1,
+            max_new_tokens=max_new_tokens,
+            pad_token_id=pad_id,
+            # Unset sampling defaults some checkpoints ship, so greedy decoding raises no warnings.
+            temperature=None,
+            top_p=None,
+            top_k=None,
+        )
+        new_tokens = output[:, input_ids.shape[1] :].cpu()
+        for row, index in enumerate(chunk):
+            results[index] = _until_eos(new_tokens[row].tolist(), eos_ids)
+        if progress:
+            progress(len(chunk))
+    return results

@@ -1,0 +1,30 @@
+"""lm-eval zero-shot tasks on the in-memory model (ablated or masked models included).
+
+lm-eval is optional: without it the result says so plainly instead of failing the evaluation.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+logger = logging.getLogger(__name__)
+
+
+def zero_shot(model, tokenizer, tasks: Sequence[str], *, limit: int | None, batch_size: int) -> dict:
+    """``{"status": "ok", "tasks": {task: {metric: value}}}``, or a status of ``skipped``/``unavailable``."""
+    if not tasks:
+        return {"status": "skipped", "reason": "the protocol names no zero-shot task"}
+    try:
+        import lm_eval
+        from lm_eval.models.huggingface import HFLM
+    except ImportError as error:
+        logger.warning("zero-shot tasks skipped: lm-eval is not installed")
+        return {"status": "unavailable", "reason": f"lm-eval is not installed ({error}); pip install lm-eval"}
+    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
+    output = lm_eval.simple_evaluate(model=lm, tasks=list(tasks), num_fewshot=0, limit=limit)
+    results = {
+        task: {metric: value for metric, value in metrics.items() if isinstance(value, (int, float))}
+        for task, metrics in output["results"].items()
+    }
+    return {"status": "ok", "lm_eval_version": getattr(lm_eval, "__version__", None), "tasks": results}
