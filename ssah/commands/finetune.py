@@ -1,0 +1,107 @@
+"""`ssah finetune`: supervised fine-tuning with safety units frozen, or only redundant units trained."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .common import CommandError, ProgressBar, add_model_arguments, load_data, load_model_from_args, run_guarded
+
+DEFAULT_UTILITY = "builtin:utility"
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "finetune",
+        help="fine-tune with unit masks: freeze SCU (+CU), or train only RU",
+        description=(
+            "Fine-tune on (prompt, response) pairs with the loss on responses only. "
+            "full: train everything; freeze: keep SCU and part of CU (setting i) or all CU (setting ii) "
+            "bit-identical; budget: train only the redundant units. Writes the model, masks, config, loss curve."
+        ),
+    )
+    add_model_arguments(parser)
+    parser.add_argument("--data", required=True, help="training pairs: .jsonl, Alpaca/Dolly .json, builtin:NAME")
+    parser.add_argument("--limit", type=int, default=None, help="use only the first N pairs")
+    parser.add_argument("--mode", choices=("full", "freeze", "budget"), default="full")
+    parser.add_argument("--units", type=Path, help="unit map directory from `ssah audit` (freeze, budget)")
+    parser.add_argument("--setting", choices=("i", "ii"), help="freeze: i = SCU + top CU by z_S (default), ii = SCU + CU")
+    parser.add_argument("--freeze-classes", help="freeze: comma-separated classes instead of a setting, e.g. SCU,UCU")
+    parser.add_argument("--cu-top", type=float, default=0.06, help="setting i: parameter fraction of CU frozen")
+    parser.add_argument("--cu-top-of", choices=("model", "cu"), default="model",
+                        help="--cu-top is a fraction of all unit parameters or of CU's")
+    parser.add_argument("--budget", type=float, default=0.20, help="budget: parameter fraction of RU to train")
+    parser.add_argument("--utility-data", default=DEFAULT_UTILITY, help="budget without --units: set that finds RU")
+    parser.add_argument("--freeze-layers", default="", help="freeze whole layers, e.g. 0-5,10")
+    for part in ("embeddings", "norms", "lm-head"):
+        parser.add_argument(f"--train-{part}", action=argparse.BooleanOptionalAction, default=None,
+                            help=f"train the {part} (default: yes, except in budget mode)")
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--max-steps", type=int, default=None)
+    parser.add_argument("--lr", type=float, default=2e-5)
+    parser.add_argument("--weight-decay", type=float, default=0.0)
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--grad-accum", type=int, default=1)
+    parser.add_argument("--schedule", choices=("cosine", "linear", "constant"), default="cosine")
+    parser.add_argument("--warmup-ratio", type=float, default=0.03)
+    parser.add_argument("--max-length", type=int, default=512)
+    parser.add_argument("--system-prompt", default=None)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-bf16", action="store_true", help="no bf16 autocast on CUDA")
+    parser.add_argument("--gradient-checkpointing", action="store_true", help="CUDA only")
+    parser.add_argument("--checkpoint-every", type=int, default=0, help="resumable checkpoint every N steps")
+    parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    parser.add_argument("--evaluate", action="store_true", help="evaluate safety and utility before and after")
+    parser.add_argument("--eval-protocol", default=None, help="protocol for --evaluate")
+    parser.add_argument("--reaudit", action="store_true", help="re-audit the result and write the role transfer")
+    parser.add_argument("--out", type=Path, required=True, help="output directory")
+    parser.set_defaults(run=lambda args: run_guarded(run, args))
+
+
+def run(args: argparse.Namespace) -> int:
+    from ssah_engine.finetune import FinetuneConfig, run_finetune
+    from ssah_engine.unitmap import UnitMap
+
+    classes = tuple(filter(None, (args.freeze_classes or "").split(",")))
+    setting = args.setting or ("i" if args.mode == "freeze" and not classes else None)
+    config = FinetuneConfig(
+        mode=args.mode, setting=setting, freeze_classes=classes, cu_top=args.cu_top, cu_top_of=args.cu_top_of,
+        budget=args.budget, freeze_layers=args.freeze_layers, train_embeddings=args.train_embeddings,
+        train_norms=args.train_norms, train_lm_head=args.train_lm_head, epochs=args.epochs,
+        max_steps=args.max_steps, batch_size=args.batch_size, grad_accum=args.grad_accum, lr=args.lr,
+        weight_decay=args.weight_decay, warmup_ratio=args.warmup_ratio, schedule=args.schedule,
+        max_length=args.max_length, system_prompt=args.system_prompt, seed=args.seed, bf16=not args.no_bf16,
+        gradient_checkpointing=args.gradient_checkpointing, checkpoint_every=args.checkpoint_every,
+        resume=args.resume, evaluate=args.evaluate, eval_protocol=args.eval_protocol, reaudit=args.reaudit,
+    )
+    if args.mode == "freeze" and args.units is None:
+        raise CommandError("--mode freeze needs --units (a unit map from `ssah audit`)")
+    unit_map = UnitMap.load(args.units) if args.units else None
+    dataset = load_data(args.data, limit=args.limit, require_response=True)
+    utility = None
+    if args.mode == "budget" and unit_map is None:
+        utility = load_data(args.utility_data, require_response=True)
+    if args.dtype is None:
+        args.dtype = "float32"  # AdamW keeps float32 master weights; CUDA runs bf16 through autocast
+    loaded = load_model_from_args(args)
+    bar = ProgressBar("finetune")
+    try:
+        result = run_finetune(loaded, dataset, config, unit_map, args.out, progress=bar, utility=utility)
+    finally:
+        bar.close()
+    losses = [entry["loss"] for entry in result.history]
+    masks = result.masks
+    print(f"trained {masks['trainable_parameters']:,} of {masks['parameters']:,} parameters "
+          f"({100 * masks['trainable_fraction']:.2f} %); frozen units {masks['frozen_units']} "
+          f"({100 * masks['frozen_unit_fraction']:.2f} % of units)")
+    if losses:
+        print(f"loss: first {losses[0]:.4f}, last {losses[-1]:.4f}, min {min(losses):.4f} over {len(losses)} steps")
+    for stage in ("before", "after"):
+        if stage in result.evaluation:
+            print(f"evaluation {stage}: {result.evaluation[stage]}")
+    if result.transfer:
+        print(f"role transfer: {100 * result.transfer['unchanged_fraction']:.2f} % of units kept their class")
+    print(f"model in {result.model_dir}")
+    sys.stdout.flush()
+    return 0

@@ -1,0 +1,144 @@
+"""Settings of one masked fine-tuning run; saved as ``finetune_config.json`` with its results."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+
+from ..classify import canonical_class
+
+MODES = ("full", "freeze", "budget")
+SETTINGS = {"i": None, "ii": ("SCU", "CU")}  # setting (i) is SCU + the top of CU, see cu_top
+SCHEDULES = ("cosine", "linear", "constant")
+CU_TOP_OF = ("model", "cu")
+
+
+def parse_layer_range(text: str) -> tuple[int, ...]:
+    """``"0-5,10"`` -> (0, 1, 2, 3, 4, 5, 10); an empty string gives ()."""
+    layers: set[int] = set()
+    for part in filter(None, (piece.strip() for piece in text.split(","))):
+        try:
+            if "-" in part:
+                first, last = (int(end) for end in part.split("-", 1))
+            else:
+                first = last = int(part)
+        except ValueError:
+            raise ValueError(f"layer range must look like '0-5,10', got {text!r}") from None
+        if first < 0 or last < first:
+            raise ValueError(f"bad layer range {part!r} in {text!r}: need 0 <= first <= last")
+        layers.update(range(first, last + 1))
+    return tuple(sorted(layers))
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """What to train and how; every field is saved with the run so it can be reproduced."""
+
+    mode: str = field(default="full", metadata={"help": "full | freeze (keep safety units) | budget (train RU only)"})
+    setting: str | None = field(
+        default=None, metadata={"help": "freeze mode: 'i' = SCU + top of CU by z_S, 'ii' = SCU + all CU"}
+    )
+    freeze_classes: tuple[str, ...] = field(
+        default=(), metadata={"help": "freeze mode: freeze these classes instead of a setting (ESU/EUU accepted)"}
+    )
+    cu_top: float = field(
+        default=0.06, metadata={"help": "setting (i): fraction of parameters of CU frozen, highest z_S first"}
+    )
+    cu_top_of: str = field(
+        default="model",
+        metadata={"help": "cu_top is a fraction of all unit parameters ('model', the paper's ~7.5 %) or of CU's ('cu')"},
+    )
+    budget: float = field(
+        default=0.20, metadata={"help": "budget mode: parameter fraction of redundant units to train (utility-only scoring)"}
+    )
+    budget_samples: int = field(default=128, metadata={"help": "budget mode: utility pairs scored to find RU"})
+    freeze_layers: str = field(default="", metadata={"help": "freeze whole decoder layers, e.g. '0-5,10'"})
+    train_embeddings: bool | None = field(
+        default=None, metadata={"help": "train the input embeddings (default: yes, except in budget mode)"}
+    )
+    train_norms: bool | None = field(
+        default=None,
+        metadata={"help": "train norms and other non-unit tensors, e.g. o/down biases (default: yes, except budget)"},
+    )
+    train_lm_head: bool | None = field(
+        default=None, metadata={"help": "train the LM head (default: yes, except in budget mode); tied: frozen wins"}
+    )
+    epochs: int = field(default=1, metadata={"help": "passes over the training set"})
+    max_steps: int | None = field(default=None, metadata={"help": "stop after this many optimizer steps"})
+    batch_size: int = field(default=4, metadata={"help": "pairs per micro-batch"})
+    grad_accum: int = field(default=1, metadata={"help": "micro-batches per optimizer step"})
+    lr: float = field(default=2e-5, metadata={"help": "peak learning rate (AdamW)"})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW decoupled weight decay on matrices"})
+    betas: tuple[float, float] = field(default=(0.9, 0.999), metadata={"help": "AdamW betas"})
+    warmup_ratio: float = field(default=0.03, metadata={"help": "fraction of steps of linear warm-up"})
+    schedule: str = field(default="cosine", metadata={"help": "decay after warm-up: cosine | linear | constant"})
+    max_grad_norm: float | None = field(default=1.0, metadata={"help": "clip the gradient norm (None: no clipping)"})
+    max_length: int = field(default=512, metadata={"help": "tokens per pair; longer responses are cut"})
+    system_prompt: str | None = field(default=None, metadata={"help": "system message for the chat template"})
+    seed: int = field(default=0, metadata={"help": "seed of data order, dropout and everything random"})
+    bf16: bool = field(default=True, metadata={"help": "bf16 autocast (CUDA only; ignored on CPU)"})
+    gradient_checkpointing: bool = field(default=False, metadata={"help": "recompute activations (CUDA only)"})
+    checkpoint_every: int = field(default=0, metadata={"help": "save a resumable checkpoint every N steps (0: never)"})
+    keep_checkpoints: int = field(default=1, metadata={"help": "checkpoints kept on disk (the newest)"})
+    resume: bool = field(default=False, metadata={"help": "continue from the newest checkpoint in the output dir"})
+    log_every: int = field(default=10, metadata={"help": "log the loss every N steps"})
+    evaluate: bool = field(default=False, metadata={"help": "evaluate safety and utility before and after"})
+    eval_protocol: str | None = field(default=None, metadata={"help": "protocol passed to evaluation.evaluate"})
+    reaudit: bool = field(default=False, metadata={"help": "re-audit the result with the unit map's data and cuts"})
+
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        object.__setattr__(self, "freeze_classes", tuple(canonical_class(name) for name in self.freeze_classes))
+        object.__setattr__(self, "betas", tuple(self.betas))
+        if self.setting is not None and self.setting not in SETTINGS:
+            raise ValueError(f"setting must be 'i' or 'ii', got {self.setting!r}")
+        if self.mode != "freeze" and (self.setting or self.freeze_classes):
+            raise ValueError(f"setting and freeze_classes only apply to mode 'freeze', not {self.mode!r}")
+        if self.setting and self.freeze_classes:
+            raise ValueError("give either a setting or freeze_classes, not both")
+        if self.cu_top_of not in CU_TOP_OF:
+            raise ValueError(f"cu_top_of must be 'model' or 'cu', got {self.cu_top_of!r}")
+        for name in ("cu_top", "budget", "warmup_ratio"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be a fraction in [0, 1], got {getattr(self, name)}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        for name in ("epochs", "batch_size", "grad_accum", "budget_samples", "keep_checkpoints", "log_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ValueError(f"max_steps must be at least 1, got {self.max_steps}")
+        if self.checkpoint_every < 0:
+            raise ValueError(f"checkpoint_every must be 0 (off) or positive, got {self.checkpoint_every}")
+        if self.lr <= 0 or self.weight_decay < 0:
+            raise ValueError(f"need lr > 0 and weight_decay >= 0, got lr={self.lr}, weight_decay={self.weight_decay}")
+        if not all(0.0 <= beta < 1.0 for beta in self.betas) or len(self.betas) != 2:
+            raise ValueError(f"betas must be two numbers in [0, 1), got {self.betas}")
+        if self.max_grad_norm is not None and self.max_grad_norm <= 0:
+            raise ValueError(f"max_grad_norm must be positive or None, got {self.max_grad_norm}")
+        if self.max_length < 8:
+            raise ValueError(f"max_length must be at least 8, got {self.max_length}")
+        parse_layer_range(self.freeze_layers)
+
+    @property
+    def layers_frozen(self) -> tuple[int, ...]:
+        return parse_layer_range(self.freeze_layers)
+
+    def trains(self, part: str) -> bool:
+        """Whether ``part`` ('embeddings', 'norms', 'lm_head') trains: the explicit flag or the mode's default."""
+        flag = getattr(self, f"train_{part}")
+        return self.mode != "budget" if flag is None else flag
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "FinetuneConfig":
+        known = {item.name for item in fields(cls)}
+        unknown = set(values) - known
+        if unknown:
+            raise ValueError(f"unknown finetune settings: {', '.join(sorted(unknown))}")
+        return cls(**values)
+
+    # Fields that may differ between a run and its resumption without changing the result.
+    RESUME_FREE = ("resume", "log_every", "evaluate", "eval_protocol", "reaudit", "keep_checkpoints")

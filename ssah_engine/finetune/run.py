@@ -1,0 +1,200 @@
+"""Fine-tune a model with some units frozen: the one entry point the CLI and the worker call.
+
+A job reads top to bottom: choose the frozen units, build the masks, evaluate before, train,
+save the model and the run's record, evaluate after, re-audit and cross-tabulate the roles.
+
+Output directory::
+
+    model/                    save_pretrained weights (safetensors) and tokenizer
+    finetune_config.json      config, model, data hash, mask summary, library versions
+    masks.safetensors         frozen units, KV groups, frozen rows/columns per tensor
+    loss.json                 loss and learning rate per optimizer step
+    budget_units/             budget mode without a unit map: the utility-only unit map used
+    evaluation.json           before/after scores (with evaluate)
+    unit_map_after/, role_transfer.json   (with reaudit)
+    checkpoints/step-N/       resumable state (with checkpoint_every)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..architectures import describe
+from ..data import Dataset
+from ..loading import LoadedModel
+from ..unitmap import UnitMap, library_versions
+from ..units import UnitSpace
+from .batches import StepBatches
+from .checkpoint import latest_checkpoint
+from .config import FinetuneConfig
+from .masks import MASKS_FILE, build_masks
+from .selection import find_redundant_units, frozen_units_for
+from .trainer import ProgressFn, train
+
+logger = logging.getLogger(__name__)
+
+CONFIG_FILE = "finetune_config.json"
+LOSS_FILE = "loss.json"
+EVALUATION_FILE = "evaluation.json"
+TRANSFER_FILE = "role_transfer.json"
+EvaluateFn = Callable[[LoadedModel], dict]
+
+
+@dataclass
+class FinetuneResult:
+    out_dir: Path
+    model_dir: Path
+    steps: int
+    history: list[dict]  # {"step", "loss", "lr"} per optimizer step
+    masks: dict  # ParamMasks.summary()
+    evaluation: dict = field(default_factory=dict)  # {"before": ..., "after": ...} with evaluate
+    transfer: dict | None = None  # role_transfer(before, after) with reaudit
+
+
+def _default_evaluate(config: FinetuneConfig) -> EvaluateFn:
+    try:
+        from ..evaluation import evaluate
+    except ImportError as error:
+        raise ValueError(f"evaluate=True needs ssah_engine.evaluation, which is not available: {error}") from None
+    return lambda loaded: evaluate(loaded, config.eval_protocol)
+
+
+def _audit_sets(unit_map: UnitMap) -> tuple[Dataset, Dataset]:
+    """The safety and utility sets the unit map was built from, checked against its hashes."""
+    from ..data import load_dataset
+
+    sets = []
+    for name in ("safety", "utility"):
+        entry = unit_map.data.get(name)
+        if not entry:
+            raise ValueError(f"the unit map records no {name} set; pass audit_sets to re-audit")
+        subset = load_dataset(entry["name"], require_response=True).take(unit_map.config.get("samples"))
+        if subset.sha256 != entry["sha256"]:
+            raise ValueError(f"{entry['name']} changed since the audit (sha256 differs); pass audit_sets")
+        sets.append(subset)
+    return sets[0], sets[1]
+
+
+def _check_resume(out_dir: Path, record: dict, config: FinetuneConfig) -> None:
+    """Refuse to resume another run's checkpoints, or to overwrite them without resume."""
+    checkpoint = latest_checkpoint(out_dir)
+    if checkpoint is None:
+        return
+    if not config.resume:
+        raise ValueError(f"{out_dir} holds checkpoints of a run; resume it or choose another output dir")
+    saved = json.loads((out_dir / CONFIG_FILE).read_text())
+    record = json.loads(json.dumps(record))  # tuples as lists, as they were saved
+    differs = [
+        key for key in record["config"]
+        if key not in FinetuneConfig.RESUME_FREE and saved["config"].get(key) != record["config"][key]
+    ]
+    if differs or saved["data"] != record["data"]:
+        raise ValueError(f"cannot resume {out_dir}: settings differ ({', '.join(differs) or 'data'})")
+
+
+def _write_json(path: Path, value) -> None:
+    path.write_text(json.dumps(value, indent=2) + "\n")
+
+
+def run_finetune(
+    loaded: LoadedModel,
+    dataset: Dataset,
+    config: FinetuneConfig,
+    unit_map: UnitMap | None,
+    out_dir: str | Path,
+    progress: ProgressFn | None = None,
+    *,
+    frozen_units: torch.Tensor | None = None,
+    utility: Dataset | None = None,
+    audit_sets: tuple[Dataset, Dataset] | None = None,
+    evaluate_fn: EvaluateFn | None = None,
+) -> FinetuneResult:
+    """Fine-tune ``loaded.model`` in place on ``dataset`` and write everything into ``out_dir``.
+
+    ``frozen_units`` (bool [units]) overrides the unit map's classes with any unit set.
+    ``utility`` finds the redundant units in budget mode when no unit map is given.
+    ``audit_sets`` (safety, utility) re-audit; by default the sets named in the unit map.
+    ``evaluate_fn(loaded) -> dict`` scores before/after; by default ``evaluation.evaluate``.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model, tokenizer = loaded.model, loaded.tokenizer
+    layout = describe(model)
+    space = UnitSpace.from_layout(layout)
+    if config.evaluate and evaluate_fn is None:
+        evaluate_fn = _default_evaluate(config)
+    if config.reaudit and (unit_map is None or unit_map.z_safety is None):
+        raise ValueError("reaudit needs the unit map of a full audit (safety and utility) to compare against")
+    if config.reaudit and audit_sets is None:
+        audit_sets = _audit_sets(unit_map)
+    data = StepBatches(tokenizer, dataset, config)
+
+    custom_unit_set = frozen_units is not None
+    if frozen_units is None:
+        if config.mode == "budget" and unit_map is None:
+            if utility is None:
+                raise ValueError("budget mode needs a unit map with RU or a utility set to find them")
+            unit_map = find_redundant_units(loaded, utility, config)
+            unit_map.save(out_dir / "budget_units")
+        frozen_units = frozen_units_for(config, space, unit_map)
+    masks = build_masks(
+        model,
+        frozen_units,
+        freeze_layers=config.layers_frozen,
+        train_embeddings=config.trains("embeddings"),
+        train_norms=config.trains("norms"),
+        train_lm_head=config.trains("lm_head"),
+        layout=layout,
+    )
+    record = {
+        "config": config.to_dict(),
+        "model": {"source": loaded.source, "resolved": loaded.resolved, "family": layout.family},
+        "data": {"name": dataset.name, "sha256": dataset.sha256, "pairs": len(data.encoded)},
+        "unit_map": {"model": unit_map.model, "data": unit_map.data, "config": unit_map.config} if unit_map else None,
+        "custom_unit_set": custom_unit_set,
+        "masks": masks.summary(model, space),
+        "steps": data.total_steps,
+        "versions": library_versions(),
+    }
+    _check_resume(out_dir, record, config)
+    masks.save(out_dir / MASKS_FILE)
+    _write_json(out_dir / CONFIG_FILE, record)
+    logger.info("trainable: %.2f %% of parameters", 100 * record["masks"]["trainable_fraction"])
+
+    evaluation = {}
+    evaluation_path = out_dir / EVALUATION_FILE
+    if evaluate_fn is not None:
+        if config.resume and evaluation_path.is_file():
+            evaluation = json.loads(evaluation_path.read_text())  # "before" was measured on the base model
+        if "before" not in evaluation:
+            evaluation = {"protocol": config.eval_protocol, "before": evaluate_fn(loaded)}
+            _write_json(evaluation_path, evaluation)
+
+    history = train(model, data, masks, config, out_dir, progress)
+    model_dir = out_dir / "model"
+    model.save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    _write_json(out_dir / LOSS_FILE, history)
+
+    if evaluate_fn is not None:
+        evaluation["after"] = evaluate_fn(loaded)
+        _write_json(evaluation_path, evaluation)
+    transfer = None
+    if config.reaudit:
+        from ..audit import AuditConfig, run_audit
+        from ..classify import Cuts
+        from ..transfer import role_transfer
+
+        saved = dict(unit_map.config)
+        audit_config = AuditConfig(**{**saved, "cuts": Cuts(**saved.get("cuts", {}))})
+        after = run_audit(loaded, audit_sets[0], audit_sets[1], audit_config)
+        after.save(out_dir / "unit_map_after")
+        transfer = role_transfer(unit_map, after)
+        _write_json(out_dir / TRANSFER_FILE, transfer)
+    return FinetuneResult(out_dir, model_dir, data.total_steps, history, record["masks"], evaluation, transfer)

@@ -1,0 +1,117 @@
+"""The supervised fine-tuning loop: loss on response tokens only, masks applied at every step."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..encoding import Batch
+from .batches import StepBatches
+from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from .config import FinetuneConfig
+from .masks import ParamMasks
+from .optimizer import FrozenSlices, make_optimizer, make_scheduler
+
+logger = logging.getLogger(__name__)
+
+# (stage, fraction of the run done in [0, 1])
+ProgressFn = Callable[[str, float], None]
+
+
+def autocast_for(device: torch.device, config: FinetuneConfig):
+    """bf16 autocast on CUDA when asked; CPU trains in the model's own dtype."""
+    if device.type == "cuda" and config.bf16:
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def response_tokens(window: list[Batch]) -> int:
+    """Tokens the loss counts: response tokens that have a preceding position (targets of a shift)."""
+    return sum(int(batch.response_mask[:, 1:].sum()) for batch in window)
+
+
+def train_step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    window: list[Batch],
+    frozen: FrozenSlices | None,
+    config: FinetuneConfig,
+) -> float:
+    """One optimizer step over ``window`` (gradient accumulation); returns the mean response-token loss."""
+    device = next(model.parameters()).device
+    tokens = max(response_tokens(window), 1)
+    optimizer.zero_grad(set_to_none=True)
+    total = 0.0
+    for batch in window:
+        batch = batch.to(device)
+        with autocast_for(device, config):
+            logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False).logits
+        # Position t predicts token t+1; sum over the window's response tokens, then one mean for the step.
+        losses = F.cross_entropy(logits[:, :-1].float().transpose(1, 2), batch.input_ids[:, 1:], reduction="none")
+        loss = losses[batch.response_mask[:, 1:]].sum()
+        (loss / tokens).backward()
+        total += loss.item()
+    if frozen is not None:
+        frozen.zero_grads()
+    if config.max_grad_norm is not None:
+        trainable = [p for group in optimizer.param_groups for p in group["params"]]
+        torch.nn.utils.clip_grad_norm_(trainable, config.max_grad_norm)
+    optimizer.step()
+    if frozen is not None:
+        frozen.restore()
+    return total / tokens
+
+
+def train(
+    model: nn.Module,
+    data: StepBatches,
+    masks: ParamMasks,
+    config: FinetuneConfig,
+    out_dir: Path,
+    progress: ProgressFn | None = None,
+) -> list[dict]:
+    """Train ``model`` in place; return the loss curve (one entry per optimizer step)."""
+    device = next(model.parameters()).device
+    masks.apply(model)
+    torch.manual_seed(config.seed)
+    if device.type == "cuda" and config.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    optimizer = make_optimizer(model, config)
+    scheduler = make_scheduler(optimizer, data.total_steps, config)
+    start, history = 0, []
+    checkpoint = latest_checkpoint(out_dir) if config.resume else None
+    if checkpoint is not None:
+        start, history = load_checkpoint(checkpoint, model, optimizer, scheduler)
+    elif config.resume:
+        logger.info("no checkpoint in %s: starting from step 0", out_dir)
+    frozen = FrozenSlices(model, masks)  # snapshot after any resume, from the weights actually trained
+    logger.info(
+        "training %d steps (%d per epoch), %d partly frozen tensors, %d frozen whole",
+        data.total_steps, data.steps_per_epoch, len(frozen), len(masks.whole),
+    )
+    model.train()
+    try:
+        for step in range(start, data.total_steps):
+            lr = optimizer.param_groups[0]["lr"]
+            loss = train_step(model, optimizer, data.window(step), frozen, config)
+            scheduler.step()
+            history.append({"step": step + 1, "loss": loss, "lr": lr})
+            if (step + 1) % config.log_every == 0 or step + 1 == data.total_steps:
+                logger.info("step %d/%d loss %.4f lr %.2e", step + 1, data.total_steps, loss, lr)
+            if config.checkpoint_every and (step + 1) % config.checkpoint_every == 0 and step + 1 < data.total_steps:
+                save_checkpoint(out_dir, step + 1, model, optimizer, scheduler, history, config.keep_checkpoints)
+            if progress:
+                progress(f"step {step + 1}/{data.total_steps} loss {loss:.4f}", (step + 1) / data.total_steps)
+    finally:
+        model.eval()
+        if device.type == "cuda" and config.gradient_checkpointing:
+            model.gradient_checkpointing_disable()
+        for parameter in model.parameters():
+            parameter.requires_grad_(True)
+    return history
