@@ -370,3 +370,64 @@ def test_hf_maps_columns(monkeypatch):
     with pytest.raises(DatasetError) as info:
         load_dataset("hf:org/adv")
     assert "hub" in str(info.value) and "no network" in str(info.value)
+
+
+# ---------------------------------------------------------------------------- builtin sets
+
+BUILTIN_COUNTS = {
+    "safety": (120, True),
+    "utility": (120, True),
+    "harmful_eval": (100, False),
+    "harmless_eval": (100, False),
+    "benign_text": (60, False),
+    "align_refusal": (120, True),
+    "benign_sft": (150, True),
+}
+
+
+def _normalise(prompt):
+    return " ".join(prompt.lower().split())
+
+
+def test_builtin_names_are_the_shipped_sets():
+    assert builtin_names() == sorted(BUILTIN_COUNTS)
+
+
+@pytest.mark.parametrize("name", sorted(BUILTIN_COUNTS))
+def test_builtin_sets_load_with_promised_counts(name):
+    count, paired = BUILTIN_COUNTS[name]
+    ds = load_dataset(f"builtin:{name}", require_response=paired)
+    assert ds.name == f"builtin:{name}"
+    assert len(ds) == count
+    assert all(e.prompt.strip() == e.prompt and e.prompt for e in ds.examples)
+    if paired:
+        assert all(e.response and e.response.strip() for e in ds.examples)
+    else:
+        assert all(e.response is None for e in ds.examples)
+    assert len({_normalise(e.prompt) for e in ds.examples}) == count  # no duplicates inside a set
+    assert load_dataset(f"builtin:{name}").sha256 == ds.sha256  # stable across loads
+
+
+def test_builtin_sets_are_pairwise_disjoint():
+    prompts = {n: {_normalise(e.prompt) for e in load_dataset(f"builtin:{n}").examples} for n in BUILTIN_COUNTS}
+    for a, b in itertools.combinations(sorted(prompts), 2):
+        assert not prompts[a] & prompts[b], (a, b, sorted(prompts[a] & prompts[b])[:3])
+
+
+def test_builtin_refusals_and_answers_look_right():
+    refusal_openings = ("I can't", "I won't", "I'm sorry", "I'm not", "That's not", "Sorry", "No", "I'm really", "That's")
+    for name in ("safety", "align_refusal"):
+        for ex in load_dataset(f"builtin:{name}").examples:
+            assert ex.response.startswith(refusal_openings), (name, ex.response)
+            assert len(ex.response.split()) <= 70
+    words = [len(e.response.split()) for e in load_dataset("builtin:utility").examples]
+    assert min(words) >= 40 and max(words) <= 150
+    for ex in load_dataset("builtin:benign_text").examples:
+        assert 60 <= len(ex.prompt.split()) <= 120
+
+
+def test_builtin_take_keeps_a_prefix():
+    full = load_dataset("builtin:safety")
+    first = load_dataset("builtin:safety", limit=15)
+    assert first.examples == full.examples[:15] == full.take(15).examples
+    assert first.sha256 != full.sha256
