@@ -53,10 +53,20 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--checkpoint-every", type=int, default=0, help="resumable checkpoint every N steps")
     parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
     parser.add_argument("--evaluate", action="store_true", help="evaluate safety and utility before and after")
-    parser.add_argument("--eval-protocol", default=None, help="protocol for --evaluate")
+    parser.add_argument("--eval-protocol", default=None, help="protocol JSON for --evaluate (default protocol if absent)")
     parser.add_argument("--reaudit", action="store_true", help="re-audit the result and write the role transfer")
     parser.add_argument("--out", type=Path, required=True, help="output directory")
     parser.set_defaults(run=lambda args: run_guarded(run, args))
+
+
+def _headline(evaluation: dict) -> str:
+    """A one-line read-out of an evaluate() result: its top-level numbers, nested one level."""
+    parts = []
+    for section in ("safety", "utility"):
+        for key, value in (evaluation.get(section) or {}).items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                parts.append(f"{section}.{key}={value:.4g}")
+    return ", ".join(parts) or "see evaluation.json"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -99,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"loss: first {losses[0]:.4f}, last {losses[-1]:.4f}, min {min(losses):.4f} over {len(losses)} steps")
     for stage in ("before", "after"):
         if stage in result.evaluation:
-            print(f"evaluation {stage}: {result.evaluation[stage]}")
+            print(f"evaluation {stage}: {_headline(result.evaluation[stage])}")
     if result.transfer:
         print(f"role transfer: {100 * result.transfer['unchanged_fraction']:.2f} % of units kept their class")
     print(f"model in {result.model_dir}")

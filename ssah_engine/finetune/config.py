@@ -82,7 +82,7 @@ class FinetuneConfig:
     resume: bool = field(default=False, metadata={"help": "continue from the newest checkpoint in the output dir"})
     log_every: int = field(default=10, metadata={"help": "log the loss every N steps"})
     evaluate: bool = field(default=False, metadata={"help": "evaluate safety and utility before and after"})
-    eval_protocol: str | None = field(default=None, metadata={"help": "protocol passed to evaluation.evaluate"})
+    eval_protocol: str | None = field(default=None, metadata={"help": "protocol JSON file for evaluation.evaluate (None: its default)"})
     reaudit: bool = field(default=False, metadata={"help": "re-audit the result with the unit map's data and cuts"})
 
     def __post_init__(self):

@@ -58,11 +58,12 @@ class FinetuneResult:
 
 
 def _default_evaluate(config: FinetuneConfig) -> EvaluateFn:
-    try:
-        from ..evaluation import evaluate
-    except ImportError as error:
-        raise ValueError(f"evaluate=True needs ssah_engine.evaluation, which is not available: {error}") from None
-    return lambda loaded: evaluate(loaded, config.eval_protocol)
+    """``evaluation.evaluate`` under one protocol, its datasets pinned once so before and after match."""
+    from ..evaluation import Protocol, evaluate, load_pinned
+
+    protocol = Protocol.load(config.eval_protocol) if config.eval_protocol else Protocol()
+    pinned, _ = load_pinned(protocol)
+    return lambda loaded: evaluate(loaded, pinned)
 
 
 def _audit_sets(unit_map: UnitMap) -> tuple[Dataset, Dataset]:
