@@ -122,7 +122,7 @@ BENIGN = [
 
 @pytest.fixture(scope="module")
 def trained_to_refuse():
-    """A tiny llama trained to open with a refusal on harmful-looking prompts and with "Sure" on benign ones."""
+    """A tiny llama trained (plain AdamW) to open with a refusal on harmful-looking prompts and with "Sure" on benign ones."""
     torch.set_num_threads(1)
     torch.manual_seed(0)
     model, tokenizer = tiny_model("llama")
@@ -131,7 +131,7 @@ def trained_to_refuse():
     batch = next(make_batches(encode_pairs(tokenizer, pairs), len(pairs), tokenizer.pad_token_id))
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
     model.train()
-    for _ in range(60):
+    for _ in range(150):  # 120 steps suffice for every byte-id order tiny_tokenizer draws
         logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
         losses = F.cross_entropy(logits[:, :-1].transpose(1, 2), batch.input_ids[:, 1:], reduction="none")
         loss = losses[batch.response_mask[:, 1:]].mean()
@@ -328,3 +328,20 @@ def test_sequence_judge_identity_and_verdicts_are_stored(tiny_llama, eval_files,
     assert judge["asr"] == pytest.approx(sum(v["unsafe"] for v in verdicts) / 3)
     with pytest.raises(ValueError, match="pins"):
         evaluate(tiny_llama, protocol.replace(judge=JudgeSpec(str(judge_dir), config_sha256="0" * 64)))
+
+
+def test_evaluate_measures_an_ablated_model_and_ablation_is_reversible(tiny_llama, eval_files, safety_set, utility_set):
+    from ssah_engine.ablation import ablate
+    from ssah_engine.audit import AuditConfig, run_audit
+    from ssah_engine.classify import Cuts
+
+    protocol = eval_files.replace(conditions=("no_system",), instructions=None)
+    unit_map = run_audit(tiny_llama, safety_set, utility_set, AuditConfig(samples=12, cuts=Cuts.parse("0.1,0.05,0.1")))
+    margins = lambda result: [r["margin"] for r in result["records"]["harmful"]]  # noqa: E731
+    dense = evaluate(tiny_llama, protocol)
+    with ablate(tiny_llama.model, unit_map, unit_map.mask(["SCU"])):
+        ablated = evaluate(tiny_llama, protocol)
+    after = evaluate(tiny_llama, protocol)
+    assert ablated["protocol"]["hash"] == dense["protocol"]["hash"]
+    assert margins(ablated) != margins(dense)
+    assert margins(after) == margins(dense) and after["records"] == dense["records"]
