@@ -1,0 +1,45 @@
+"""The three parts keep their boundaries (docs/architecture.md): checked on the source's imports."""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+FORBIDDEN = {
+    "ssah_engine": {"fastapi", "sqlalchemy", "celery", "service", "worker", "redis", "alembic"},
+    "service": {"torch", "transformers", "ssah_engine", "worker"},
+    "worker": {"fastapi"},
+}
+
+
+def imported_modules(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+@pytest.mark.parametrize("package", sorted(FORBIDDEN))
+def test_package_imports_stay_inside_its_boundary(package):
+    files = sorted((ROOT / package).rglob("*.py"))
+    assert files, f"{package} has no source"
+    offenders = {
+        str(path.relative_to(ROOT)): sorted(imported_modules(path) & FORBIDDEN[package]) for path in files
+    }
+    assert {path: bad for path, bad in offenders.items() if bad} == {}
+
+
+def test_engine_never_reads_the_environment():
+    for path in (ROOT / "ssah_engine").rglob("*.py"):
+        source = path.read_text()
+        assert "os.environ" not in source and "getenv" not in source, path
+
+
+def test_the_checker_sees_imports():
+    assert {"torch", "pytest", "ssah_engine"} <= imported_modules(ROOT / "tests" / "engine" / "test_scoring.py")
