@@ -73,10 +73,9 @@ def run_audit(
         encoded = encode_pairs(tokenizer, pairs, max_length=config.max_length, system_prompt=config.system_prompt)
         if not encoded:
             raise ValueError(f"every prompt of the {name} set is longer than max_length={config.max_length}")
-        total = -(-len(encoded) // config.batch_size)
         logger.info("scoring %d %s pairs (%s)", len(encoded), name, config.method)
 
-        def report(done: int, _total: int, stage=stage, name=name, total=total) -> None:
+        def report(done: int, total: int, stage=stage, name=name) -> None:
             if progress:
                 progress(f"scoring {name} set", (stage + done / total) / 2)
 
@@ -85,7 +84,6 @@ def run_audit(
             layout,
             make_batches(encoded, config.batch_size, tokenizer.pad_token_id),
             method=config.method,
-            total_batches=total,
             progress=report,
         )
         data_used[name] = {

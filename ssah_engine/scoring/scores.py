@@ -2,11 +2,16 @@
 
 All methods read the inputs of the output projections (o_proj for heads, down_proj for
 neurons) on response tokens only, through forward pre-hooks that keep streaming statistics.
-WIFV and Wanda run the decoder backbone only (no logits layer); SNIP needs a backward pass.
+WIFV and Wanda run the decoder backbone only (no logits layer), and run the token prefix that
+every pair shares (the chat template's system turn, typically) once, reusing its key/value
+cache: those are prompt tokens, never scored, so the statistics are unchanged. SNIP needs a
+backward pass through the whole model.
 """
 
 from __future__ import annotations
 
+import copy
+import inspect
 import logging
 from collections.abc import Callable, Iterable
 from contextlib import contextmanager
@@ -83,10 +88,13 @@ def score_dataset(
     batches: Iterable[Batch],
     *,
     method: str = "wifv",
-    total_batches: int | None = None,
     progress: Progress | None = None,
+    share_prefix: bool = True,
 ) -> DatasetScores:
-    """Score all units of ``model`` on ``batches`` with ``method`` (wifv, wanda or snip)."""
+    """Score all units of ``model`` on ``batches`` with ``method`` (wifv, wanda or snip).
+
+    ``share_prefix`` runs the prefix common to every pair once (WIFV and Wanda only).
+    """
     if method not in METHODS:
         raise ValueError(f"unknown scoring method {method!r}; choose one of {', '.join(METHODS)}")
     device = next(model.parameters()).device
@@ -94,19 +102,18 @@ def score_dataset(
     snip_heads = torch.zeros(space.num_layers, space.num_heads, dtype=torch.float64)
     snip_neurons = torch.zeros(space.num_layers, space.intermediate_size, dtype=torch.float64)
 
+    batches = list(batches)
     with record_unit_inputs(layout, device) as (head_stats, neuron_stats, mask):
-        for done, batch in enumerate(batches, start=1):
-            batch = batch.to(device)
-            mask[0] = batch.response_mask
-            if method == "snip":
+        if method == "snip":
+            for done, batch in enumerate(batches, start=1):
+                batch = batch.to(device)
+                mask[0] = batch.response_mask
                 _snip_step(model, layout, batch, snip_heads, snip_neurons)
-            else:
-                with torch.inference_mode():
-                    _backbone(model, layout)(
-                        input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False
-                    )
-            if progress:
-                progress(done, total_batches or done)
+                if progress:
+                    progress(done, len(batches))
+        else:
+            with torch.inference_mode():
+                _run_backbone(_backbone(model, layout), batches, mask, device, share_prefix, progress)
 
     tokens = head_stats[0].count
     if tokens == 0:
@@ -127,6 +134,49 @@ def score_dataset(
         neuron_input_mean=torch.stack([stats.mean for stats in neuron_stats]).cpu(),
         tokens=tokens,
     )
+
+
+def shared_prefix_length(batches: list[Batch]) -> int:
+    """Tokens that open every sequence of every batch and precede every response token."""
+    first = batches[0].input_ids[0]
+    length = min(int(batch.response_mask.float().argmax(1).min()) for batch in batches)
+    for batch in batches:
+        differs = (batch.input_ids[:, :length] != first[:length]).any(0).nonzero()
+        if len(differs):
+            length = int(differs[0])
+    return length
+
+
+def _cache_argument(backbone) -> str:
+    """Transformers renamed ``past_key_values`` to ``cache`` in 5.x; accept both."""
+    return "cache" if "cache" in inspect.signature(backbone.forward).parameters else "past_key_values"
+
+
+def _run_backbone(backbone, batches: list[Batch], mask: list, device, share_prefix: bool, progress) -> None:
+    """Forward every batch through the decoder layers (hooks collect statistics)."""
+    prefix = shared_prefix_length(batches) if share_prefix else 0
+    prefix_cache = None
+    if prefix:
+        prefix_ids = batches[0].input_ids[:1, :prefix].to(device)
+        mask[0] = torch.zeros_like(prefix_ids, dtype=torch.bool)  # prompt tokens: not scored
+        output = backbone(input_ids=prefix_ids, use_cache=True)
+        prefix_cache = output.get("cache", output.get("past_key_values"))
+    for done, batch in enumerate(batches, start=1):
+        batch = batch.to(device)
+        mask[0] = batch.response_mask[:, prefix:]
+        if prefix_cache is None:
+            backbone(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False)
+        else:
+            cache = copy.deepcopy(prefix_cache)
+            cache.batch_repeat_interleave(batch.input_ids.shape[0])
+            backbone(
+                input_ids=batch.input_ids[:, prefix:],
+                attention_mask=batch.attention_mask,
+                use_cache=True,
+                **{_cache_argument(backbone): cache},
+            )
+        if progress:
+            progress(done, len(batches))
 
 
 def _activation_scores(method, layer, head_stats, neuron_stats, space: UnitSpace):

@@ -6,6 +6,7 @@ from ssah_engine.audit import AuditConfig, run_audit
 from ssah_engine.classify import LABEL, Cuts
 from ssah_engine.encoding import encode_pairs, make_batches
 from ssah_engine.scoring import score_dataset, zscore
+from ssah_engine.scoring.scores import shared_prefix_length
 from ssah_engine.scoring.stats import ChannelStats
 from ssah_engine.units import UnitSpace
 
@@ -122,3 +123,20 @@ def test_planted_safety_neuron_is_scu_and_dead_neuron_is_ru(tiny_llama):
     assert unit_map.labels[planted_flat] == LABEL["SCU"]
     assert unit_map.labels[dead_flat] == LABEL["RU"]
     assert unit_map.z_safety[planted_flat] == unit_map.z_safety.max()
+
+
+@pytest.mark.parametrize("family", ["llama", "gemma2", "phi3"])
+def test_shared_prefix_cache_leaves_scores_unchanged(family, safety_set):
+    from ssah_engine.testing import tiny_model
+
+    model, tokenizer = tiny_model(family)
+    layout = describe(model)
+    encoded = encode_pairs(tokenizer, [(e.prompt, e.response) for e in safety_set.examples])
+    batches = list(make_batches(encoded, 5, tokenizer.pad_token_id))
+    # "<|im_start|>user\\nhow do I do harmful thing " is common to every pair.
+    assert shared_prefix_length(batches) == len(tokenizer("<|im_start|>user\nhow do I do harmful thing ")["input_ids"])
+    shared = score_dataset(model, layout, batches, share_prefix=True)
+    full = score_dataset(model, layout, batches, share_prefix=False)
+    torch.testing.assert_close(shared.scores, full.scores, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(shared.neuron_input_mean, full.neuron_input_mean, rtol=1e-5, atol=1e-6)
+    assert shared.tokens == full.tokens
