@@ -52,18 +52,22 @@ def zscore(values: torch.Tensor) -> torch.Tensor:
 
 @contextmanager
 def record_unit_inputs(layout: ModelLayout, device: torch.device):
-    """Collect ChannelStats of every o_proj and down_proj input on the tokens of ``mask[0]``.
+    """Collect ChannelStats of every o_proj and down_proj input on the tokens marked in ``mask``.
 
-    Yields ``(head_stats, neuron_stats, mask)``; set ``mask[0]`` to the batch's response mask
-    before each forward pass.
+    Yields ``(head_stats, neuron_stats, select)``; call ``select(response_mask)`` with the
+    batch's [batch, seq] mask before each forward pass.
     """
     head_stats = [ChannelStats(layer.o.in_features, device) for layer in layout.layers]
     neuron_stats = [ChannelStats(layer.down.in_features, device) for layer in layout.layers]
-    mask: list[torch.Tensor | None] = [None]
+    rows: list[torch.Tensor | None] = [None]  # flat [batch * seq] indices of the scored tokens
+
+    def select(response_mask: torch.Tensor) -> None:
+        rows[0] = response_mask.reshape(-1).nonzero().squeeze(1)
 
     def hook_for(stats: ChannelStats):
         def hook(_module: nn.Module, args: tuple) -> None:
-            stats.update(args[0].detach()[mask[0]])
+            inputs = args[0].detach()
+            stats.update(inputs.reshape(-1, inputs.shape[-1]).index_select(0, rows[0]))
 
         return hook
 
@@ -72,7 +76,7 @@ def record_unit_inputs(layout: ModelLayout, device: torch.device):
         for layer, heads, neurons in zip(layout.layers, head_stats, neuron_stats):
             handles.append(layer.o.register_forward_pre_hook(hook_for(heads)))
             handles.append(layer.down.register_forward_pre_hook(hook_for(neurons)))
-        yield head_stats, neuron_stats, mask
+        yield head_stats, neuron_stats, select
     finally:
         for handle in handles:
             handle.remove()
@@ -103,17 +107,17 @@ def score_dataset(
     snip_neurons = torch.zeros(space.num_layers, space.intermediate_size, dtype=torch.float64)
 
     batches = list(batches)
-    with record_unit_inputs(layout, device) as (head_stats, neuron_stats, mask):
+    with record_unit_inputs(layout, device) as (head_stats, neuron_stats, select):
         if method == "snip":
             for done, batch in enumerate(batches, start=1):
                 batch = batch.to(device)
-                mask[0] = batch.response_mask
+                select(batch.response_mask)
                 _snip_step(model, layout, batch, snip_heads, snip_neurons)
                 if progress:
                     progress(done, len(batches))
         else:
             with torch.inference_mode():
-                _run_backbone(_backbone(model, layout), batches, mask, device, share_prefix, progress)
+                _run_backbone(_backbone(model, layout), batches, select, device, share_prefix, progress)
 
     tokens = head_stats[0].count
     if tokens == 0:
@@ -152,18 +156,18 @@ def _cache_argument(backbone) -> str:
     return "cache" if "cache" in inspect.signature(backbone.forward).parameters else "past_key_values"
 
 
-def _run_backbone(backbone, batches: list[Batch], mask: list, device, share_prefix: bool, progress) -> None:
+def _run_backbone(backbone, batches: list[Batch], select, device, share_prefix: bool, progress) -> None:
     """Forward every batch through the decoder layers (hooks collect statistics)."""
     prefix = shared_prefix_length(batches) if share_prefix else 0
     prefix_cache = None
     if prefix:
         prefix_ids = batches[0].input_ids[:1, :prefix].to(device)
-        mask[0] = torch.zeros_like(prefix_ids, dtype=torch.bool)  # prompt tokens: not scored
+        select(torch.zeros_like(prefix_ids, dtype=torch.bool))  # prompt tokens: not scored
         output = backbone(input_ids=prefix_ids, use_cache=True)
-        prefix_cache = output.get("cache", output.get("past_key_values"))
+        prefix_cache = output["cache"] if "cache" in output else output["past_key_values"]
     for done, batch in enumerate(batches, start=1):
         batch = batch.to(device)
-        mask[0] = batch.response_mask[:, prefix:]
+        select(batch.response_mask[:, prefix:])
         if prefix_cache is None:
             backbone(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False)
         else:
