@@ -24,7 +24,7 @@ import torch
 from ssah_engine.architectures import describe
 from ssah_engine.data import load_dataset
 from ssah_engine.encoding import encode_pairs, make_batches
-from ssah_engine.loading import load_model
+from ssah_engine.loading import LoadedModel, LoadOptions, load_model, pick_device_and_dtype
 from ssah_engine.scoring import score_dataset
 
 
@@ -54,15 +54,26 @@ class PeakMemory:
         raise RuntimeError("VmHWM not found")
 
 
+def random_weights(directory: str) -> LoadedModel:
+    """A model of the directory's architecture with random weights (timing only)."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    device, dtype = pick_device_and_dtype(LoadOptions())
+    model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(directory), dtype=dtype).to(device).eval()
+    return LoadedModel(model, AutoTokenizer.from_pretrained(directory), directory, directory)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="builtin:smollm2")
     parser.add_argument("--samples", type=int, default=128)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--random-weights", action="store_true",
+                        help="--model is a directory with config + tokenizer only: same shapes, random weights")
     args = parser.parse_args()
 
-    loaded = load_model(args.model)
+    loaded = random_weights(args.model) if args.random_weights else load_model(args.model)
     model, tokenizer = loaded.model, loaded.tokenizer
     layout = describe(model)
     sets = {}
