@@ -345,3 +345,27 @@ def test_evaluate_measures_an_ablated_model_and_ablation_is_reversible(tiny_llam
     assert ablated["protocol"]["hash"] == dense["protocol"]["hash"]
     assert margins(ablated) != margins(dense)
     assert margins(after) == margins(dense) and after["records"] == dense["records"]
+
+
+@pytest.mark.slow
+def test_evaluate_smollm2_end_to_end():
+    from ssah_engine.loading import load_model
+
+    torch.set_num_threads(2)
+    loaded = load_model("builtin:smollm2")
+    protocol = Protocol(
+        harmful=DataRef("builtin:harmful_eval", limit=6),
+        harmless=DataRef("builtin:harmless_eval", limit=6),
+        benign_text=DataRef("builtin:benign_text", limit=5),
+        instructions=DataRef("builtin:utility", limit=4),
+        max_new_tokens=16,
+        zero_shot_tasks=(),
+    )
+    result = evaluate(loaded, protocol)
+    safety = result["safety"]
+    # SmolLM2's template adds its own system message when none is given; the result must say so.
+    assert "SmolLM" in safety["template"]["default_system_text"]
+    assert all("SmolLM" in r["rendered_prompt"] for r in result["records"]["harmful"] if r["condition"] == "no_system")
+    assert safety["refusal_margin"]["mean"] > safety["refusal_margin"]["harmless"]["mean"]
+    assert 1 < result["utility"]["perplexity"] < 200
+    assert result["utility"]["zero_shot"]["status"] == "skipped"
