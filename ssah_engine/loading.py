@@ -73,7 +73,7 @@ def load_model(source: str, options: LoadOptions | None = None) -> LoadedModel:
         from .testing import tiny_model
 
         model, tokenizer = tiny_model(source.removeprefix("builtin:tiny-"))
-        return LoadedModel(model.to(device), tokenizer, source, source)
+        return LoadedModel(model.to(device=device, dtype=dtype), tokenizer, source, source)
     if source == "builtin:smollm2":
         resolved = str(_gguf_cache(_smollm2_gguf(), options.cache_dir))
     elif source.startswith("builtin:"):

@@ -6,38 +6,44 @@ import torch
 
 
 class ChannelStats:
-    """Count, mean and sum of squared deviations per channel, merged batch by batch.
+    """Count, mean and sum of squared deviations per channel, accumulated batch by batch.
 
-    Each batch is summed in float64 around a shift close to the mean (the running mean, or
-    the batch's first row at the start), so squaring loses nothing to cancellation; the
-    batch's mean and squared deviations are then merged into the totals with Chan et al.'s
-    parallel update. The sums run as matrix-vector products: several times faster on
-    CPU than a reduction along the token dimension, and negligible beside the projections.
+    Sums run in float64 around a fixed shift (the first token seen), so the squared sums lose
+    nothing to cancellation: what is left is the spread of activations around one of their own
+    values, never a large mean. Each batch costs a handful of kernels (two matrix-vector
+    products), negligible beside the projections that produced the activations, and nothing
+    syncs a GPU.
     """
 
     def __init__(self, channels: int, device: torch.device | str = "cpu"):
         self.count = 0
-        self.mean = torch.zeros(channels, dtype=torch.float64, device=device)
-        self.m2 = torch.zeros(channels, dtype=torch.float64, device=device)
+        self.shift: torch.Tensor | None = None
+        self.shifted_sum = torch.zeros(channels, dtype=torch.float64, device=device)
+        self.shifted_squares = torch.zeros(channels, dtype=torch.float64, device=device)
 
     def update(self, values: torch.Tensor) -> None:
         """Add rows of ``values`` ([tokens, channels]) to the statistics."""
-        batch_count = values.shape[0]
-        if batch_count == 0:
+        if values.shape[0] == 0:
             return
         values = values.double()
-        shift = self.mean if self.count else values[0]
-        shifted = values - shift
-        ones = shifted.new_ones(1, batch_count)
-        shifted_sum = (ones @ shifted).squeeze(0)
-        shifted_squares = (ones @ shifted.mul_(shifted)).squeeze(0)
-        batch_mean = shift + shifted_sum / batch_count
-        batch_m2 = (shifted_squares - shifted_sum.square() / batch_count).clamp_min(0)
-        total = self.count + batch_count
-        delta = batch_mean - self.mean
-        self.mean += delta * (batch_count / total)
-        self.m2 += batch_m2 + delta.square() * (self.count * batch_count / total)
-        self.count = total
+        if self.shift is None:
+            self.shift = values[0].clone()
+        shifted = values - self.shift
+        ones = shifted.new_ones(1, shifted.shape[0])
+        self.shifted_sum += (ones @ shifted).squeeze(0)
+        self.shifted_squares += (ones @ shifted.mul_(shifted)).squeeze(0)
+        self.count += values.shape[0]
+
+    @property
+    def mean(self) -> torch.Tensor:
+        if self.shift is None:
+            return torch.zeros_like(self.shifted_sum)
+        return self.shift + self.shifted_sum / self.count
+
+    @property
+    def m2(self) -> torch.Tensor:
+        """Sum over tokens of squared deviations from the mean."""
+        return (self.shifted_squares - self.shifted_sum.square() / max(self.count, 1)).clamp_min(0)
 
     @property
     def variance(self) -> torch.Tensor:
