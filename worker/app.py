@@ -1,0 +1,93 @@
+"""The Celery app of the workers: ``celery -A worker.app worker -Q gpu`` (or ``ssah worker``).
+
+Late acks + reject on worker loss + prefetch 1: a message is acknowledged only once its job has
+ended, so a worker killed mid-job leaves the message to be delivered again (after
+``visibility_timeout`` on Redis; at once when only a prefork child died).
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import lru_cache
+
+from celery.signals import worker_ready, worker_shutdown
+
+from service.db import get_sessionmaker
+from service.queue import make_celery
+from service.settings import get_settings
+from worker import jobs
+from worker.reconciler import start_reconciler
+from worker.runner import TRANSIENT, run_job
+from worker.store import ArtifactStore, make_store
+
+log = logging.getLogger(__name__)
+
+settings = get_settings()
+app = make_celery(settings)
+app.conf.update(
+    task_acks_late=True,
+    task_reject_on_worker_lost=True,
+    worker_prefetch_multiplier=1,
+    task_soft_time_limit=settings.task_soft_time_limit,
+    task_time_limit=settings.task_time_limit,
+    # Longer than the longest job, or Redis hands a running job's message to a second worker.
+    broker_transport_options={**app.conf.broker_transport_options, "visibility_timeout": settings.visibility_timeout},
+    # A worker outlives broker outages: it waits for Redis to come back, however long that takes.
+    broker_connection_retry_on_startup=True,
+    broker_connection_max_retries=None,
+    worker_hijack_root_logger=False,
+)
+RETRY = dict(bind=True, autoretry_for=TRANSIENT, retry_backoff=2, retry_backoff_max=300, retry_jitter=True,
+             max_retries=10)
+
+
+@lru_cache
+def _store() -> ArtifactStore:
+    return make_store(settings)
+
+
+def _run(task, job_id: str, kind: str, body) -> str:
+    # A retry comes after this worker's own attempt failed on the database or broker: take the job back.
+    return run_job(job_id, kind, body, settings=settings, factory=get_sessionmaker(), store=_store(),
+                   takeover=task.request.retries > 0)
+
+
+@app.task(name="ssah.audit", **RETRY)
+def audit(self, job_id: str) -> str:
+    """Run audit job ``job_id``."""
+    return _run(self, job_id, "audit", jobs.audit)
+
+
+@app.task(name="ssah.evaluation", **RETRY)
+def evaluation(self, job_id: str) -> str:
+    """Run evaluation job ``job_id``."""
+    return _run(self, job_id, "evaluation", jobs.evaluation)
+
+
+@app.task(name="ssah.finetune", **RETRY)
+def finetune(self, job_id: str) -> str:
+    """Run fine-tune job ``job_id``."""
+    return _run(self, job_id, "finetune", jobs.finetune)
+
+
+@app.task(name="ssah.comparison", **RETRY)
+def comparison(self, job_id: str) -> str:
+    """Run comparison job ``job_id``."""
+    return _run(self, job_id, "comparison", jobs.comparison)
+
+
+_reconciler = None
+
+
+@worker_ready.connect
+def _start_reconciler(**_: object) -> None:
+    global _reconciler
+    if settings.reconcile_interval_seconds > 0:
+        _reconciler = start_reconciler(get_sessionmaker(), app, settings)
+        log.info("reconciler every %.0fs", settings.reconcile_interval_seconds)
+
+
+@worker_shutdown.connect
+def _stop_reconciler(**_: object) -> None:
+    if _reconciler is not None:
+        _reconciler.set()

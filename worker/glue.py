@@ -1,0 +1,154 @@
+"""Engine-facing glue: job parameters -> engine configs, dataset ids -> files, a per-process model cache.
+
+The API validated the parameters (service/schemas/jobs.py); the engine's own configs validate again.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import os
+import shutil
+import threading
+import uuid
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from service.models import Dataset as DatasetRow
+from service.settings import Settings
+from ssah_engine.audit import AuditConfig
+from ssah_engine.classify import Cuts
+from ssah_engine.data import Dataset, DatasetError, load_dataset
+from ssah_engine.evaluation import DataRef, Protocol
+from ssah_engine.finetune import FinetuneConfig
+from ssah_engine.loading import LoadedModel, LoadOptions, load_model
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SAFETY = "builtin:safety"
+DEFAULT_UTILITY = "builtin:utility"
+
+
+def audit_config(params: dict[str, Any]) -> AuditConfig:
+    """The engine config of an audit job (``AuditCreate`` parameters)."""
+    cuts = params.get("cuts") or {}
+    return AuditConfig(method=params.get("method", "wifv"), samples=int(params.get("samples", 128)),
+                       cuts=Cuts(**cuts) if cuts else Cuts())
+
+
+def evaluation_protocol(params: dict[str, Any], *, harmful: str | None, instructions: str | None,
+                        sample_limit: int | None) -> Protocol:
+    """The protocol of an evaluation job: the default one, its datasets swapped and capped as asked."""
+    protocol = Protocol(max_new_tokens=int(params.get("max_new_tokens", 64)))
+    refs = protocol.datasets()
+    if harmful:
+        refs["harmful"] = DataRef(harmful)
+    if instructions:
+        refs["instructions"] = DataRef(instructions, refs["instructions"].limit)
+    if sample_limit:
+        refs = {name: DataRef(ref.source, min(ref.limit or sample_limit, sample_limit)) for name, ref in refs.items()}
+    extra = {"zero_shot_limit": min(protocol.zero_shot_limit or sample_limit, sample_limit)} if sample_limit else {}
+    return protocol.replace(**refs, **extra)
+
+
+def finetune_config(params: dict[str, Any]) -> FinetuneConfig:
+    """The engine config of a fine-tune job (``FinetuneCreate`` parameters)."""
+    mode = params.get("mode", "full")
+    return FinetuneConfig(mode=mode, setting=params.get("setting", "i") if mode == "freeze" else None,
+                          epochs=int(params.get("epochs", 1)), lr=float(params.get("lr", 2e-5)))
+
+
+def dataset_file(session: Session, settings: Settings, *, tenant_id: uuid.UUID, dataset_id: str) -> tuple[str, str]:
+    """(path with the format's extension, display name) of the tenant's uploaded dataset ``dataset_id``.
+
+    Uploads are stored content-addressed without an extension; the engine picks its reader from the
+    extension, so a stable ``<sha256>.<format>`` link sits next to the file (stable: the evaluation
+    protocol hash covers the path).
+    """
+    row = session.scalars(sa.select(DatasetRow).where(
+        DatasetRow.id == uuid.UUID(str(dataset_id)), DatasetRow.tenant_id == tenant_id)).one_or_none()
+    if row is None:
+        raise DatasetError(f"dataset {dataset_id} does not exist (deleted?)")
+    stored = (Path(settings.artifact_dir) / row.path).resolve()
+    if not stored.is_file():
+        raise DatasetError(f"the file of dataset {row.name!r} ({row.id}) is missing from the artifact store")
+    linked = stored.with_name(f"{stored.name}.{row.format}")
+    if not linked.exists():
+        try:
+            os.symlink(stored.name, linked)
+        except FileExistsError:
+            pass
+        except OSError:  # no symlinks on this filesystem
+            shutil.copyfile(stored, linked)
+    return str(linked), f"dataset {row.name!r} ({row.id})"
+
+
+def read_dataset(path: str, display: str, *, limit: int | None = None, require_response: bool = True) -> Dataset:
+    """Load a dataset; errors name the dataset, the line and the field as the engine found them."""
+    try:
+        return load_dataset(path, limit=limit, require_response=require_response)
+    except DatasetError as error:
+        if error.path is None or path.startswith("builtin:"):
+            raise
+        raise DatasetError(error.reason, path=display, line=error.line, field=error.field,
+                           line_label=error.line_label) from None
+
+
+class ModelCache:
+    """Loaded models of this process, least recently used evicted first; keyed by source, device, dtype."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self._models: OrderedDict[tuple[str, str | None, str | None], LoadedModel] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, source: str, options: LoadOptions) -> LoadedModel:
+        """The model of ``source``, loaded once and then reused (do not change its weights)."""
+        key = (source, options.device, options.dtype)
+        with self._lock:
+            if key in self._models:
+                self._models.move_to_end(key)
+                return self._models[key]
+        loaded = load_model(source, options)
+        if self.size > 0:
+            with self._lock:
+                self._models[key] = loaded
+                while len(self._models) > self.size:
+                    self._models.popitem(last=False)
+                    self._release()
+        return loaded
+
+    def clear(self) -> None:
+        with self._lock:
+            self._models.clear()
+            self._release()
+
+    @staticmethod
+    def _release() -> None:
+        gc.collect()
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+_cache: ModelCache | None = None
+_cache_lock = threading.Lock()
+
+
+def model_cache(settings: Settings) -> ModelCache:
+    """This process's model cache (built lazily, so each prefork child has its own)."""
+    global _cache
+    with _cache_lock:
+        if _cache is None:
+            _cache = ModelCache(settings.model_cache_size)
+        return _cache
+
+
+def load_options(settings: Settings, *, dtype: str | None = None) -> LoadOptions:
+    """Loading options from the settings (device, dtype); ``dtype`` overrides."""
+    return LoadOptions(device=settings.device, dtype=dtype or settings.dtype)

@@ -1,0 +1,84 @@
+"""The four job bodies: each calls one engine function and stores what it returned.
+
+A body gets a ``JobRun`` (worker/runner.py) that already marked the job running; it ends by
+``run.succeed(...)``, which writes the results and the final status in one transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+from ssah_engine.ablation import ablate
+from ssah_engine.audit import run_audit
+from ssah_engine.evaluation import evaluate
+from ssah_engine.finetune import run_finetune
+from ssah_engine.transfer import role_transfer
+from worker import glue, results
+from worker.runner import Body, JobRun
+from worker.store import job_key
+
+
+def audit(run: JobRun) -> None:
+    """Label every unit of the model; store the unit map (summary in the database, files as artifacts)."""
+    params = run.params
+    safety = run.dataset(params.get("safety_dataset_id"), default=glue.DEFAULT_SAFETY)
+    utility = run.dataset(params.get("utility_dataset_id"), default=glue.DEFAULT_UTILITY)
+    unit_map = run_audit(run.model(), safety, utility, glue.audit_config(params), progress=run.progress)
+    directory = unit_map.save(run.scratch / "unit_map")
+    archive = shutil.make_archive(str(run.scratch / "unit_map"), "zip", directory)
+    summary = unit_map.summary()
+    run.publish(directory, "unit_map")  # read back by evaluations, fine-tunes and comparisons
+    uri = run.publish(archive, "unit_map.zip")  # what GET .../unit-map/artifact serves
+    run.succeed(lambda s: results.put_unit_map(s, job_id=run.id, summary=summary, artifact_uri=uri))
+
+
+def evaluation(run: JobRun) -> None:
+    """Score safety and utility, with one class of an audit's units ablated when asked."""
+    params = run.params
+    protocol = glue.evaluation_protocol(
+        params, harmful=run.dataset_path(params.get("safety_dataset_id")),
+        instructions=run.dataset_path(params.get("utility_dataset_id")),
+        sample_limit=run.settings.eval_sample_limit,
+    )
+    loaded = run.model()
+    if params.get("ablate"):
+        unit_map = run.unit_map(params["audit_id"])
+        with ablate(loaded.model, unit_map, unit_map.mask([params["ablate"]])):  # weights restored on exit
+            result = evaluate(loaded, protocol, progress=run.progress)
+        result["model"]["ablation"] = {"classes": [params["ablate"]], "audit_id": params["audit_id"]}
+    else:
+        result = evaluate(loaded, protocol, progress=run.progress)
+    path = run.scratch / "evaluation.json"
+    path.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+    uri = run.publish(path, "evaluation.json")  # with the per-prompt records
+    metrics = {key: value for key, value in result.items() if key != "records"}
+    run.succeed(lambda s: results.put_score(s, job_id=run.id, protocol_hash=result["protocol"]["hash"],
+                                            metrics=metrics, records_uri=uri))
+
+
+def finetune(run: JobRun) -> None:
+    """Fine-tune a private copy of the model; store the loss curve and the trained model."""
+    params = run.params
+    config = glue.finetune_config(params)
+    data = run.dataset(params["dataset_id"])
+    unit_map = run.unit_map(params["audit_id"]) if params.get("audit_id") else None
+    utility = run.dataset(None, default=glue.DEFAULT_UTILITY) if config.mode == "budget" and unit_map is None else None
+    loaded = run.model(fresh=True, dtype="float32")  # trains in place: never the cached copy; fp32 master weights
+    out = run.scratch / "finetune"
+    result = run_finetune(loaded, data, config, unit_map, out, progress=run.progress, utility=utility)
+    run.publish(out, "finetune")
+    model_uri = run.store.locate(job_key(run.claim.tenant_id, run.id, "finetune/model"))
+    curve = {"steps": result.history, "masks": result.masks, "evaluation": result.evaluation}
+    run.succeed(lambda s: results.put_finetune_result(s, job_id=run.id, loss_curve=curve,
+                                                      output_model_uri=model_uri))
+
+
+def comparison(run: JobRun) -> None:
+    """Cross-tabulate how units changed role between two audits."""
+    params = run.params
+    crosstab = role_transfer(run.unit_map(params["before_audit_id"]), run.unit_map(params["after_audit_id"]))
+    run.succeed(lambda s: results.put_comparison(s, job_id=run.id, crosstab=crosstab))
+
+
+BODIES: dict[str, Body] = {"audit": audit, "evaluation": evaluation, "finetune": finetune, "comparison": comparison}

@@ -1,0 +1,104 @@
+"""Nothing lost: send what the broker never got, re-send what it lost, requeue jobs whose worker died.
+
+Runs as a thread in every Celery worker process (``start_reconciler``), every
+``reconcile_interval_seconds``. Several reconcilers at once are harmless: pending rows are locked
+with SKIP LOCKED and the tasks are idempotent, so a duplicate message finds its job done or running
+and does nothing.
+
+Redis here keeps nothing on disk: a restart drops queued and unacknowledged messages. So for a
+Redis broker the reconciler looks at what the broker still holds (queue lists and the ``unacked``
+hash) and re-sends
+
+- queued jobs, sent more than ``requeue_after_seconds`` ago, that the broker no longer holds;
+- running jobs whose heartbeat (``updated_at``) is older than ``stale_seconds`` and that the broker
+  no longer holds. With late acks a killed worker's message comes back by itself after
+  ``visibility_timeout``; only a lost message needs this.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from datetime import timedelta
+
+import redis
+import sqlalchemy as sa
+from celery import Celery
+from sqlalchemy.orm import Session, sessionmaker
+
+from service.jobs import enqueue_pending
+from service.models import Job, JobStatus, utcnow
+from service.queue import TASKS, send_job
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+UUID = re.compile(rb"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+PRIORITY_SEP = "\x06\x16"  # kombu's Redis transport: queue "gpu" at priority 3 is the list "gpu\x06\x163"
+# A freshly created job may still be on its way to the broker from the API request itself.
+PENDING_GRACE = timedelta(seconds=5)
+
+
+def broker_job_ids(broker_url: str) -> set[str] | None:
+    """Ids found in every message the Redis broker holds (queued or delivered, unacked); None if not Redis."""
+    if not broker_url.startswith(("redis://", "rediss://")):
+        return None
+    client = redis.Redis.from_url(broker_url, socket_timeout=5, socket_connect_timeout=5)
+    try:
+        raw: list[bytes] = []
+        for queue in sorted({queue for _, queue in TASKS.values()}):
+            for key in [queue] + [f"{queue}{PRIORITY_SEP}{p}" for p in (3, 6, 9)]:
+                raw.extend(client.lrange(key, 0, -1))
+        raw.extend(client.hvals("unacked"))
+    finally:
+        client.close()
+    return {match.decode() for message in raw for match in UUID.findall(message)}
+
+
+def reconcile(session: Session, *, celery: Celery, settings: Settings) -> dict[str, int]:
+    """One round; the caller commits. Returns how many jobs were sent, re-sent and requeued."""
+    counts = {"sent": enqueue_pending(session, celery=celery, min_age=PENDING_GRACE), "resent": 0, "requeued": 0}
+    known = broker_job_ids(settings.broker_url)
+    if known is None:
+        return counts
+    now = utcnow()
+    lost_queued = session.scalars(sa.select(Job).where(
+        Job.status == JobStatus.queued.value, Job.cancel_requested.is_(False),
+        Job.enqueued_at < now - timedelta(seconds=settings.requeue_after_seconds),
+    ).order_by(Job.created_at).with_for_update(skip_locked=True)).all()
+    for job in lost_queued:
+        if str(job.id) not in known:
+            log.warning("job %s is queued but the broker lost its message; sending it again", job.id)
+            send_job(celery, job_id=job.id, kind=job.kind)
+            job.enqueued_at = utcnow()
+            counts["resent"] += 1
+    orphans = session.execute(sa.select(Job.id, Job.kind).where(
+        Job.status == JobStatus.running.value,
+        Job.updated_at < now - timedelta(seconds=settings.stale_seconds),
+    )).all()
+    for job_id, kind in orphans:
+        if str(job_id) not in known:
+            log.warning("job %s is running without a heartbeat or a message; requeueing it", job_id)
+            send_job(celery, job_id=job_id, kind=kind)
+            counts["requeued"] += 1
+    session.flush()
+    return counts
+
+
+def start_reconciler(factory: sessionmaker[Session], celery: Celery, settings: Settings) -> threading.Event:
+    """Run ``reconcile`` every ``reconcile_interval_seconds`` in a daemon thread; set the event to stop."""
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.wait(settings.reconcile_interval_seconds):
+            try:
+                with factory.begin() as session:
+                    counts = reconcile(session, celery=celery, settings=settings)
+                if any(counts.values()):
+                    log.info("reconciler: %s", counts)
+            except Exception as exc:  # broker or database down: try again next round
+                log.warning("reconciler round failed: %s: %s", type(exc).__name__, exc)
+
+    threading.Thread(target=loop, name="ssah-reconciler", daemon=True).start()
+    return stop

@@ -1,0 +1,150 @@
+"""``run_job``: the frame around every task body (claim, scratch space, heartbeat, finish or fail).
+
+Celery tasks and the embedded worker thread both call it, so both run jobs the same way.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from celery.exceptions import SoftTimeLimitExceeded
+from kombu.exceptions import OperationalError as BrokerError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from sqlalchemy.exc import OperationalError as DatabaseError
+from sqlalchemy.orm import Session, sessionmaker
+
+from service.models import JobStatus
+from service.settings import Settings
+from ssah_engine.data import Dataset, DatasetError
+from ssah_engine.loading import LoadedModel, ModelLoadError
+from ssah_engine.unitmap import UnitMap
+from worker import glue
+from worker.lifecycle import Cancelled, Claim, Progress, Superseded, claim_job, finish_job, heartbeat
+from worker.store import ArtifactStore, job_key
+
+log = logging.getLogger(__name__)
+
+# Worth retrying the whole task for: the job could not even be marked failed.
+TRANSIENT = (DatabaseError, BrokerError, RedisConnectionError)
+# Errors whose message is already written for the user: stored verbatim.
+USER_ERRORS = (ModelLoadError, DatasetError, ValueError, FileNotFoundError)
+
+
+@dataclass
+class JobRun:
+    """One attempt at a job, as a task body sees it."""
+
+    claim: Claim
+    settings: Settings
+    factory: sessionmaker[Session]
+    store: ArtifactStore
+    scratch: Path
+    progress: Progress
+
+    @property
+    def id(self) -> uuid.UUID:
+        return self.claim.job_id
+
+    @property
+    def params(self) -> dict:
+        return self.claim.params
+
+    def dataset_path(self, dataset_id: str | None) -> str | None:
+        """The loadable path of the tenant's uploaded dataset (checked now, so errors name it), or None."""
+        if dataset_id is None:
+            return None
+        with self.factory() as session:
+            path, display = glue.dataset_file(session, self.settings, tenant_id=self.claim.tenant_id,
+                                              dataset_id=dataset_id)
+        glue.read_dataset(path, display, require_response=False)
+        return path
+
+    def dataset(self, dataset_id: str | None, *, default: str | None = None, require_response: bool = True) -> Dataset:
+        """The uploaded dataset ``dataset_id``, or the builtin ``default`` when None."""
+        if dataset_id is None:
+            return glue.read_dataset(default, default, require_response=require_response)
+        with self.factory() as session:
+            path, display = glue.dataset_file(session, self.settings, tenant_id=self.claim.tenant_id,
+                                              dataset_id=dataset_id)
+        return glue.read_dataset(path, display, require_response=require_response)
+
+    def model(self, *, fresh: bool = False, dtype: str | None = None) -> LoadedModel:
+        """The job's model from this process's cache; ``fresh`` loads a private copy (for training)."""
+        if self.claim.model_source is None:
+            raise ModelLoadError(f"job {self.id} has no model (was it deleted?)")
+        self.progress("loading model", 0.0)
+        options = glue.load_options(self.settings, dtype=dtype)
+        if fresh:
+            from ssah_engine.loading import load_model
+
+            return load_model(self.claim.model_source, options)
+        return glue.model_cache(self.settings).get(self.claim.model_source, options)
+
+    def unit_map(self, audit_id: str) -> UnitMap:
+        """The unit map written by the tenant's audit ``audit_id``."""
+        path = self.store.fetch(job_key(self.claim.tenant_id, audit_id, "unit_map"), self.scratch)
+        return UnitMap.load(path)
+
+    def publish(self, local: Path | str, name: str) -> str:
+        """Store ``local`` as the job's artifact ``name``; return its URI."""
+        return self.store.put(Path(local), job_key(self.claim.tenant_id, self.id, name))
+
+    def succeed(self, store: Callable[[Session], None]) -> None:
+        """Write the results (``store(session)``) and mark the job succeeded, in one transaction."""
+        finish_job(self.factory, self.claim, JobStatus.succeeded, store=store)
+
+
+Body = Callable[[JobRun], None]
+
+
+def run_job(job_id: str | uuid.UUID, kind: str, body: Body, *, settings: Settings,
+            factory: sessionmaker[Session], store: ArtifactStore, takeover: bool = False) -> str:
+    """Run ``body`` for job ``job_id``; return how it ended (succeeded, failed, cancelled, skipped, superseded).
+
+    Transient infrastructure errors (database, broker) propagate so the caller can retry the task.
+    """
+    claim = claim_job(factory, uuid.UUID(str(job_id)), kind=kind, stale_seconds=settings.stale_seconds,
+                      takeover=takeover)
+    if claim is None:
+        return "skipped"
+    log.info("job %s (%s) attempt %d started", claim.job_id, kind, claim.attempt)
+    # A re-run starts clean: whatever an earlier attempt published is replaced.
+    store.delete_prefix(job_key(claim.tenant_id, claim.job_id, ""))
+    progress = Progress(factory, claim, interval=settings.progress_interval_seconds,
+                        heartbeat=settings.heartbeat_seconds)
+    try:
+        with heartbeat(progress), store.scratch() as scratch:
+            body(JobRun(claim, settings, factory, store, Path(scratch), progress))
+    except Superseded as exc:
+        log.warning("%s; stopping", exc)
+        return "superseded"
+    except Cancelled:
+        log.info("job %s cancelled", claim.job_id)
+        return _end(factory, claim, JobStatus.cancelled, message="cancelled while running")
+    except TRANSIENT:
+        raise
+    except SoftTimeLimitExceeded:
+        return _end(factory, claim, JobStatus.failed,
+                    error=f"time limit exceeded ({settings.task_soft_time_limit} s, task_soft_time_limit)")
+    except USER_ERRORS as exc:
+        log.info("job %s failed: %s", claim.job_id, exc)
+        return _end(factory, claim, JobStatus.failed, error=str(exc))
+    except Exception as exc:
+        log.exception("job %s failed", claim.job_id)
+        return _end(factory, claim, JobStatus.failed, error=f"{type(exc).__name__}: {exc}")
+    log.info("job %s succeeded", claim.job_id)
+    return "succeeded"
+
+
+def _end(factory: sessionmaker[Session], claim: Claim, status: JobStatus, *, error: str | None = None,
+         message: str | None = None) -> str:
+    try:
+        finish_job(factory, claim, status, error=error, message=message)
+    except Superseded as exc:
+        log.warning("%s; outcome %s dropped", exc, status.value)
+        return "superseded"
+    return status.value
