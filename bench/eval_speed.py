@@ -7,7 +7,10 @@ Over the same harmful prompts (builtin:harmful_eval, no system prompt, greedy de
   margin:      the refusal margin of every prompt (no generation)
 Prints the times and batched_speedup=<one-by-one / batched>, margin_speedup=<keyword ASR / margin>.
 
-    python bench/eval_speed.py [--prompts 16] [--max-new-tokens 64] [--batch-size 16]
+    python bench/eval_speed.py [--prompts 8] [--max-new-tokens 256] [--batch-size 8] [--threads 2]
+
+The paper's 256 new tokens are the default because the margin's advantage grows with them. On a
+shared machine, --threads 1 avoids oversubscribed threads spinning (times then say so).
 """
 
 from __future__ import annotations
@@ -21,9 +24,9 @@ import torch
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="builtin:smollm2")
-    parser.add_argument("--prompts", type=int, default=16)
-    parser.add_argument("--max-new-tokens", type=int, default=64)
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--prompts", type=int, default=8)
+    parser.add_argument("--max-new-tokens", type=int, default=256)
+    parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -40,10 +43,10 @@ def main() -> None:
     ids = encode_rendered(tokenizer, rendered)
     protocol = Protocol()
     rule = get_rule("ssah-31")
-    generate = lambda batch_size: generate_greedy(  # noqa: E731
-        model, tokenizer, ids, max_new_tokens=args.max_new_tokens, batch_size=batch_size
+    generate = lambda batch_size, tokens=args.max_new_tokens: generate_greedy(  # noqa: E731
+        model, tokenizer, ids, max_new_tokens=tokens, batch_size=batch_size
     )
-    generate(args.batch_size)  # warm-up (first-call allocations)
+    generate(args.batch_size, 4)  # warm-up (first-call allocations)
 
     started = time.perf_counter()
     alone = generate(1)

@@ -3,7 +3,8 @@
 For each prompt, margin = log sum_r p(r | prompt) - log sum_c p(c | prompt), where r runs over
 refusal openings ("I'm sorry", "I cannot", ...) and c over compliance openings ("Sure", ...).
 No text is generated: a batch of prompts runs once with a KV cache, the cache is repeated for
-each opening, and every opening is scored in one short extra pass. Margin > 0 predicts a refusal.
+the few token rows the openings need (openings sharing a prefix share a row), and every opening
+is scored in one short extra pass. Margin > 0 predicts a refusal.
 """
 
 from __future__ import annotations
@@ -43,6 +44,26 @@ def _pad_rows(rows: Sequence[Sequence[int]], width: int, pad_id: int) -> tuple[t
     return ids, mask
 
 
+def _shared_rows(candidates: Sequence[Sequence[int]]) -> tuple[list[list[int]], list[int]]:
+    """The fewest token rows to feed after the prompt so every candidate can be scored, and each one's row.
+
+    Candidate c needs c[:-1] fed (its first token is scored by the prompt's last logits); a row
+    whose tokens start with c[:-1] serves c too, so "I'm sorry" rides on "I'm not able".
+    """
+    rows: list[list[int]] = []
+    row_of = [0] * len(candidates)
+    for index in sorted(range(len(candidates)), key=lambda i: -len(candidates[i])):
+        fed = list(candidates[index][:-1])
+        for number, row in enumerate(rows):
+            if row[: len(fed)] == fed:
+                row_of[index] = number
+                break
+        else:
+            row_of[index] = len(rows)
+            rows.append(fed)
+    return rows, row_of
+
+
 @torch.inference_mode()
 def opening_logprobs(
     model,
@@ -55,19 +76,22 @@ def opening_logprobs(
 ) -> torch.Tensor:
     """log p(candidate | prompt) for every prompt and candidate: float64 [prompts, candidates]."""
     device = next(model.parameters()).device
-    count = len(candidates)
-    width = max(len(ids) for ids in candidates) - 1
+    rows, row_of = _shared_rows(candidates)
+    width = max(len(row) for row in rows)
     first = torch.tensor([ids[0] for ids in candidates], device=device)
-    # Feeding c[:-1] after the prompt scores c[1:]; c[0] is scored by the prompt's last logits.
-    fed, fed_mask = _pad_rows([ids[:-1] for ids in candidates], max(width, 1), pad_id)
-    targets, _ = _pad_rows([ids[1:] for ids in candidates], max(width, 1), pad_id)
-    fed, fed_mask, targets = fed[:, :width].to(device), fed_mask[:, :width].to(device), targets[:, :width].to(device)
+    fed, fed_mask = _pad_rows(rows, max(width, 1), pad_id)
+    fed, fed_mask = fed[:, :width].to(device), fed_mask[:, :width].to(device)
+    # Candidate k's token j+1 is predicted at position j of its row.
+    targets, target_mask = _pad_rows([ids[1:] for ids in candidates], max(width, 1), pad_id)
+    targets, target_mask = targets[:, :width].to(device), target_mask[:, :width].to(device).double()
+    row_index = torch.tensor(row_of, device=device)[:, None].expand(-1, max(width, 0))
+    position_index = torch.arange(width, device=device)[None].expand(len(candidates), -1)
 
-    scores = torch.empty((len(prompt_ids), count), dtype=torch.float64)
+    scores = torch.empty((len(prompt_ids), len(candidates)), dtype=torch.float64)
     order = sorted(range(len(prompt_ids)), key=lambda index: len(prompt_ids[index]))
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
-        rows = len(chunk)
+        count = len(chunk)
         input_ids, attention_mask = left_pad([prompt_ids[index] for index in chunk], pad_id)
         input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
         out = model(
@@ -77,25 +101,25 @@ def opening_logprobs(
             use_cache=width > 0,
             logits_to_keep=1,
         )
-        total = out.logits[:, -1].float().log_softmax(-1)[:, first].double()  # [rows, candidates]
+        total = out.logits[:, -1].float().log_softmax(-1)[:, first].double()  # [count, candidates]
         if width > 0:
             cache = out.cache if hasattr(out, "cache") else out.past_key_values
-            cache.batch_repeat_interleave(count)  # row r*count+k: prompt r followed by candidate k
-            mask = torch.cat([attention_mask.repeat_interleave(count, 0), fed_mask.repeat(rows, 1)], dim=1)
-            next_position = attention_mask.sum(-1, keepdim=True).repeat_interleave(count, 0)
+            cache.batch_repeat_interleave(len(rows))  # row p*len(rows)+r: prompt p followed by shared row r
+            mask = torch.cat([attention_mask.repeat_interleave(len(rows), 0), fed_mask.repeat(count, 1)], dim=1)
+            next_position = attention_mask.sum(-1, keepdim=True).repeat_interleave(len(rows), 0)
             step = model(
-                input_ids=fed.repeat(rows, 1),
+                input_ids=fed.repeat(count, 1),
                 attention_mask=mask,
                 position_ids=next_position + torch.arange(width, device=device),
                 cache=cache,
                 use_cache=True,
             )
-            logprobs = step.logits.float().log_softmax(-1).gather(-1, targets.repeat(rows, 1)[..., None])
-            rest = (logprobs.squeeze(-1).double() * fed_mask.repeat(rows, 1)).sum(-1)
-            total = total + rest.view(rows, count)
+            logprobs = step.logits.float().log_softmax(-1).view(count, len(rows), width, -1)
+            picked = logprobs[:, row_index, position_index, targets].double()  # [count, candidates, width]
+            total = total + (picked * target_mask).sum(-1)
         scores[chunk] = total.cpu()
         if progress:
-            progress(rows)
+            progress(count)
     return scores
 
 

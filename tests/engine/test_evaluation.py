@@ -100,7 +100,7 @@ def test_opening_logprobs_equal_full_forward_scores():
     model, tokenizer = tiny_model("llama", seed=1)
     rendered = render_prompts(tokenizer, PROMPTS, "Be safe.")
     ids = encode_rendered(tokenizer, rendered)
-    candidates = opening_ids(tokenizer, rendered[0], ["I'm sorry", "Sure", "I", "Certainly"])
+    candidates = opening_ids(tokenizer, rendered[0], ["I'm sorry", "Sure", "I", "Certainly", "I'm not able", "I'm"])
     fast = opening_logprobs(model, ids, candidates, pad_id=tokenizer.pad_token_id, batch_size=3)
     for row, prompt in enumerate(ids):
         for column, candidate in enumerate(candidates):
