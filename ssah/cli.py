@@ -12,7 +12,7 @@ import importlib
 import logging
 import sys
 
-COMMANDS = ("audit", "ablate", "transfer", "eval", "finetune", "serve", "keys")
+COMMANDS = ("audit", "ablate", "transfer", "eval", "finetune", "serve", "keys", "worker")
 
 
 def build_parser() -> argparse.ArgumentParser:
