@@ -41,7 +41,7 @@ def tiny_tokenizer() -> PreTrainedTokenizerFast:
     """A byte-level tokenizer (256 byte tokens + 3 specials) with a ChatML chat template."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 
-    byte_vocab = {char: index for index, char in enumerate(pre_tokenizers.ByteLevel.alphabet())}
+    byte_vocab = {char: index for index, char in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
     for offset, token in enumerate(SPECIAL_TOKENS):
         byte_vocab[token] = 256 + offset
     backend = Tokenizer(models.BPE(vocab=byte_vocab, merges=[]))

@@ -66,3 +66,13 @@ def test_smollm2_is_converted_once_then_cached(tmp_path, monkeypatch):
     assert second.resolved == first.resolved
     for (name, a), (_, b) in zip(first.model.state_dict().items(), second.model.state_dict().items()):
         assert torch.equal(a, b), name
+
+
+def test_tiny_tokenizer_is_the_same_in_every_process():
+    import subprocess
+    import sys
+
+    code = "from ssah_engine.testing import tiny_tokenizer; print(tiny_tokenizer()('hello')['input_ids'])"
+    runs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                           env={"PYTHONHASHSEED": seed, "PATH": ""}).stdout for seed in ("1", "2")}
+    assert len(runs) == 1
