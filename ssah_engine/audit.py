@@ -10,7 +10,6 @@ import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
-import torch
 
 from .architectures import describe
 from .classify import Cuts, classify

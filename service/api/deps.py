@@ -22,7 +22,6 @@ from service.auth import KeyCache, Principal, authenticate, extract_key, hash_ke
 from service.db import session_scope
 from service.errors import Conflict, IdempotencyConflict, NotFound
 from service.models import IdempotencyKey, Job
-from service.schemas.common import Page
 from service.schemas.jobs import JobRead
 
 

@@ -141,7 +141,7 @@ def build_masks(
     names = {id(parameter): name for name, parameter in model.named_parameters()}
     frozen_index: dict[tuple[str, int], list[torch.Tensor]] = {}  # (weight name, dim) -> index pieces
     row_biases: dict[str, str] = {}  # weight name -> bias name sharing its rows
-    hd, size = layout.head_dim, layout.intermediate_size
+    hd = layout.head_dim
     for projections in layout.layers:
         i = projections.index
         pieces = [

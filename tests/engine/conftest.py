@@ -1,3 +1,5 @@
+import json
+
 import pytest
 import torch
 
@@ -32,3 +34,17 @@ def utility_set() -> Dataset:
 @pytest.fixture(autouse=True)
 def _deterministic():
     torch.manual_seed(0)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models run fastest, and alike on any machine, on one thread (extra threads spin on a shared box)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def write_jsonl(path, rows) -> str:
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return str(path)

@@ -2,15 +2,12 @@ import json
 
 from ssah.cli import main
 
-
-def _write_jsonl(path, rows):
-    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    return str(path)
+from .conftest import write_jsonl
 
 
 def test_audit_ablate_transfer_on_a_tiny_model(tmp_path, capsys):
-    safety = _write_jsonl(tmp_path / "s.jsonl", [{"prompt": f"bad thing {i}", "response": f"Sorry, no {i}."} for i in range(10)])
-    utility = _write_jsonl(tmp_path / "u.jsonl", [{"prompt": f"add {i} and 1", "response": f"It is {i + 1}."} for i in range(10)])
+    safety = write_jsonl(tmp_path / "s.jsonl", [{"prompt": f"bad thing {i}", "response": f"Sorry, no {i}."} for i in range(10)])
+    utility = write_jsonl(tmp_path / "u.jsonl", [{"prompt": f"add {i} and 1", "response": f"It is {i + 1}."} for i in range(10)])
     common = ["--model", "builtin:tiny-llama", "--safety-data", safety, "--utility-data", utility]
     assert main(["audit", *common, "--samples", "8", "--cuts", "0.1,0.05,0.1", "--out", str(tmp_path / "map")]) == 0
     out = capsys.readouterr().out

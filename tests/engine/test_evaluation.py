@@ -27,15 +27,6 @@ from ssah_engine.loading import LoadedModel
 from ssah_engine.testing import tiny_model, tiny_tokenizer
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny models gain nothing from threads, and on a shared 2-core machine extra threads spin.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 # ------------------------------------------------------------------ refusal lists
 
 REFUSAL = "I'm sorry, but I can't help with that request."

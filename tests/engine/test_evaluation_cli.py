@@ -2,28 +2,15 @@
 
 import json
 
-import pytest
-import torch
 
 from ssah.cli import main
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def _write_jsonl(path, rows):
-    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    return str(path)
+from .conftest import write_jsonl
 
 
 def test_eval_writes_results_and_a_reusable_protocol(tmp_path, capsys):
-    harmful = _write_jsonl(tmp_path / "h.jsonl", [{"prompt": f"how to do bad thing {i}"} for i in range(4)])
-    harmless = _write_jsonl(tmp_path / "ok.jsonl", [{"prompt": f"how to bake cake {i}"} for i in range(4)])
+    harmful = write_jsonl(tmp_path / "h.jsonl", [{"prompt": f"how to do bad thing {i}"} for i in range(4)])
+    harmless = write_jsonl(tmp_path / "ok.jsonl", [{"prompt": f"how to bake cake {i}"} for i in range(4)])
     text = tmp_path / "text.txt"
     text.write_text("A calm paragraph about rivers.\nAnother about mountains and snow.\n")
     common = ["--model", "builtin:tiny-llama", "--harmful", harmful, "--harmless", harmless,
@@ -47,8 +34,8 @@ def test_eval_writes_results_and_a_reusable_protocol(tmp_path, capsys):
     strip = lambda records: [(r["prompt"], r["condition"], r["rendered_prompt"]) for r in records]  # noqa: E731
     assert strip(again["records"]["harmful"]) == strip(result["records"]["harmful"])
 
-    safety = _write_jsonl(tmp_path / "s.jsonl", [{"prompt": f"bad {i}", "response": f"Sorry, no {i}."} for i in range(6)])
-    utility = _write_jsonl(tmp_path / "u.jsonl", [{"prompt": f"add {i}", "response": f"It is {i}."} for i in range(6)])
+    safety = write_jsonl(tmp_path / "s.jsonl", [{"prompt": f"bad {i}", "response": f"Sorry, no {i}."} for i in range(6)])
+    utility = write_jsonl(tmp_path / "u.jsonl", [{"prompt": f"add {i}", "response": f"It is {i}."} for i in range(6)])
     assert main(["audit", "--model", "builtin:tiny-llama", "--safety-data", safety, "--utility-data", utility,
                  "--samples", "6", "--out", str(tmp_path / "map")]) == 0
     assert main(["eval", "--model", "builtin:tiny-llama", "--protocol", saved, "--ablate", "SCU",

@@ -2,7 +2,6 @@
 
 import json
 
-import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
@@ -11,23 +10,12 @@ from ssah_engine.evaluation import DataRef, Protocol
 from ssah_engine.finetune import ParamMasks
 from ssah_engine.testing import tiny_model
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def _write_jsonl(path, rows):
-    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    return str(path)
+from .conftest import write_jsonl
 
 
 def test_finetune_freeze_with_evaluation_and_reaudit(tmp_path, capsys):
-    safety = _write_jsonl(tmp_path / "s.jsonl", [{"prompt": f"bad thing {i}", "response": f"Sorry, no {i}."} for i in range(8)])
-    utility = _write_jsonl(tmp_path / "u.jsonl", [{"prompt": f"add {i} and 1", "response": f"It is {i + 1}."} for i in range(8)])
+    safety = write_jsonl(tmp_path / "s.jsonl", [{"prompt": f"bad thing {i}", "response": f"Sorry, no {i}."} for i in range(8)])
+    utility = write_jsonl(tmp_path / "u.jsonl", [{"prompt": f"add {i} and 1", "response": f"It is {i + 1}."} for i in range(8)])
     sft = tmp_path / "dolly.json"  # Alpaca/Dolly-style JSON
     sft.write_text(json.dumps([{"instruction": f"Name colour {i}.", "input": "", "output": f"Colour {i} is blue."}
                                for i in range(8)]))
@@ -70,7 +58,7 @@ def test_finetune_freeze_with_evaluation_and_reaudit(tmp_path, capsys):
 
 
 def test_freeze_without_a_unit_map_is_refused(tmp_path, capsys):
-    data = _write_jsonl(tmp_path / "d.jsonl", [{"prompt": "a", "response": "b"}])
+    data = write_jsonl(tmp_path / "d.jsonl", [{"prompt": "a", "response": "b"}])
     code = main(["finetune", "--model", "builtin:tiny-llama", "--data", data, "--mode", "freeze", "--out", str(tmp_path / "o")])
     assert code == 2
     assert "needs --units" in capsys.readouterr().err

@@ -6,7 +6,6 @@ import json
 import subprocess
 import sys
 from collections.abc import Callable
-from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.testclient import TestClient

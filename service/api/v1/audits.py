@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request
 
 from service.api.deps import IdempotencyDep, PageDep, PrincipalDep, SessionDep, accepted_job, poll_job
 from service.api.v1.common import (
-    JobFiltersDep, cancel_response, job_page, load_job, require_dataset, require_model,
+    JobFiltersDep, cancel_response, job_page, require_dataset, require_model,
 )
 from service.jobs import create_job
 from service.schemas.common import NOT_MODIFIED, Page, problem_responses

@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 
 from service.api.deps import IdempotencyDep, PageDep, PrincipalDep, SessionDep, poll_job
-from service.api.v1.common import JobFiltersDep, cancel_response, job_page, load_job
+from service.api.v1.common import JobFiltersDep, cancel_response, job_page
 from service.schemas.common import NOT_MODIFIED, Page, problem_responses
 from service.schemas.jobs import JobKindName, JobRead
 
