@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from ..kv_cache import cache_argument, returned_cache
 from .generation import left_pad
 
 logger = logging.getLogger(__name__)
@@ -103,7 +104,7 @@ def opening_logprobs(
         )
         total = out.logits[:, -1].float().log_softmax(-1)[:, first].double()  # [count, candidates]
         if width > 0:
-            cache = out.cache if hasattr(out, "cache") else out.past_key_values
+            cache = returned_cache(out)
             cache.batch_repeat_interleave(len(rows))  # row p*len(rows)+r: prompt p followed by shared row r
             mask = torch.cat([attention_mask.repeat_interleave(len(rows), 0), fed_mask.repeat(count, 1)], dim=1)
             next_position = attention_mask.sum(-1, keepdim=True).repeat_interleave(len(rows), 0)
@@ -111,8 +112,8 @@ def opening_logprobs(
                 input_ids=fed.repeat(count, 1),
                 attention_mask=mask,
                 position_ids=next_position + torch.arange(width, device=device),
-                cache=cache,
                 use_cache=True,
+                **{cache_argument(model): cache},
             )
             logprobs = step.logits.float().log_softmax(-1).view(count, len(rows), width, -1)
             picked = logprobs[:, row_index, position_index, targets].double()  # [count, candidates, width]

@@ -11,7 +11,6 @@ backward pass through the whole model.
 from __future__ import annotations
 
 import copy
-import inspect
 import logging
 from collections.abc import Callable, Iterable
 from contextlib import contextmanager
@@ -22,6 +21,7 @@ from torch import nn
 
 from ..architectures import ModelLayout
 from ..encoding import Batch
+from ..kv_cache import cache_argument, returned_cache
 from ..units import UnitSpace
 from .stats import ChannelStats
 
@@ -151,11 +151,6 @@ def shared_prefix_length(batches: list[Batch]) -> int:
     return length
 
 
-def _cache_argument(backbone) -> str:
-    """Transformers renamed ``past_key_values`` to ``cache`` in 5.x; accept both."""
-    return "cache" if "cache" in inspect.signature(backbone.forward).parameters else "past_key_values"
-
-
 def _run_backbone(backbone, batches: list[Batch], select, device, share_prefix: bool, progress) -> None:
     """Forward every batch through the decoder layers (hooks collect statistics)."""
     prefix = shared_prefix_length(batches) if share_prefix else 0
@@ -164,7 +159,7 @@ def _run_backbone(backbone, batches: list[Batch], select, device, share_prefix: 
         prefix_ids = batches[0].input_ids[:1, :prefix].to(device)
         select(torch.zeros_like(prefix_ids, dtype=torch.bool))  # prompt tokens: not scored
         output = backbone(input_ids=prefix_ids, use_cache=True)
-        prefix_cache = output["cache"] if "cache" in output else output["past_key_values"]
+        prefix_cache = returned_cache(output)
     for done, batch in enumerate(batches, start=1):
         batch = batch.to(device)
         select(batch.response_mask[:, prefix:])
@@ -177,7 +172,7 @@ def _run_backbone(backbone, batches: list[Batch], select, device, share_prefix: 
                 input_ids=batch.input_ids[:, prefix:],
                 attention_mask=batch.attention_mask,
                 use_cache=True,
-                **{_cache_argument(backbone): cache},
+                **{cache_argument(backbone): cache},
             )
         if progress:
             progress(done, len(batches))
