@@ -82,9 +82,9 @@ def audit_sections(directory: Path) -> tuple[str, str]:
     units = summary.get("units", {})
     layers = summary.get("layers", [])
     body = [
-        f"<p>Model <code>{escape(str(model.get('source', model)))}</code>; "
+        (f"<p>Model <code>{escape(str(model.get('source', model)))}</code>; "
         f"{units.get('heads', '?')} heads, {units.get('neurons', '?')} neurons in {len(layers)} layers; "
-        f"method <code>{escape(str(summary.get('config', {}).get('method', '?')))}</code>.</p>",
+        f"method <code>{escape(str(summary.get('config', {}).get('method', '?')))}</code>.</p>"),
         "<h2>Classes</h2>", class_table(summary),
         "<h2>Attention heads per layer</h2>", legend(), stacked_bars(layers, "heads"),
         "<h2>MLP neurons per layer</h2>", legend(), stacked_bars(layers, "neurons"),
@@ -124,9 +124,9 @@ def evaluation_sections(directory: Path) -> tuple[str, str]:
     protocol = evaluation.get("protocol") or {}
     model = evaluation.get("model") or {}
     body = [
-        f"<p>Model <code>{escape(str(model.get('source', '?')))}</code>; protocol "
+        (f"<p>Model <code>{escape(str(model.get('source', '?')))}</code>; protocol "
         f"<code>{escape(str(protocol.get('version', '?')))}</code>, hash "
-        f"<code class='protocol-hash'>{escape(str(protocol.get('hash', '?')))}</code>.</p>",
+        f"<code class='protocol-hash'>{escape(str(protocol.get('hash', '?')))}</code>.</p>"),
         "<h2>Scores</h2>", metrics_table(evaluation),
     ]
     if evaluation.get("records"):

@@ -29,9 +29,9 @@ def stacked_bars(layers: list[dict], part: str, *, width: int = 720, height: int
     step = plot_w / max(len(layers), 1)
     bar_w = max(step * 0.8, 1)
     parts = [
-        f'<svg class="chart stacked" data-part="{part}" xmlns="http://www.w3.org/2000/svg" '
+        (f'<svg class="chart stacked" data-part="{part}" xmlns="http://www.w3.org/2000/svg" '
         f'width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img" '
-        f'aria-label="{escape(part)} per layer by class">',
+        f'aria-label="{escape(part)} per layer by class">'),
         f'<text x="4" y="{pad_top + 10}" class="axis">{top}</text>',
         f'<text x="4" y="{pad_top + plot_h}" class="axis">0</text>',
         f'<line x1="{pad_left}" y1="{pad_top + plot_h}" x2="{width - 8}" y2="{pad_top + plot_h}" stroke="#888"/>',
@@ -67,8 +67,8 @@ def line_chart(points: list[tuple[float, float]], *, width: int = 720, height: i
     plot_w, plot_h = width - pad_left - pad_right, height - pad_top - pad_bottom
     xs, ys = [p[0] for p in points], [p[1] for p in points]
     x0, x1, y0, y1 = min(xs), max(xs), min(ys), max(ys)
-    sx = lambda x: pad_left + plot_w * ((x - x0) / (x1 - x0) if x1 > x0 else 0.5)  # noqa: E731
-    sy = lambda y: pad_top + plot_h * (1 - ((y - y0) / (y1 - y0) if y1 > y0 else 0.5))  # noqa: E731
+    sx = lambda x: pad_left + plot_w * ((x - x0) / (x1 - x0) if x1 > x0 else 0.5)
+    sy = lambda y: pad_top + plot_h * (1 - ((y - y0) / (y1 - y0) if y1 > y0 else 0.5))
     path = " ".join(f"{sx(x):.2f},{sy(y):.2f}" for x, y in points)
     return (
         f'<svg class="chart line" data-points="{len(points)}" xmlns="http://www.w3.org/2000/svg" '

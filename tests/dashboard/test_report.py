@@ -50,7 +50,7 @@ def write(directory: Path, files: dict) -> Path:
 
 
 def bars(html: str, part: str) -> list[str]:
-    svg = re.search(rf'<svg class="chart stacked" data-part="{part}".*?</svg>', html, re.S).group(0)
+    svg = re.search(rf'<svg class="chart stacked" data-part="{part}".*?</svg>', html, re.DOTALL).group(0)
     return re.findall(r'<g class="bar"[^>]*>', svg)
 
 
