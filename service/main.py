@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from service.api import ops
 from service.api.v1 import router as v1_router
 from service.auth import KeyCache
+from service.dashboard import router as dashboard_router
 from service.db import get_sessionmaker
 from service.errors import install_error_handlers
 from service.metrics import Metrics, RequestMiddleware
@@ -53,6 +54,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestMiddleware, metrics=lambda: app.state.metrics)
     app.include_router(ops.router)
     app.include_router(v1_router)
+    app.include_router(dashboard_router)
     return app
 
 
