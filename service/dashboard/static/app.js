@@ -191,7 +191,7 @@ async function showAudit(id) {
     const summary = (await api(`/v1/audits/${id}/unit-map`)).body;
     const layers = await allPages(`/v1/audits/${id}/unit-map/layers?limit=200`);
     parts.push(h("h2", {}, "Classes"), table(["class", "units", "heads", "neurons", "% of units", "% of parameters"],
-      Object.entries(summary.classes).map(([name, c]) => [name, c.units, c.heads, c.neurons, pct(c.unit_fraction), pct(c.param_fraction)]),
+      CLASSES.filter((name) => summary.classes[name]).map((name) => [name, summary.classes[name]]).map(([name, c]) => [name, c.units, c.heads, c.neurons, pct(c.unit_fraction), pct(c.param_fraction)]),
       { id: "classes" }));
     parts.push(h("h2", {}, "Attention heads per layer"), legend(), stackedBars(layers, "heads"));
     parts.push(h("h2", {}, "MLP neurons per layer"), legend(), stackedBars(layers, "neurons"));
