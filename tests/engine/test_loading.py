@@ -16,7 +16,7 @@ def test_local_directory_round_trip(tmp_path):
     model, tokenizer = tiny_model("mistral", seed=3)
     model.save_pretrained(tmp_path)
     tokenizer.save_pretrained(tmp_path)
-    loaded = load_model(str(tmp_path), LoadOptions(local_files_only=True))
+    loaded = load_model(str(tmp_path), LoadOptions(device="cpu", local_files_only=True))
     for (name, a), (_, b) in zip(model.state_dict().items(), loaded.model.state_dict().items()):
         assert torch.equal(a, b), name
     assert loaded.tokenizer.chat_template == tokenizer.chat_template
