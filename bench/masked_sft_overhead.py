@@ -17,7 +17,6 @@ line is ``ratio=<masked step time / unmasked step time>`` (medians).
 from __future__ import annotations
 
 import argparse
-import gc
 import os
 import statistics
 import time
@@ -33,32 +32,7 @@ from ssah_engine.finetune.trainer import train_step
 from ssah_engine.loading import LoadOptions, load_model
 from ssah_engine.units import UnitSpace
 
-
-class PeakMemory:
-    """Peak memory of one phase: VmHWM on CPU (reset through clear_refs), the allocator's peak on CUDA."""
-
-    def __init__(self, device: torch.device):
-        self.device = device
-
-    def reset(self) -> None:
-        gc.collect()
-        if self.device.type == "cuda":
-            torch.cuda.synchronize()
-            torch.cuda.empty_cache()
-            torch.cuda.reset_peak_memory_stats()
-        else:
-            with open("/proc/self/clear_refs", "w") as handle:
-                handle.write("5")
-
-    def read_mib(self) -> float:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize()
-            return torch.cuda.max_memory_allocated() / 2**20
-        with open("/proc/self/status") as handle:
-            for line in handle:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-        raise RuntimeError("VmHWM not found")
+from peak_memory import PeakMemory  # bench/ is on sys.path when a bench runs
 
 
 def main() -> None:

@@ -14,7 +14,6 @@ the CUDA allocator's peak on GPU. The last line is ``ratio=<scoring time / forwa
 from __future__ import annotations
 
 import argparse
-import gc
 import os
 import statistics
 import time
@@ -27,31 +26,7 @@ from ssah_engine.encoding import encode_pairs, make_batches
 from ssah_engine.loading import LoadedModel, LoadOptions, load_model, pick_device_and_dtype
 from ssah_engine.scoring import score_dataset
 
-
-class PeakMemory:
-    """Peak memory of one phase: VmHWM on CPU (reset through clear_refs), the allocator's peak on CUDA."""
-
-    def __init__(self, device: torch.device):
-        self.device = device
-
-    def reset(self) -> None:
-        gc.collect()
-        if self.device.type == "cuda":
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-        else:
-            with open("/proc/self/clear_refs", "w") as handle:
-                handle.write("5")
-
-    def read_mib(self) -> float:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize()
-            return torch.cuda.max_memory_allocated() / 2**20
-        with open("/proc/self/status") as handle:
-            for line in handle:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-        raise RuntimeError("VmHWM not found")
+from peak_memory import PeakMemory  # bench/ is on sys.path when a bench runs
 
 
 def random_weights(directory: str) -> LoadedModel:

@@ -64,13 +64,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     revoke.add_argument("prefix")
     keys.add_parser("list", help="list keys (prefixes only)")
     args = parser.parse_args(argv)
+    return run_keys_action(args.action, tenant=getattr(args, "tenant", None), prefix=getattr(args, "prefix", None))
 
+
+def run_keys_action(action: str, *, tenant: str | None = None, prefix: str | None = None) -> int:
+    """Create, revoke or list keys, printing the result; shared by this module and `ssah keys`."""
     for session in session_scope(get_sessionmaker()):
-        if args.action == "create":
-            print(create_api_key(session, args.tenant))
-        elif args.action == "revoke":
+        if action == "create":
+            print(create_api_key(session, tenant))
+        elif action == "revoke":
             try:
-                revoked = revoke_api_key(session, args.prefix)
+                revoked = revoke_api_key(session, prefix)
             except KeyNotFound as exc:
                 print(f"error: {exc}", file=sys.stderr)
                 return 1
@@ -79,7 +83,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             for row in list_api_keys(session):
                 print("\t".join(row))
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

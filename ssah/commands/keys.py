@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 
 def add_parser(subparsers) -> None:
@@ -19,20 +18,6 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from service.admin import KeyNotFound, create_api_key, list_api_keys, revoke_api_key
-    from service.db import get_sessionmaker, session_scope
+    from service.admin import run_keys_action
 
-    for session in session_scope(get_sessionmaker()):
-        if args.action == "create":
-            print(create_api_key(session, args.tenant))
-        elif args.action == "revoke":
-            try:
-                revoked = revoke_api_key(session, args.prefix)
-            except KeyNotFound as error:
-                print(f"ssah keys: error: {error}", file=sys.stderr)
-                return 1
-            print(f"revoked {revoked.prefix}")
-        else:
-            for row in list_api_keys(session):
-                print("\t".join(row))
-    return 0
+    return run_keys_action(args.action, tenant=getattr(args, "tenant", None), prefix=getattr(args, "prefix", None))
