@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -92,6 +93,8 @@ async def poll(base: str, path: str, headers: dict[str, str], seconds: float, po
         async def poller() -> None:
             nonlocal errors
             current: str | None = None
+            if interval:  # dashboards poll on their own clocks, not in lockstep
+                await asyncio.sleep(random.uniform(0, interval))
             while (now := time.perf_counter()) < stop:
                 t0 = now
                 try:
