@@ -32,7 +32,7 @@ from ssah_engine.finetune.trainer import train_step
 from ssah_engine.loading import LoadOptions, load_model
 from ssah_engine.units import UnitSpace
 
-from peak_memory import PeakMemory  # bench/ is on sys.path when a bench runs
+from common.peak_memory import PeakMemory  # bench/ is on sys.path when a bench runs
 
 
 def main() -> None:

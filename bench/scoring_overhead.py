@@ -26,7 +26,7 @@ from ssah_engine.encoding import encode_pairs, make_batches
 from ssah_engine.loading import LoadedModel, LoadOptions, load_model, pick_device_and_dtype
 from ssah_engine.scoring import score_dataset
 
-from peak_memory import PeakMemory  # bench/ is on sys.path when a bench runs
+from common.peak_memory import PeakMemory  # bench/ is on sys.path when a bench runs
 
 
 def random_weights(directory: str) -> LoadedModel:
