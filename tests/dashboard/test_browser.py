@@ -17,7 +17,6 @@ from pathlib import Path
 import httpx
 import pytest
 import sqlalchemy as sa
-from alembic import command
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
@@ -36,8 +35,7 @@ from tests.service.conftest import (
     DEFAULT_BROKER,
     DEFAULT_DB,
     REPO,
-    alembic_config,
-    recreate_database,
+    build_database,
 )
 
 pytestmark = pytest.mark.slow
@@ -52,8 +50,7 @@ def database_url() -> str:
     """A database of its own: the API server commits for real, outside any test transaction."""
     url = make_url(os.environ.get("SSAH_TEST_DATABASE_URL", DEFAULT_DB))
     url = url.set(database=f"{url.database}_dashboard").render_as_string(hide_password=False)
-    recreate_database(url)
-    command.upgrade(alembic_config(url), "head")
+    build_database(url)
     return url
 
 

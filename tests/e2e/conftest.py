@@ -14,14 +14,13 @@ from pathlib import Path
 import pytest
 import redis
 import sqlalchemy as sa
-from alembic import command
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.admin import create_api_key
 from service.main import create_app
 from service.settings import Settings
-from tests.service.conftest import REPO, alembic_config, recreate_database
+from tests.service.conftest import REPO, build_database
 
 E2E_DB = "postgresql+psycopg://postgres@127.0.0.1:5432/ssah_e2e"
 E2E_BROKER = "redis://127.0.0.1:6379/14"
@@ -67,8 +66,7 @@ def stop_redis() -> None:
 @pytest.fixture(scope="session")
 def e2e_database() -> str:
     url = os.environ.get("SSAH_E2E_DATABASE_URL", E2E_DB)
-    recreate_database(url)
-    command.upgrade(alembic_config(url), "head")
+    build_database(url)
     return url
 
 

@@ -37,6 +37,12 @@ def recreate_database(url: str) -> None:
     admin.dispose()
 
 
+def build_database(url: str) -> None:
+    """A fresh database at ``url``, its schema built by the Alembic migrations (never create_all)."""
+    recreate_database(url)
+    command.upgrade(alembic_config(url), "head")
+
+
 def alembic_config(url: str) -> Config:
     config = Config(str(REPO / "alembic.ini"))
     config.set_main_option("script_location", str(REPO / "migrations"))
@@ -49,8 +55,7 @@ def alembic_config(url: str) -> Config:
 def database_url() -> str:
     """The test database URL (``SSAH_TEST_DATABASE_URL``), freshly built by the Alembic migrations."""
     url = os.environ.get("SSAH_TEST_DATABASE_URL", DEFAULT_DB)
-    recreate_database(url)
-    command.upgrade(alembic_config(url), "head")
+    build_database(url)
     return url
 
 
