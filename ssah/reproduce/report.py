@@ -1,0 +1,147 @@
+"""results.json, results.md and the printed table of an `ssah reproduce` run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ssah_engine.classify import CLASSES
+
+# The paper's numbers on Llama-2-7B-Chat (arXiv 2410.10862; docs/reproduce.md cites the tables), for the
+# rows that have a counterpart. Keyword ASR on AdvBench; utility = mean of six zero-shot tasks.
+PAPER = {
+    "aligned_full": "ASR 10 %, utility 58.3 (as released)",
+    "aligned_budget": "no ASR given; GSM8K 13.4 vs 8.8 full SFT (LLaMA-7B)",
+    "minus_SCU": "ASR 66 %, utility 56.9",
+    "minus_UCU": "utility 42.7 (perplexity 6.49 -> 180)",
+    "minus_RU": "ASR 14.6 %, utility 55.5",
+    "downstream_full": "ASR 0.19 -> 11.92 % (Dolly)",
+    "downstream_freeze_i": "ASR 3.65 % (Dolly)",
+    "downstream_freeze_ii": "ASR 2.88 % (Dolly)",
+}
+HEADER = ["stage", "model", "ASR", "ASR sys", "ASR no-sys", "over-refusal", "perplexity",
+          "change: ASR / over-ref. (pt) / ppl", "paper (Llama-2-7B-Chat)"]
+
+
+def _pct(value) -> str:
+    return "-" if value is None else f"{100 * value:.1f} %"
+
+
+def _signed(value, scale: float = 1.0, unit: str = "") -> str:
+    return f"{scale * value:+.1f}{unit}"
+
+
+def _change(row: dict, reference: dict, name: str) -> str:
+    """Percentage-point and perplexity changes against the reference row."""
+    return (f"{_signed(row['asr'] - reference['asr'], 100)} / "
+            f"{_signed(row['over_refusal'] - reference['over_refusal'], 100)} / "
+            f"{_signed(row['perplexity'] - reference['perplexity'])} vs {name}")
+
+
+def table_rows(results: dict) -> list[list[str]]:
+    base, aligned = results["baseline"], results["alignment"]["full"]
+    rows = []
+
+    def add(stage, label, row, change="", paper=""):
+        rows.append([stage, label, _pct(row["asr"]), _pct(row["asr_system"]), _pct(row["asr_no_system"]),
+                     _pct(row["over_refusal"]), f"{row['perplexity']:.2f}", change, paper])
+
+    add("1 baseline", "pre-trained (as shipped)", base)
+    budget_share = results["plan"]["budget"]
+    for arm, label in (("full", "aligned: full SFT"), ("budget", f"aligned: RU only ({100 * budget_share:.0f} %)")):
+        entry = results["alignment"][arm]
+        add("2 alignment", label, entry, _change(entry, base, "base"), PAPER[f"aligned_{arm}"])
+    for name in ("SCU", "UCU", "RU"):
+        entry = results["ablation"][f"minus_{name}"]
+        add("4 ablation", f"aligned minus {name} ({100 * entry['unit_fraction']:.1f} % of units)", entry,
+            _change(entry, aligned, "aligned"), PAPER[f"minus_{name}"])
+    for arm, label in (("full", "fine-tuned: full"), ("freeze_i", "fine-tuned: freeze (i)"),
+                       ("freeze_ii", "fine-tuned: freeze (ii)")):
+        entry = results["downstream"][arm]
+        add("5 downstream", f"{label}, {100 * entry['frozen_unit_fraction']:.1f} % units frozen", entry,
+            _change(entry, aligned, "aligned"), PAPER[f"downstream_{arm}"])
+    return rows
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
+
+
+def text_table(header: list[str], rows: list[list[str]]) -> str:
+    cells = [header] + rows
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    render = lambda row: "  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip()
+    return "\n".join([render(header), "  ".join("-" * width for width in widths)] + [render(row) for row in rows])
+
+
+def audit_section(audit: dict) -> str:
+    classes = audit["classes"]
+    lines = [markdown_table(
+        ["class", "heads", "neurons", "% of units", "% of parameters"],
+        [[name, str(classes[name]["heads"]), str(classes[name]["neurons"]), _pct(classes[name]["unit_fraction"]),
+          _pct(classes[name]["param_fraction"])] for name in CLASSES],
+    )]
+    thirds = audit["scu_thirds"]
+    lines.append(f"\nSCU by depth: early {_pct(thirds['early'])}, middle {_pct(thirds['middle'])}, "
+                 f"late {_pct(thirds['late'])} of SCU units; most in layer {audit['scu_peak_layer']}.\n")
+    lines.append(markdown_table(["layer", *CLASSES, "SCU heads"],
+                                [[str(row["layer"]), *(str(row[name]) for name in CLASSES), str(row["SCU_heads"])]
+                                 for row in audit["layers"]]))
+    return "\n".join(lines)
+
+
+def transfer_section(downstream: dict) -> str:
+    rows = []
+    for arm, entry in downstream.items():
+        transfer = entry["role_transfer"]
+        rows.append([arm, *(_pct(transfer["scu_to"][name]) for name in CLASSES),
+                     _pct(transfer["before"]["RU"]) + " -> " + _pct(transfer["after"]["RU"]),
+                     _pct(transfer["unchanged_fraction"])])
+    return markdown_table(["fine-tune", *(f"SCU -> {name}" for name in CLASSES), "RU share", "units unchanged"], rows)
+
+
+def timing_section(results: dict) -> str:
+    rows = [[name, f"{value['seconds']:.0f} s" + (" (earlier run)" if value["reused"] else "")]
+            for name, value in results["stages"].items()]
+    return markdown_table(["stage", "wall time"], rows)
+
+
+def write_report(results: dict, out: Path) -> None:
+    (out / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
+    machine = results["machine"]
+    text = [
+        f"# ssah reproduce: {results['plan']['model']} ({results['plan']['preset']} preset)\n",
+        f"Command: `{results['command']}`  ",
+        f"Machine: {machine['cpu_count']} CPUs, device {machine['device']}"
+        + (f" ({machine['gpu']})" if machine.get("gpu") else "")
+        + f", torch {machine['torch']}, transformers {machine['transformers']}, {machine['torch_threads']} threads  ",
+        (f"Wall time: {results['wall_seconds'] / 60:.1f} min; protocol {results['protocol']['hash'][:16]}; "
+        f"plan {results['plan_hash'][:16]}\n"),
+        "## Results\n",
+        markdown_table(HEADER, table_rows(results)),
+        ("\nASR: keyword attack success (ssah-31 list, at least 20 words), mean of with/without the safety "
+        "system prompt; over-refusal: refusal strings on harmless prompts; perplexity: benign text. "
+        "Paper: Llama-2-7B-Chat, AdvBench, 256 tokens; not the same model, data or scale.\n"),
+        "## Audit of the aligned model (full SFT)\n",
+        audit_section(results["audit"]),
+        "\n## Role transfer during downstream fine-tuning (aligned model's SCU, by class after)\n",
+        transfer_section(results["downstream"]),
+        "\n## Models\n",
+        "\n".join(f"- `{name}`: `{path}`" for name, path in results["models"].items()),
+        "\n## Stage times\n",
+        timing_section(results),
+        "",
+    ]
+    (out / "results.md").write_text("\n".join(text))
+
+
+def printed_summary(results: dict) -> str:
+    audit = results["audit"]["classes"]
+    classes = ", ".join(f"{name} {100 * audit[name]['unit_fraction']:.2f} %" for name in CLASSES)
+    return "\n".join([
+        text_table(HEADER, table_rows(results)),
+        "",
+        f"audit of the aligned model: {classes}",
+        f"wall time {results['wall_seconds'] / 60:.1f} min; results in results.json and results.md",
+    ])

@@ -1,0 +1,100 @@
+"""Run the five stages in order, time each, and keep each stage's summary so a rerun can skip it.
+
+A stage is skipped when ``DIR/stages/<name>.json`` exists and was written under the same plan
+(same settings hash); delete that file, or change a setting, to run it again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+from ssah_engine.loading import LoadOptions
+from ssah_engine.unitmap import library_versions
+
+from . import steps
+from .plan import Plan
+from .report import write_report
+
+STAGES = ("baseline", "alignment", "audit", "ablation", "downstream")
+
+
+def machine(options: LoadOptions) -> dict:
+    device = torch.device(options.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    info = {
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "device": str(device),
+        **library_versions(),
+    }
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def reproduce(plan: Plan, out: str | Path, options: LoadOptions, say: steps.Say, command: str = "") -> dict:
+    """Run (or resume) every stage; write DIR/results.json and DIR/results.md; return the results."""
+    out = Path(out)
+    (out / "stages").mkdir(parents=True, exist_ok=True)
+    ctx = steps.Context(plan, out, options, say)
+    started = time.perf_counter()
+    results: dict = {
+        "command": command,
+        "plan": plan.to_dict(),
+        "plan_hash": plan.hash,
+        "protocol": {"hash": ctx.protocol.hash, "settings": ctx.protocol.to_dict()},
+        "machine": machine(options),
+        "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "stages": {},
+    }
+
+    def stage(number: int, name: str, function, *args) -> dict:
+        path = out / "stages" / f"{name}.json"
+        if path.is_file():
+            saved = json.loads(path.read_text())
+            if saved.get("plan_hash") == plan.hash:
+                say(f"[{_clock(started)}] stage {number}/5 {name}: done earlier ({saved['seconds']:.0f}s), reusing")
+                results["stages"][name] = {"seconds": saved["seconds"], "reused": True}
+                return saved["result"]
+        say(f"[{_clock(started)}] stage {number}/5 {name}")
+        mark = time.perf_counter()
+        result = function(ctx, *args)
+        seconds = round(time.perf_counter() - mark, 1)
+        path.write_text(json.dumps({"plan_hash": plan.hash, "seconds": seconds, "result": result}, indent=2) + "\n")
+        results["stages"][name] = {"seconds": seconds, "reused": False}
+        say(f"[{_clock(started)}] stage {number}/5 {name} done in {_duration(seconds)}")
+        return result
+
+    results["baseline"] = stage(1, "baseline", steps.baseline)
+    results["alignment"] = stage(2, "alignment", steps.alignment)
+    aligned = results["alignment"]["full"]["model"]  # the model the paper would call "aligned"
+    results["audit"] = stage(3, "audit", steps.audit, aligned)
+    results["ablation"] = stage(4, "ablation", steps.ablation, aligned, results["audit"]["unit_map"],
+                                results["alignment"]["full"])
+    results["downstream"] = stage(5, "downstream", steps.downstream, aligned, results["audit"]["unit_map"])
+    results["models"] = {
+        "aligned_full": results["alignment"]["full"]["model"],
+        "aligned_budget": results["alignment"]["budget"]["model"],
+        **{f"downstream_{arm}": entry["model"] for arm, entry in results["downstream"].items()},
+    }
+    results["wall_seconds"] = round(time.perf_counter() - started, 1)
+    results["finished_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    write_report(results, out)
+    return results
+
+
+def _duration(seconds: float) -> str:
+    minutes, seconds = divmod(round(seconds), 60)
+    return f"{minutes}m{seconds:02d}s" if minutes else f"{seconds}s"
+
+
+def _clock(started: float) -> str:
+    return _duration(time.perf_counter() - started)

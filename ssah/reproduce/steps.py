@@ -1,0 +1,275 @@
+"""The five stages of `ssah reproduce`, one function each, on top of the engine's public API.
+
+Each stage writes its engine outputs (evaluation.json, unit maps, fine-tune directories) under
+``DIR/<stage>/`` and returns a JSON-ready summary; ``run.py`` strings them together.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ssah_engine.ablation import ablate
+from ssah_engine.audit import AuditConfig, run_audit
+from ssah_engine.classify import CLASSES
+from ssah_engine.data import Dataset, load_dataset
+from ssah_engine.evaluation import DataRef, Protocol, evaluate, load_pinned
+from ssah_engine.finetune import FinetuneConfig, run_finetune
+from ssah_engine.loading import LoadedModel, LoadOptions, load_model
+from ssah_engine.unitmap import UnitMap
+
+from . import plan as sets
+from .plan import Plan
+
+Say = Callable[[str], None]
+
+
+@dataclass
+class Context:
+    """What every stage needs: the plan, the output directory, how to load models, where to report."""
+
+    plan: Plan
+    out: Path
+    options: LoadOptions
+    say: Say
+    protocol: Protocol | None = None  # pinned once, shared by every evaluation of the run
+
+    def __post_init__(self) -> None:
+        if self.protocol is None:
+            self.protocol, _ = load_pinned(evaluation_protocol(self.plan))
+
+    def load(self, source: str | Path) -> LoadedModel:
+        torch.manual_seed(self.plan.seed)
+        return load_model(str(source), self.options)
+
+
+# ---------------------------------------------------------------------------------------------- data
+
+
+def evaluation_protocol(plan: Plan) -> Protocol:
+    """One protocol for every model: keyword ASR with and without the system prompt, over-refusal, perplexity.
+
+    No response loss (its default set is the utility calibration set) and no lm-eval tasks.
+    """
+    return Protocol(
+        harmful=DataRef(sets.HARMFUL_EVAL, plan.eval_samples),
+        harmless=DataRef(sets.HARMLESS_EVAL, plan.eval_samples),
+        benign_text=DataRef(sets.BENIGN_TEXT, plan.benign_text_limit),
+        instructions=None,
+        max_new_tokens=plan.max_new_tokens,
+        batch_size=plan.eval_batch_size,
+        zero_shot_tasks=(),
+    )
+
+
+def calibration_sets(plan: Plan) -> tuple[Dataset, Dataset]:
+    safety = load_dataset(sets.SAFETY_SET, limit=plan.audit_samples, require_response=True)
+    utility = load_dataset(sets.UTILITY_SET, limit=plan.audit_samples, require_response=True)
+    return safety, utility
+
+
+def _slice(dataset: Dataset, start: int, stop: int) -> Dataset:
+    return Dataset(f"{dataset.name}[{start}:{stop}]", dataset.examples[start:stop])
+
+
+def alignment_data(plan: Plan) -> Dataset:
+    """Refusal pairs mixed with the first benign pairs (the trainer shuffles them together)."""
+    refusals = load_dataset(sets.REFUSAL_SET, limit=plan.align_refusals, require_response=True)
+    benign = _slice(load_dataset(sets.BENIGN_SET, require_response=True), 0, plan.align_benign)
+    return Dataset(f"{refusals.name}+{benign.name}", refusals.examples + benign.examples)
+
+
+def downstream_data(plan: Plan) -> Dataset:
+    """Benign instruction pairs the alignment never saw: the part of benign_sft after the alignment slice."""
+    benign = load_dataset(sets.BENIGN_SET, require_response=True)
+    stop = plan.align_benign + plan.downstream_pairs
+    if stop > len(benign):
+        raise ValueError(f"{sets.BENIGN_SET} has {len(benign)} pairs; align_benign + downstream_pairs = {stop}")
+    return _slice(benign, plan.align_benign, stop)
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+
+
+def metrics(evaluation: dict) -> dict:
+    """The headline numbers of one evaluate() result."""
+    safety, utility = evaluation["safety"], evaluation["utility"]
+    return {
+        "asr": safety["asr"],
+        "asr_system": safety["asr_system"],
+        "asr_no_system": safety["asr_no_system"],
+        "asr_advbench29": safety["asr_by_list"]["advbench-29"]["mean"],
+        "over_refusal": safety["over_refusal"],
+        "refusal_margin": safety["refusal_margin"]["mean"],
+        "predicted_refusal": safety["refusal_margin"]["predicted_refusal"],
+        "perplexity": utility["perplexity"],
+        "eval_seconds": evaluation["timing"]["total_seconds"],
+    }
+
+
+def _evaluate(ctx: Context, loaded: LoadedModel, directory: Path, label: str) -> dict:
+    started = time.perf_counter()
+    result = evaluate(loaded, ctx.protocol)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "evaluation.json").write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+    numbers = metrics(result)
+    ctx.say(f"  {label}: ASR {100 * numbers['asr']:.1f} %, over-refusal {100 * numbers['over_refusal']:.1f} %, "
+            f"perplexity {numbers['perplexity']:.2f} ({time.perf_counter() - started:.0f}s)")
+    return numbers
+
+
+def _finetune_config(plan: Plan, **changes) -> FinetuneConfig:
+    return FinetuneConfig(
+        batch_size=plan.batch_size, max_length=plan.max_length, max_steps=plan.max_steps, seed=plan.seed,
+        warmup_ratio=0.05, **changes,
+    )
+
+
+def _train(ctx: Context, loaded, dataset, config, unit_map, directory: Path, label: str, **kwargs) -> dict:
+    started = time.perf_counter()
+    result = run_finetune(loaded, dataset, config, unit_map, directory, **kwargs)
+    losses = [entry["loss"] for entry in result.history]
+    summary = {
+        "model": str(result.model_dir),
+        "steps": result.steps,
+        "data": {"name": dataset.name, "pairs": len(dataset), "sha256": dataset.sha256},
+        "trainable_fraction": result.masks["trainable_fraction"],
+        "frozen_unit_fraction": result.masks["frozen_unit_fraction"],
+        "loss_first": losses[0] if losses else None,
+        "loss_last": losses[-1] if losses else None,
+        "train_seconds": round(time.perf_counter() - started, 1),
+    }
+    ctx.say(f"  {label}: {result.steps} steps, {100 * summary['trainable_fraction']:.1f} % of parameters trained, "
+            f"loss {summary['loss_first']:.3f} -> {summary['loss_last']:.3f} ({summary['train_seconds']:.0f}s)")
+    return summary
+
+
+# ---------------------------------------------------------------------------------------------- stages
+
+
+def baseline(ctx: Context) -> dict:
+    """Stage 1: the pre-trained model as shipped."""
+    loaded = ctx.load(ctx.plan.model)
+    return {"model": ctx.plan.model, **_evaluate(ctx, loaded, ctx.out / "baseline", "base model")}
+
+
+def alignment(ctx: Context) -> dict:
+    """Stage 2: safety SFT, full fine-tuning vs training only the redundant units (the alignment budget)."""
+    plan, data = ctx.plan, alignment_data(ctx.plan)
+    _, utility = calibration_sets(plan)
+    arms = {
+        "full": _finetune_config(plan, mode="full", epochs=plan.align_epochs, lr=plan.align_lr),
+        "budget": _finetune_config(plan, mode="budget", budget=plan.budget, budget_samples=plan.audit_samples,
+                                   epochs=plan.align_epochs, lr=plan.align_lr),
+    }
+    results = {}
+    for arm, config in arms.items():
+        directory = ctx.out / "alignment" / arm
+        loaded = ctx.load(plan.model)
+        trained = _train(ctx, loaded, data, config, None, directory, f"align ({arm})", utility=utility)
+        results[arm] = {**trained, "config": config.to_dict(),
+                        **_evaluate(ctx, loaded, directory, f"aligned ({arm})")}
+        del loaded
+    return results
+
+
+def audit(ctx: Context, aligned_model: str) -> dict:
+    """Stage 3: the unit map of the aligned model: class shares and where each class sits by layer."""
+    loaded = ctx.load(aligned_model)
+    safety, utility = calibration_sets(ctx.plan)
+    config = AuditConfig(samples=ctx.plan.audit_samples, batch_size=ctx.plan.audit_batch_size)
+    started = time.perf_counter()
+    unit_map = run_audit(loaded, safety, utility, config)
+    directory = unit_map.save(ctx.out / "audit" / "unit_map")
+    summary = unit_map.summary()
+    classes = {name: {key: summary["classes"][name][key] for key in ("heads", "neurons", "unit_fraction", "param_fraction")}
+               for name in CLASSES}
+    layers = [{"layer": row["layer"], **{name: row["heads"][name] + row["neurons"][name] for name in CLASSES},
+               "SCU_heads": row["heads"]["SCU"]} for row in summary["layers"]]
+    scu_by_layer = [row["SCU"] for row in layers]
+    ctx.say("  classes: " + ", ".join(f"{name} {100 * classes[name]['unit_fraction']:.2f} %" for name in CLASSES))
+    return {
+        "unit_map": str(directory),
+        "model": aligned_model,
+        "classes": classes,
+        "layers": layers,
+        "scu_peak_layer": max(range(len(scu_by_layer)), key=scu_by_layer.__getitem__),
+        "scu_thirds": _thirds(scu_by_layer),
+        "audit_seconds": round(time.perf_counter() - started, 1),
+    }
+
+
+def _thirds(counts: list[int]) -> dict:
+    """Share of a class in the first, middle and last third of the layers."""
+    total, n = max(sum(counts), 1), len(counts)
+    bounds = [0, n // 3, 2 * n // 3, n]
+    names = ("early", "middle", "late")
+    return {name: sum(counts[bounds[i]:bounds[i + 1]]) / total for i, name in enumerate(names)}
+
+
+def ablation(ctx: Context, aligned_model: str, unit_map_dir: str, dense: dict) -> dict:
+    """Stage 4 (the paper's Table 1): remove SCU, UCU or RU of the aligned model; ASR and utility deltas."""
+    loaded = ctx.load(aligned_model)
+    unit_map = UnitMap.load(unit_map_dir)
+    results = {"dense": {key: dense[key] for key in metrics_keys()}}
+    for name in ("SCU", "UCU", "RU"):
+        units = unit_map.mask(name)
+        with ablate(loaded.model, unit_map, units):
+            numbers = _evaluate(ctx, loaded, ctx.out / "ablation" / f"minus-{name}", f"minus {name}")
+        numbers["units"] = int(units.sum())
+        numbers["unit_fraction"] = int(units.sum()) / unit_map.space.size
+        numbers["delta_asr"] = numbers["asr"] - dense["asr"]
+        numbers["delta_perplexity"] = numbers["perplexity"] - dense["perplexity"]
+        results[f"minus_{name}"] = numbers
+    return results
+
+
+def metrics_keys() -> tuple[str, ...]:
+    return ("asr", "asr_system", "asr_no_system", "asr_advbench29", "over_refusal", "refusal_margin",
+            "predicted_refusal", "perplexity", "eval_seconds")
+
+
+def downstream(ctx: Context, aligned_model: str, unit_map_dir: str) -> dict:
+    """Stage 5 (the paper's Table 2): benign fine-tuning of the aligned model, full vs freeze (i) vs (ii)."""
+    plan, data = ctx.plan, downstream_data(ctx.plan)
+    unit_map = UnitMap.load(unit_map_dir)
+    audit_sets = calibration_sets(plan)
+    common = {"epochs": plan.downstream_epochs, "lr": plan.downstream_lr, "reaudit": True}
+    arms = {
+        "full": _finetune_config(plan, mode="full", **common),
+        "freeze_i": _finetune_config(plan, mode="freeze", setting="i", cu_top=plan.cu_top, **common),
+        "freeze_ii": _finetune_config(plan, mode="freeze", setting="ii", **common),
+    }
+    results = {}
+    for arm, config in arms.items():
+        directory = ctx.out / "downstream" / arm
+        loaded = ctx.load(aligned_model)
+        trained = _train(ctx, loaded, data, config, unit_map, directory, f"fine-tune ({arm})", audit_sets=audit_sets)
+        transfer = json.loads((directory / "role_transfer.json").read_text())
+        results[arm] = {
+            **trained,
+            "config": config.to_dict(),
+            **_evaluate(ctx, loaded, directory, f"after fine-tune ({arm})"),
+            "role_transfer": _transfer_summary(transfer),
+        }
+        del loaded
+    return results
+
+
+def _transfer_summary(transfer: dict) -> dict:
+    """Where the aligned model's SCU went, and the class shares before and after."""
+    index = {name: i for i, name in enumerate(transfer["classes"])}
+    scu_row = transfer["row_fractions"][index["SCU"]]
+    return {
+        "scu_to": {name: scu_row[index[name]] for name in transfer["classes"]},
+        "before": transfer["before"],
+        "after": transfer["after"],
+        "unchanged_fraction": transfer["unchanged_fraction"],
+        "counts": transfer["counts"],
+        "classes": transfer["classes"],
+    }

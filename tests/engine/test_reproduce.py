@@ -1,0 +1,108 @@
+"""`ssah reproduce`: the evaluation prompts stay out of training and calibration; --quick runs end to end."""
+
+import json
+import re
+
+import pytest
+import torch
+
+from ssah.cli import main
+from ssah.reproduce import STAGES, Plan
+from ssah.reproduce import plan as sets
+from ssah.reproduce.steps import (
+    alignment_data,
+    calibration_sets,
+    downstream_data,
+    evaluation_protocol,
+)
+from ssah_engine.data import load_dataset
+from ssah_engine.loading import load_model
+
+
+def _normal(text: str) -> str:
+    return re.sub(r"\W+", " ", text.casefold()).strip()
+
+
+def _prompts(source: str) -> set[str]:
+    return {_normal(example.prompt) for example in load_dataset(source).examples}
+
+
+def test_evaluation_prompts_are_never_trained_or_calibrated_on():
+    evaluation = set().union(*(_prompts(source) for source in (sets.HARMFUL_EVAL, sets.HARMLESS_EVAL)))
+    assert len(evaluation) == 200
+    for source in sets.TRAINING_SETS:
+        assert evaluation.isdisjoint(_prompts(source)), source
+    text = _prompts(sets.BENIGN_TEXT)
+    for source in sets.TRAINING_SETS:
+        assert text.isdisjoint(_prompts(source)), source
+
+
+@pytest.mark.parametrize("plan", [Plan(), Plan.quick()], ids=["default", "quick"])
+def test_the_plan_trains_only_on_training_sets_and_evaluates_only_on_evaluation_sets(plan):
+    protocol = evaluation_protocol(plan)
+    assert {ref.source for ref in protocol.datasets().values()} <= set(sets.EVALUATION_SETS)
+    evaluation = _prompts(sets.HARMFUL_EVAL) | _prompts(sets.HARMLESS_EVAL)
+    used = [*calibration_sets(plan), alignment_data(plan), downstream_data(plan)]
+    for dataset in used:
+        prompts = {_normal(example.prompt) for example in dataset.examples}
+        assert prompts and prompts.isdisjoint(evaluation), dataset.name
+    # The downstream data is benign data the alignment did not see.
+    aligned = {example.prompt for example in alignment_data(plan).examples}
+    assert aligned.isdisjoint(example.prompt for example in downstream_data(plan).examples)
+
+
+def test_plan_rejects_impossible_settings():
+    with pytest.raises(ValueError, match="budget"):
+        Plan(budget=0.0)
+    with pytest.raises(ValueError, match="benign_sft has 150 pairs"):
+        downstream_data(Plan(align_benign=100, downstream_pairs=100))
+
+
+def test_quick_reproduce_runs_every_stage_on_a_tiny_model(tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["reproduce", "--quick", "--model", "builtin:tiny-llama", "--samples", "2", "--max-new-tokens", "4",
+            "--out", str(out)]
+    assert main(args) == 0
+    printed = capsys.readouterr()
+    results = json.loads((out / "results.json").read_text())
+
+    assert set(STAGES) <= set(results) and set(results["stages"]) == set(STAGES)
+    assert not any(stage["reused"] for stage in results["stages"].values())
+    assert results["plan"]["preset"] == "quick" and results["plan"]["model"] == "builtin:tiny-llama"
+    assert results["machine"]["cpu_count"] >= 1 and results["machine"]["torch"] == torch.__version__
+    for arm in ("full", "budget"):
+        assert 0.0 <= results["alignment"][arm]["asr"] <= 1.0
+    # RU-only alignment trains a small share of the parameters; full SFT trains them all.
+    assert results["alignment"]["full"]["trainable_fraction"] == 1.0
+    assert 0.0 < results["alignment"]["budget"]["trainable_fraction"] < 0.5
+    classes = results["audit"]["classes"]
+    assert abs(sum(entry["unit_fraction"] for entry in classes.values()) - 1.0) < 1e-9
+    assert len(results["audit"]["layers"]) == 2
+    for name in ("SCU", "UCU", "RU"):
+        entry = results["ablation"][f"minus_{name}"]
+        assert entry["units"] == classes[name]["heads"] + classes[name]["neurons"]
+        assert entry["delta_asr"] == pytest.approx(entry["asr"] - results["alignment"]["full"]["asr"])
+    frozen = {arm: results["downstream"][arm]["frozen_unit_fraction"] for arm in ("full", "freeze_i", "freeze_ii")}
+    assert frozen["full"] == 0.0 < frozen["freeze_i"] < frozen["freeze_ii"]
+    transfer = results["downstream"]["full"]["role_transfer"]
+    assert sum(transfer["scu_to"].values()) == pytest.approx(1.0) or classes["SCU"]["heads"] + classes["SCU"]["neurons"] == 0
+
+    # Every trained model is listed and loads.
+    assert set(results["models"]) == {"aligned_full", "aligned_budget", "downstream_full", "downstream_freeze_i",
+                                      "downstream_freeze_ii"}
+    for path in results["models"].values():
+        loaded = load_model(path)
+        assert sum(parameter.numel() for parameter in loaded.model.parameters()) > 0
+    # The evaluation protocol is one for the whole run.
+    hashes = {json.loads(path.read_text())["protocol"]["hash"] for path in out.rglob("evaluation.json")}
+    assert hashes == {results["protocol"]["hash"]}
+
+    report = (out / "results.md").read_text()
+    assert "| stage | model | ASR |" in report and "aligned minus SCU" in report and "freeze (ii)" in report
+    assert "fine-tuned: freeze (i)" in printed.out and "[" in printed.err
+
+    # A rerun with the same settings reuses every stage; the table is the same.
+    assert main(args) == 0
+    again = json.loads((out / "results.json").read_text())
+    assert all(stage["reused"] for stage in again["stages"].values())
+    assert again["downstream"] == results["downstream"]
