@@ -35,12 +35,65 @@ def infer_format(filename: str | None, given: str | None) -> str:
     return fmt
 
 
+# The record shapes the engine's loaders accept (ssah_engine/data/loaders.py; not imported: the API
+# stays light). Checked at upload so a wrong file is refused with its line and field, not hours later.
+CSV_PROMPT_COLUMNS = ("goal", "behavior", "prompt")  # AdvBench, HarmBench, ours
+
+
+def _bad(where: str, msg: str) -> Unprocessable:
+    return Unprocessable.field("body.file", f"{where}: {msg}")
+
+
+def _check_record(record: object, where: str) -> None:
+    """One JSON record: ``{prompt, response?}`` or Alpaca-style ``{instruction, input?, output?}``."""
+    if not isinstance(record, dict):
+        raise _bad(where, f"expected a JSON object, got {type(record).__name__}")
+    prompt_field, response_field = ("instruction", "output") if "prompt" not in record and "instruction" in record \
+        else ("prompt", "response")
+    prompt = record.get(prompt_field)
+    if prompt is None:
+        raise _bad(where, "field 'prompt' missing (expected 'prompt', or Alpaca-style 'instruction')")
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise _bad(where, f"field {prompt_field!r} must be a non-empty string")
+    response = record.get(response_field)
+    if response is not None and (not isinstance(response, str) or not response.strip()):
+        raise _bad(where, f"field {response_field!r} must be a non-empty string (or absent)")
+
+
+def _count_csv(text: str) -> int:
+    # strict: a file cut off inside a quoted cell is an error, not a silently merged last row.
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    try:
+        header = next(reader, None)
+        if header is None:
+            return 0
+        columns = {name.strip().lower(): i for i, name in enumerate(header)}
+        prompt_col = next((columns[c] for c in CSV_PROMPT_COLUMNS if c in columns), None)
+        if prompt_col is None:
+            raise _bad("line 1", f"unrecognised CSV header {header!r}; expected a column "
+                       f"{', '.join(repr(c) for c in CSV_PROMPT_COLUMNS)}")
+        rows = 0
+        while True:
+            lineno = reader.line_num + 1
+            row = next(reader, None)
+            if row is None:
+                return rows
+            if not any(cell.strip() for cell in row):
+                continue
+            if prompt_col >= len(row) or not row[prompt_col].strip():
+                raise _bad(f"line {lineno}", f"field {header[prompt_col].strip()!r} must be a non-empty string")
+            rows += 1
+    except csv.Error as exc:
+        raise _bad(f"line {reader.line_num}", f"bad CSV ({exc})") from exc
+
+
 def count_rows(data: bytes, fmt: str) -> int:
-    """Count the records of ``data`` in ``fmt``; 422 naming the first bad line."""
+    """Count the records of ``data`` in ``fmt``; 422 naming the first bad line (and field)."""
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise Unprocessable.field("body.file", f"not UTF-8 text (byte {exc.start})") from exc
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise _bad(f"line {line}", f"not UTF-8 text (byte {exc.start})") from exc
     if fmt == "jsonl":
         rows = 0
         for lineno, line in enumerate(text.splitlines(), 1):
@@ -49,24 +102,22 @@ def count_rows(data: bytes, fmt: str) -> int:
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise Unprocessable.field("body.file", f"line {lineno} is not JSON: {exc.msg}") from exc
-            if not isinstance(record, dict):
-                raise Unprocessable.field("body.file", f"line {lineno} is not a JSON object")
+                raise _bad(f"line {lineno}", f"not JSON ({exc.msg}, column {exc.colno})") from exc
+            _check_record(record, f"line {lineno}")
             rows += 1
         return rows
     if fmt == "json":
         try:
             records = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise Unprocessable.field("body.file", f"not JSON: {exc.msg} at line {exc.lineno}") from exc
+            raise _bad(f"line {exc.lineno}", f"not JSON ({exc.msg})") from exc
         if not isinstance(records, list):
             raise Unprocessable.field("body.file", "a JSON dataset must be a list of records")
+        for index, record in enumerate(records, 1):
+            _check_record(record, f"record {index}")
         return len(records)
     if fmt == "csv":
-        try:
-            return max(sum(1 for row in csv.reader(io.StringIO(text)) if row) - 1, 0)  # minus the header
-        except csv.Error as exc:
-            raise Unprocessable.field("body.file", f"bad CSV: {exc}") from exc
+        return _count_csv(text)
     return sum(1 for line in text.splitlines() if line.strip())
 
 

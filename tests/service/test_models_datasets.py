@@ -61,7 +61,7 @@ def test_upload_dataset_counts_rows_and_hashes(app: FastAPI, client: TestClient,
 def test_dataset_format_and_content_errors(client: TestClient, alice: Tenant_):
     r = client.post("/v1/datasets", files={"file": ("data.bin", b"x")}, headers=alice.headers)
     assert r.status_code == 422 and r.json()["errors"][0]["loc"] == "body.format"
-    r = client.post("/v1/datasets", files={"file": ("d.jsonl", b'{"a": 1}\nnot json\n')}, headers=alice.headers)
+    r = client.post("/v1/datasets", files={"file": ("d.jsonl", b'{"prompt": "a"}\nnot json\n')}, headers=alice.headers)
     assert r.status_code == 422 and "line 2" in r.json()["detail"]
     r = client.post("/v1/datasets", files={"file": ("d.txt", b"")}, headers=alice.headers)
     assert r.status_code == 422 and "empty" in r.json()["detail"]
