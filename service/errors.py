@@ -9,11 +9,16 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
+# The database cannot be reached (restarting, failing over, connections exhausted): the same request
+# succeeds once it is back, so callers get 503 + Retry-After, not a 500 that reads like a bug.
+DATABASE_DOWN = (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError)
+DATABASE_RETRY_AFTER_SECONDS = 2  # a PostgreSQL restart takes seconds; pollers should not wait minutes
 
 
 class ProblemError(Exception):
@@ -130,6 +135,17 @@ async def _on_http(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+async def _on_database_down(request: Request, exc: Exception) -> JSONResponse:
+    # One line, no traceback: an outage makes every request fail the same way.
+    log.warning("database unavailable on %s %s: %s", request.method, request.url.path,
+                (str(getattr(exc, "orig", None) or exc).strip().splitlines() or ["?"])[0])
+    return problem_response(
+        request, status=503, title="Service Unavailable", slug="database-unavailable",
+        detail="The database is unavailable; retry shortly (a POST with the same Idempotency-Key).",
+        headers={"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)},
+    )
+
+
 async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error on %s %s (request %s)", request.method, request.url.path,
                   getattr(request.state, "request_id", "-"))
@@ -144,4 +160,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ProblemError, _on_problem)
     app.add_exception_handler(RequestValidationError, _on_validation)
     app.add_exception_handler(StarletteHTTPException, _on_http)
+    for database_down in DATABASE_DOWN:
+        app.add_exception_handler(database_down, _on_database_down)
     app.add_exception_handler(Exception, _on_unexpected)
