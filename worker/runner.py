@@ -5,6 +5,7 @@ Celery tasks and the embedded worker thread both call it, so both run jobs the s
 
 from __future__ import annotations
 
+import errno
 import logging
 import uuid
 from collections.abc import Callable
@@ -32,6 +33,19 @@ log = logging.getLogger(__name__)
 TRANSIENT = (DatabaseError, BrokerError, RedisConnectionError)
 # Errors whose message is already written for the user: stored verbatim.
 USER_ERRORS = (ModelLoadError, DatasetError, ValueError, FileNotFoundError)
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+def out_of_space(exc: BaseException) -> bool:
+    """Whether ``exc`` or its cause is a full disk, including libraries that wrap it (safetensors' Rust I/O)."""
+    for _ in range(8):  # a cause chain, not a cycle
+        if isinstance(exc, OSError) and exc.errno in NO_SPACE:
+            return True
+        if any(text in str(exc) for text in ("No space left on device", "Disk quota exceeded")):
+            return True
+        if (exc := exc.__cause__ or exc.__context__) is None:
+            return False
+    return False
 
 
 @dataclass
@@ -128,16 +142,33 @@ def run_job(job_id: str | uuid.UUID, kind: str, body: Body, *, settings: Setting
     except TRANSIENT:
         raise
     except SoftTimeLimitExceeded:
-        return _end(factory, claim, JobStatus.failed,
-                    error=f"time limit exceeded ({settings.task_soft_time_limit} s, task_soft_time_limit)")
+        return _fail(factory, store, claim,
+                     f"time limit exceeded ({settings.task_soft_time_limit} s, task_soft_time_limit)")
     except USER_ERRORS as exc:
         log.info("job %s failed: %s", claim.job_id, exc)
-        return _end(factory, claim, JobStatus.failed, error=str(exc))
+        return _fail(factory, store, claim, str(exc))
     except Exception as exc:
+        if out_of_space(exc):
+            # Not retried: only an operator can free space; the user resubmits then. Said plainly, since
+            # the raw error ("SafetensorError: ... os error 28") does not name the artifact store.
+            log.error("job %s: the artifact store is out of space: %s", claim.job_id, exc)
+            return _fail(factory, store, claim, f"the artifact store is out of space ({type(exc).__name__}: {exc}); "
+                         "free space there and submit the job again")
         log.exception("job %s failed", claim.job_id)
-        return _end(factory, claim, JobStatus.failed, error=f"{type(exc).__name__}: {exc}")
+        return _fail(factory, store, claim, f"{type(exc).__name__}: {exc}")
     log.info("job %s succeeded", claim.job_id)
     return "succeeded"
+
+
+def _fail(factory: sessionmaker[Session], store: ArtifactStore, claim: Claim, error: str) -> str:
+    """Mark the job failed and delete what this attempt published: no result row refers to it."""
+    outcome = _end(factory, claim, JobStatus.failed, error=error)
+    if outcome == JobStatus.failed.value:  # still ours (not superseded): the artifacts are ours to drop
+        try:
+            store.delete_prefix(job_key(claim.tenant_id, claim.job_id, ""))
+        except OSError as exc:
+            log.warning("job %s: partial artifacts not deleted (%s)", claim.job_id, exc)
+    return outcome
 
 
 def _end(factory: sessionmaker[Session], claim: Claim, status: JobStatus, *, error: str | None = None,
