@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated, Any
 
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class Settings(BaseSettings):
@@ -42,6 +44,25 @@ class Settings(BaseSettings):
     reconcile_interval_seconds: float = 30.0
     requeue_after_seconds: float = 60.0  # a queued job the broker lost is re-sent after this
     eval_sample_limit: int | None = None  # cap on prompts per evaluation set (smoke tests, laptops)
+    # Model-source policy (service/model_policy.py), checked by the API and again by the worker.
+    # Comma-separated. Unset: any hub organisation (production should list its own); empty: no hub models.
+    allowed_hub_orgs: Annotated[list[str] | None, NoDecode] = None
+    # Comma-separated absolute paths; local directories and GGUF files load only from under these.
+    allowed_local_roots: Annotated[list[Path], NoDecode] = []
+    allow_trust_remote_code: bool = False  # True lets hub models run their own Python in the workers
+    # Per-request and per-tenant limits (service/limits.py); each refusal names its setting.
+    max_sequence_length: int = 2048  # audit/fine-tune max_length and evaluation max_new_tokens
+    max_samples_per_request: int = 10_000  # audit samples, evaluation samples
+    max_concurrent_jobs_per_tenant: int = 20  # queued + running; 0: no limit
+    rate_limit_per_minute: int = 600  # requests per API key per minute (Redis); 0: off
+    rate_limit_url: str | None = None  # Redis for the rate limiter; None: broker_url when it is redis://
+
+    @field_validator("allowed_hub_orgs", "allowed_local_roots", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
 
 
 @lru_cache

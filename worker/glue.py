@@ -18,6 +18,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from service.model_policy import ModelPolicy, tenant_model_root
 from service.models import Dataset as DatasetRow
 from service.settings import Settings
 from ssah_engine.audit import AuditConfig
@@ -37,12 +38,14 @@ def audit_config(params: dict[str, Any]) -> AuditConfig:
     """The engine config of an audit job (``AuditCreate`` parameters)."""
     cuts = params.get("cuts") or {}
     return AuditConfig(method=params.get("method", "wifv"), samples=int(params.get("samples", 128)),
-                       cuts=Cuts(**cuts) if cuts else Cuts())
+                       max_length=int(params.get("max_length", 512)), cuts=Cuts(**cuts) if cuts else Cuts())
 
 
 def evaluation_protocol(params: dict[str, Any], *, harmful: str | None, instructions: str | None,
                         sample_limit: int | None) -> Protocol:
     """The protocol of an evaluation job: the default one, its datasets swapped and capped as asked."""
+    if params.get("samples"):  # the request's cap, never above the worker's own
+        sample_limit = min(int(params["samples"]), sample_limit or int(params["samples"]))
     protocol = Protocol(max_new_tokens=int(params.get("max_new_tokens", 64)))
     refs = protocol.datasets()
     if harmful:
@@ -59,7 +62,8 @@ def finetune_config(params: dict[str, Any]) -> FinetuneConfig:
     """The engine config of a fine-tune job (``FinetuneCreate`` parameters)."""
     mode = params.get("mode", "full")
     return FinetuneConfig(mode=mode, setting=params.get("setting", "i") if mode == "freeze" else None,
-                          epochs=int(params.get("epochs", 1)), lr=float(params.get("lr", 2e-5)))
+                          epochs=int(params.get("epochs", 1)), lr=float(params.get("lr", 2e-5)),
+                          max_length=int(params.get("max_length", 512)))
 
 
 def dataset_file(session: Session, settings: Settings, *, tenant_id: uuid.UUID, dataset_id: str) -> tuple[str, str]:
@@ -150,5 +154,17 @@ def model_cache(settings: Settings) -> ModelCache:
 
 
 def load_options(settings: Settings, *, dtype: str | None = None) -> LoadOptions:
-    """Loading options from the settings (device, dtype); ``dtype`` overrides."""
-    return LoadOptions(device=settings.device, dtype=dtype or settings.dtype)
+    """Loading options from the settings (device, dtype, trust_remote_code); ``dtype`` overrides."""
+    return LoadOptions(device=settings.device, dtype=dtype or settings.dtype,
+                       trust_remote_code=settings.allow_trust_remote_code)
+
+
+def allowed_source(settings: Settings, *, tenant_id: uuid.UUID, source: str) -> str:
+    """``source`` if the deployment's model policy allows it; raises ``SourceRefused`` (a ValueError) if not.
+
+    Checked again here although the API checked it: the policy may have tightened since the model
+    was registered, and a job row need not have come through the API.
+    """
+    policy = ModelPolicy.from_settings(settings)
+    policy.check(source, extra_roots=[tenant_model_root(settings.artifact_dir, tenant_id)])
+    return source

@@ -90,13 +90,14 @@ class JobRun:
         """The job's model from this process's cache; ``fresh`` loads a private copy (for training)."""
         if self.claim.model_source is None:
             raise ModelLoadError(f"job {self.id} has no model (was it deleted?)")
+        source = glue.allowed_source(self.settings, tenant_id=self.claim.tenant_id, source=self.claim.model_source)
         self.progress("loading model", 0.0)
         options = glue.load_options(self.settings, dtype=dtype)
         if fresh:
             from ssah_engine.loading import load_model
 
-            return load_model(self.claim.model_source, options)
-        return glue.model_cache(self.settings).get(self.claim.model_source, options)
+            return load_model(source, options)
+        return glue.model_cache(self.settings).get(source, options)
 
     def unit_map(self, audit_id: str) -> UnitMap:
         """The unit map written by the tenant's audit ``audit_id``."""
