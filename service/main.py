@@ -14,6 +14,7 @@ from service.db import get_sessionmaker
 from service.errors import install_error_handlers
 from service.metrics import Metrics, RequestMiddleware
 from service.queue import make_celery
+from service.ratelimit import RateLimiter, RateLimitHeaders
 from service.settings import Settings, get_settings
 
 VERSION = "0.1.0"
@@ -48,9 +49,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.sessionmaker = get_sessionmaker(settings.database_url)
     app.state.celery = make_celery(settings)
     app.state.key_cache = KeyCache(settings.api_key_cache_seconds)
+    app.state.rate_limiter = RateLimiter.from_settings(settings)
     app.state.metrics = Metrics()
     app.state.metrics.watch_jobs(lambda: app.state.sessionmaker)
     install_error_handlers(app)
+    app.add_middleware(RateLimitHeaders)
     app.add_middleware(RequestMiddleware, metrics=lambda: app.state.metrics)
     app.include_router(ops.router)
     app.include_router(v1_router)

@@ -50,9 +50,11 @@ async def _principal(
     key = extract_key(authorization, api_key) if bearer is None else bearer.credentials
     cache: KeyCache = request.app.state.key_cache
     # Async on purpose: a cached key costs no thread hop and no database round trip.
-    if (hit := cache.get(hash_key(key))) is not None:
-        return hit
-    return await run_in_threadpool(_lookup_key, request.app.state.sessionmaker, key, cache)
+    if (principal := cache.get(hash_key(key))) is None:
+        principal = await run_in_threadpool(_lookup_key, request.app.state.sessionmaker, key, cache)
+    # Per key, after authentication: unknown keys never reach Redis; one round trip, fail-open.
+    await request.app.state.rate_limiter.check(request.state, principal.key_id)
+    return principal
 
 
 PrincipalDep = Annotated[Principal, Depends(_principal)]
