@@ -25,6 +25,7 @@ class Principal:
 
     tenant_id: uuid.UUID
     key_id: uuid.UUID
+    key_prefix: str = ""  # the key's display prefix, for the audit log
 
 
 def generate_key() -> str:
@@ -80,11 +81,11 @@ def authenticate(session: Session, key: str, *, cache: KeyCache | None = None) -
     if cache is not None and (hit := cache.get(key_hash)) is not None:
         return hit
     row = session.execute(
-        sa.select(ApiKey.id, ApiKey.tenant_id).where(ApiKey.key_hash == key_hash, ApiKey.revoked_at.is_(None))
+        sa.select(ApiKey.id, ApiKey.tenant_id, ApiKey.prefix).where(ApiKey.key_hash == key_hash, ApiKey.revoked_at.is_(None))
     ).first()
     if row is None:
         raise Unauthorized("unknown or revoked API key")
-    principal = Principal(tenant_id=row.tenant_id, key_id=row.id)
+    principal = Principal(tenant_id=row.tenant_id, key_id=row.id, key_prefix=row.prefix)
     if cache is not None:
         cache.put(key_hash, principal)
     return principal

@@ -132,7 +132,7 @@ def store_upload(
         size += len(chunk)
         if size > max_bytes:
             raise ContentTooLarge(f"the upload exceeds the limit of {max_bytes} bytes (max_upload_bytes)",
-                                  extra={"limit_bytes": max_bytes})
+                                  extra={"limit": "max_upload_bytes", "limit_value": max_bytes, "limit_bytes": max_bytes})
         digest.update(chunk)
         buffer += chunk
     if size == 0:
@@ -142,7 +142,7 @@ def store_upload(
         raise Unprocessable.field("body.file", "the file holds no records")
     if rows > max_rows:
         raise ContentTooLarge(f"the dataset has {rows} rows; the limit is {max_rows} (max_dataset_rows)",
-                              extra={"limit_rows": max_rows})
+                              extra={"limit": "max_dataset_rows", "limit_value": max_rows, "limit_rows": max_rows})
     sha = digest.hexdigest()
     path = folder / sha
     if not path.exists():  # content-addressed: the same bytes are stored once per tenant

@@ -36,6 +36,7 @@ TAGS = [
     {"name": "finetunes", "description": "Fine-tune while keeping safety units intact."},
     {"name": "comparisons", "description": "Role transfer between two audits."},
     {"name": "jobs", "description": "All jobs, whatever their kind."},
+    {"name": "audit log", "description": "Who registered, uploaded, submitted or cancelled what, and when."},
     {"name": "operations", "description": "Health, readiness and metrics."},
 ]
 

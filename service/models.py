@@ -216,3 +216,22 @@ class IdempotencyKey(Base):
     response_body: Mapped[dict[str, Any]]
     location: Mapped[str | None] = mapped_column(sa.String(500))
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+
+class AuditLogEntry(Base):
+    """Who (tenant, API key) did what to which resource, and when; written in the action's transaction."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = (sa.Index("ix_audit_log_tenant_id_created_at", "tenant_id", "created_at"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(sa.Uuid, primary_key=True, default=uuid.uuid4)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(sa.ForeignKey("tenants.id", ondelete="CASCADE"))
+    # The key survives as a prefix even if its row is ever deleted.
+    key_id: Mapped[uuid.UUID | None] = mapped_column(sa.ForeignKey("api_keys.id", ondelete="SET NULL"))
+    key_prefix: Mapped[str] = mapped_column(sa.String(16))
+    action: Mapped[str] = mapped_column(sa.String(32))
+    resource_type: Mapped[str] = mapped_column(sa.String(32))
+    resource_id: Mapped[uuid.UUID | None] = mapped_column(sa.Uuid)
+    details: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    request_id: Mapped[str | None] = mapped_column(sa.String(200))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -33,7 +33,8 @@ class AuditCreate(BaseModel):
     model_id: uuid.UUID
     safety_dataset_id: uuid.UUID | None = Field(None, description="Absent: the built-in safety set.")
     utility_dataset_id: uuid.UUID | None = Field(None, description="Absent: the built-in utility set.")
-    samples: int = Field(128, ge=1, le=100_000)
+    samples: int = Field(128, ge=1, le=100_000, description="Pairs per calibration set; see max_samples_per_request.")
+    max_length: int = Field(512, ge=8, le=131_072, description="Tokens per pair; see max_sequence_length.")
     method: Literal["wifv", "wanda", "snip"] = "wifv"
     cuts: Cuts = Field(default_factory=Cuts)
 
@@ -46,7 +47,9 @@ class EvaluationCreate(BaseModel):
     model_id: uuid.UUID
     audit_id: uuid.UUID | None = None
     ablate: AblateClass | None = Field(None, description="Needs audit_id. ESU = SCU, EUU = UCU.")
-    max_new_tokens: int = Field(64, ge=1, le=4096)
+    max_new_tokens: int = Field(64, ge=1, le=131_072, description="See max_sequence_length.")
+    samples: int | None = Field(None, ge=1, le=100_000,
+                                description="Prompts per evaluation set (absent: the protocol's); see max_samples_per_request.")
     safety_dataset_id: uuid.UUID | None = None
     utility_dataset_id: uuid.UUID | None = None
 
@@ -74,6 +77,7 @@ class FinetuneCreate(BaseModel):
     setting: Literal["i", "ii"] = "i"
     epochs: int = Field(1, ge=1, le=100)
     lr: float = Field(2e-5, gt=0, le=1)
+    max_length: int = Field(512, ge=8, le=131_072, description="Tokens per pair; see max_sequence_length.")
 
     @model_validator(mode="after")
     def _mode_needs_audit(self) -> FinetuneCreate:

@@ -90,12 +90,15 @@ def test_migrations_upgrade_downgrade_upgrade(database_url: str):
     try:
         command.upgrade(config, "head")
         tables = set(sa.inspect(engine).get_table_names())
-        assert {"jobs", "api_keys", "unit_maps", "scores", "idempotency_keys"} <= tables
+        assert {"jobs", "api_keys", "unit_maps", "scores", "idempotency_keys", "audit_log"} <= tables
+        command.downgrade(config, "0001")  # 0002 takes away the audit log and nothing else
+        assert set(sa.inspect(engine).get_table_names()) == tables - {"audit_log"}
         command.downgrade(config, "base")
         assert set(sa.inspect(engine).get_table_names()) == {"alembic_version"}
         command.upgrade(config, "head")
         with engine.connect() as conn:
-            assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0001"
+            assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0002"
+        assert "ix_audit_log_tenant_id_created_at" in {i["name"] for i in sa.inspect(engine).get_indexes("audit_log")}
         assert "ck_jobs_status" in {c["name"] for c in sa.inspect(engine).get_check_constraints("jobs")}
     finally:
         engine.dispose()

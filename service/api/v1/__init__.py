@@ -2,8 +2,10 @@
 
 from fastapi import APIRouter
 
-from service.api.v1 import audits, comparisons, datasets, evaluations, finetunes, jobs, models, unit_maps
+from service.api.v1 import (
+    audit_log, audits, comparisons, datasets, evaluations, finetunes, jobs, models, unit_maps,
+)
 
 router = APIRouter(prefix="/v1")
-for module in (models, datasets, audits, unit_maps, evaluations, finetunes, comparisons, jobs):
+for module in (models, datasets, audits, unit_maps, evaluations, finetunes, comparisons, jobs, audit_log):
     router.include_router(module.router)

@@ -6,11 +6,10 @@ import uuid
 
 from fastapi import APIRouter, Request
 
-from service.api.deps import IdempotencyDep, PageDep, PrincipalDep, SessionDep, accepted_job, poll_job
+from service.api.deps import IdempotencyDep, PageDep, PrincipalDep, SessionDep, poll_job
 from service.api.v1.common import (
-    JobFiltersDep, cancel_response, job_page, require_dataset, require_model,
+    JobFiltersDep, cancel_response, job_page, require_dataset, require_model, submit_job,
 )
-from service.jobs import create_job
 from service.schemas.common import NOT_MODIFIED, Page, problem_responses
 from service.schemas.jobs import AuditCreate, JobRead
 
@@ -23,12 +22,11 @@ def create_audit(request: Request, body: AuditCreate, session: SessionDep, princ
     """Queue an audit of a registered model; answers 202 with the job."""
     if (replay := idem.replay(body)) is not None:
         return replay
-    require_model(session, principal, body.model_id)
+    require_model(session, principal, body.model_id, settings=request.app.state.settings)
     require_dataset(session, principal, body.safety_dataset_id, loc="body.safety_dataset_id")
     require_dataset(session, principal, body.utility_dataset_id, loc="body.utility_dataset_id")
-    job = create_job(session, celery=request.app.state.celery, tenant_id=principal.tenant_id, kind="audit",
-                     params=body.model_dump(mode="json"), model_id=body.model_id)
-    return accepted_job(idem, job, collection="audits")
+    return submit_job(request, session, principal, idem, kind="audit", body=body, model_id=body.model_id,
+                      collection="audits")
 
 
 @router.get("", response_model=Page[JobRead])

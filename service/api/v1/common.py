@@ -11,13 +11,20 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
-from service import queries
-from service.api.deps import Idempotency, PageParams, make_page
+from service import audit_log, queries
+from service.api.deps import Idempotency, PageParams, accepted_job, make_page
 from service.auth import Principal
 from service.errors import JobNotReady, NotFound, Unprocessable
-from service.jobs import cancel_job
-from service.models import Job, JobStatus
+from service.jobs import cancel_job, create_job
+from service.limits import check_job_request
+from service.model_policy import ModelPolicy, SourceRefused, tenant_model_root
+from service.models import Job, JobStatus, ModelSource
 from service.schemas.jobs import JobRead, JobStatusName
+from service.settings import Settings
+
+
+class ModelSourceRefused(Unprocessable):
+    title, slug = "Model Source Refused", "model-source-refused"
 
 
 class JobFilters(BaseModel):
@@ -67,10 +74,24 @@ def require_succeeded(job: Job) -> Job:
     return job
 
 
-def require_model(session: Session, principal: Principal, model_id: uuid.UUID, *, loc: str = "body.model_id") -> None:
-    """422 naming ``loc`` unless the caller registered model ``model_id``."""
-    if queries.get_model(session, tenant_id=principal.tenant_id, model_id=model_id) is None:
+def check_model_source(settings: Settings, principal: Principal, source: str, *, loc: str) -> None:
+    """422 naming ``loc`` and the policy rule unless the deployment's model policy allows ``source``."""
+    try:
+        ModelPolicy.from_settings(settings).check(
+            source, extra_roots=[tenant_model_root(settings.artifact_dir, principal.tenant_id)])
+    except SourceRefused as exc:
+        raise ModelSourceRefused(str(exc), extra={
+            "rule": exc.rule, "errors": [{"loc": loc, "msg": exc.reason, "type": "model_policy"}]}) from None
+
+
+def require_model(session: Session, principal: Principal, model_id: uuid.UUID, *, settings: Settings,
+                  loc: str = "body.model_id") -> ModelSource:
+    """The caller's model ``model_id``; 422 naming ``loc`` if absent or if the model policy now refuses it."""
+    model = queries.get_model(session, tenant_id=principal.tenant_id, model_id=model_id)
+    if model is None:
         raise Unprocessable.field(loc, f"no model {model_id}")
+    check_model_source(settings, principal, model.source, loc=loc)
+    return model
 
 
 def require_dataset(session: Session, principal: Principal, dataset_id: uuid.UUID | None, *, loc: str) -> None:
@@ -89,10 +110,24 @@ def require_audit(session: Session, principal: Principal, audit_id: uuid.UUID, *
     return require_succeeded(audit)
 
 
+def submit_job(request: Request, session: Session, principal: Principal, idem: Idempotency, *, kind: str,
+               body: BaseModel, model_id: uuid.UUID | None, collection: str) -> JSONResponse:
+    """Check the deployment's limits, queue the job, log who asked, answer 202 with it."""
+    params = body.model_dump(mode="json")
+    check_job_request(session, request.app.state.settings, tenant_id=principal.tenant_id, kind=kind, params=params)
+    job = create_job(session, celery=request.app.state.celery, tenant_id=principal.tenant_id, kind=kind,
+                     params=params, model_id=model_id)
+    audit_log.record(session, request, principal, action="job.submit", resource_type=kind, resource_id=job.id,
+                     details={"kind": kind, "model_id": str(model_id) if model_id else None})
+    return accepted_job(idem, job, collection=collection)
+
+
 def cancel_response(idem: Idempotency, session: Session, principal: Principal, job_id: uuid.UUID,
                     *, kind: str | None) -> JSONResponse:
     """Cancel the caller's job and answer 200 with it (replayed under an Idempotency-Key)."""
     if (replay := idem.replay({})) is not None:
         return replay
     job = cancel_job(session, job=load_job(session, principal, job_id, kind=kind))
+    audit_log.record(session, idem.request, principal, action="job.cancel", resource_type=job.kind,
+                     resource_id=job.id, details={"kind": job.kind, "status": job.status})
     return idem.respond(200, JobRead.model_validate(job))

@@ -7,13 +7,12 @@ import uuid
 from fastapi import APIRouter, Request
 
 from service import queries
-from service.api.deps import IdempotencyDep, PageDep, PrincipalDep, SessionDep, accepted_job, poll_job
+from service.api.deps import IdempotencyDep, PageDep, PrincipalDep, SessionDep, poll_job
 from service.api.v1.common import (
-    JobFiltersDep, cancel_response, job_page, load_job, require_audit, require_succeeded,
+    JobFiltersDep, cancel_response, job_page, load_job, require_audit, require_succeeded, submit_job,
 )
-from service.jobs import create_job
-from service.schemas.common import NOT_MODIFIED, Page, problem_responses
 from service.errors import NotFound
+from service.schemas.common import NOT_MODIFIED, Page, problem_responses
 from service.schemas.jobs import ComparisonCreate, JobRead
 from service.schemas.results import ComparisonRead
 
@@ -28,9 +27,8 @@ def create_comparison(request: Request, body: ComparisonCreate, session: Session
         return replay
     before = require_audit(session, principal, body.before_audit_id, loc="body.before_audit_id")
     require_audit(session, principal, body.after_audit_id, loc="body.after_audit_id")
-    job = create_job(session, celery=request.app.state.celery, tenant_id=principal.tenant_id, kind="comparison",
-                     params=body.model_dump(mode="json"), model_id=before.model_id)
-    return accepted_job(idem, job, collection="comparisons")
+    return submit_job(request, session, principal, idem, kind="comparison", body=body, model_id=before.model_id,
+                      collection="comparisons")
 
 
 @router.get("", response_model=Page[JobRead])

@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Request, UploadFile
 
-from service import queries
+from service import audit_log, queries
 from service.api.deps import IdempotencyDep, PageDep, PrincipalDep, SessionDep, make_page
 from service.datasets import infer_format, store_upload
 from service.errors import NotFound
@@ -41,6 +41,9 @@ def create_dataset(
                       path=stored.relative_path)
     session.add(dataset)
     session.flush()
+    audit_log.record(session, request, principal, action="dataset.upload", resource_type="dataset",
+                     resource_id=dataset.id, details={"name": display_name, "format": fmt, "sha256": stored.sha256,
+                                                      "rows": stored.rows, "size_bytes": stored.size_bytes})
     return idem.respond(201, DatasetRead.model_validate(dataset), location=f"/v1/datasets/{dataset.id}")
 
 

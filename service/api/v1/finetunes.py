@@ -7,14 +7,13 @@ import uuid
 from fastapi import APIRouter, Request
 
 from service import queries
-from service.api.deps import IdempotencyDep, PageDep, PrincipalDep, SessionDep, accepted_job, poll_job
+from service.api.deps import IdempotencyDep, PageDep, PrincipalDep, SessionDep, poll_job
 from service.api.v1.common import (
     JobFiltersDep, cancel_response, job_page, load_job, require_audit, require_dataset, require_model,
-    require_succeeded,
+    require_succeeded, submit_job,
 )
-from service.jobs import create_job
-from service.schemas.common import NOT_MODIFIED, Page, problem_responses
 from service.errors import NotFound
+from service.schemas.common import NOT_MODIFIED, Page, problem_responses
 from service.schemas.jobs import FinetuneCreate, JobRead
 from service.schemas.results import FinetuneResultRead
 
@@ -27,13 +26,12 @@ def create_finetune(request: Request, body: FinetuneCreate, session: SessionDep,
     """Queue a fine-tune; answers 202 with the job."""
     if (replay := idem.replay(body)) is not None:
         return replay
-    require_model(session, principal, body.model_id)
+    require_model(session, principal, body.model_id, settings=request.app.state.settings)
     require_dataset(session, principal, body.dataset_id, loc="body.dataset_id")
     if body.audit_id is not None:
         require_audit(session, principal, body.audit_id, loc="body.audit_id")
-    job = create_job(session, celery=request.app.state.celery, tenant_id=principal.tenant_id, kind="finetune",
-                     params=body.model_dump(mode="json"), model_id=body.model_id)
-    return accepted_job(idem, job, collection="finetunes")
+    return submit_job(request, session, principal, idem, kind="finetune", body=body, model_id=body.model_id,
+                      collection="finetunes")
 
 
 @router.get("", response_model=Page[JobRead])

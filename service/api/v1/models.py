@@ -7,8 +7,9 @@ import uuid
 from fastapi import APIRouter, Request
 from sqlalchemy.exc import IntegrityError
 
-from service import queries
+from service import audit_log, queries
 from service.api.deps import IdempotencyDep, PageDep, PrincipalDep, SessionDep, make_page
+from service.api.v1.common import check_model_source
 from service.errors import Conflict, NotFound
 from service.models import ModelSource
 from service.schemas.common import Page, problem_responses
@@ -18,16 +19,20 @@ router = APIRouter(prefix="/models", tags=["models"], responses=problem_response
 
 
 @router.post("", status_code=201, response_model=ModelRead, responses=problem_responses(409))
-def create_model(body: ModelCreate, session: SessionDep, principal: PrincipalDep, idem: IdempotencyDep):
-    """Register a model source under a name unique to the tenant."""
+def create_model(request: Request, body: ModelCreate, session: SessionDep, principal: PrincipalDep,
+                 idem: IdempotencyDep):
+    """Register a model source (allowed by the deployment's model policy) under a name unique to the tenant."""
     if (replay := idem.replay(body)) is not None:
         return replay
+    check_model_source(request.app.state.settings, principal, body.source, loc="body.source")
     model = ModelSource(id=uuid.uuid4(), tenant_id=principal.tenant_id, name=body.name, source=body.source)
     try:
         with session.begin_nested():
             session.add(model)
     except IntegrityError as exc:
         raise Conflict(f"a model named {body.name!r} already exists") from exc
+    audit_log.record(session, request, principal, action="model.register", resource_type="model",
+                     resource_id=model.id, details={"name": body.name, "source": body.source})
     return idem.respond(201, ModelRead.model_validate(model), location=f"/v1/models/{model.id}")
 
 
