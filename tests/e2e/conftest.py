@@ -88,13 +88,14 @@ def factory(e2e_settings: Settings) -> Iterator[sessionmaker[Session]]:
 class Worker:
     """``celery -A worker.app worker`` in its own process group, so ``kill -9`` takes all of it."""
 
-    def __init__(self, settings: Settings, log_path: Path):
+    def __init__(self, settings: Settings, log_path: Path, env: dict[str, str] | None = None):
         self.settings, self.log_path, self.process = settings, log_path, None
+        self.env = env or {}  # extra variables, e.g. tests/reliability's model policy
 
     def start(self) -> Worker:
         env = {**os.environ, **WORKER_ENV, "SSAH_DATABASE_URL": self.settings.database_url,
                "SSAH_BROKER_URL": self.settings.broker_url, "SSAH_ARTIFACT_DIR": str(self.settings.artifact_dir),
-               "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+               "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", **self.env}
         self.offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
