@@ -37,9 +37,9 @@ class Plan:
     preset: str = field(default="default", metadata=_help("name of the preset these settings came from"))
     seed: int = field(default=0, metadata=_help("seed of data order and everything random"))
     # evaluation (one protocol for every model of the run)
-    eval_samples: int = field(default=32, metadata=_help("harmful and harmless evaluation prompts (paper: 100)"))
-    max_new_tokens: int = field(default=48, metadata=_help("greedy new tokens per response (paper: 256)"))
-    eval_batch_size: int = field(default=16, metadata=_help("prompts per generation batch"))
+    eval_samples: int = field(default=24, metadata=_help("harmful and harmless evaluation prompts (paper: 100)"))
+    max_new_tokens: int = field(default=40, metadata=_help("greedy new tokens per response (paper: 256)"))
+    eval_batch_size: int = field(default=24, metadata=_help("prompts per generation batch"))
     benign_text_limit: int | None = field(default=None, metadata=_help("paragraphs scored for perplexity (None: all 60)"))
     # audit
     audit_samples: int = field(default=64, metadata=_help("pairs of each calibration set (paper: 128)"))
@@ -53,7 +53,7 @@ class Plan:
     # downstream fine-tuning (stage 5)
     downstream_pairs: int = field(default=90, metadata=_help("benign_sft pairs after the alignment ones"))
     downstream_epochs: int = field(default=2, metadata=_help("downstream epochs (all three arms alike)"))
-    downstream_lr: float = field(default=5e-5, metadata=_help("downstream peak learning rate"))
+    downstream_lr: float = field(default=1e-4, metadata=_help("downstream peak learning rate (the alignment's)"))
     cu_top: float = field(default=0.06, metadata=_help("setting (i): parameter fraction of CU frozen (paper: 6 %)"))
     # shared training settings
     batch_size: int = field(default=8, metadata=_help("pairs per optimizer step"))
@@ -76,7 +76,7 @@ class Plan:
     def quick(cls, **changes) -> Plan:
         """A smoke run: every stage and every file, a few prompts and steps each (minutes on SmolLM2)."""
         small = {
-            "preset": "quick", "eval_samples": 4, "max_new_tokens": 16, "eval_batch_size": 4, "benign_text_limit": 8,
+            "preset": "quick", "eval_samples": 4, "max_new_tokens": 32, "eval_batch_size": 4, "benign_text_limit": 8,
             "audit_samples": 8, "align_refusals": 8, "align_benign": 4, "align_epochs": 1, "downstream_pairs": 8,
             "downstream_epochs": 1, "batch_size": 4, "max_length": 256, "max_steps": 2,
         }
