@@ -1,4 +1,11 @@
-"""Requests per API key per minute, counted in Redis (a fixed one-minute window, one round trip).
+"""Requests per API key per minute, counted in Redis (a fixed one-minute window).
+
+Each process counts locally and adds its count to Redis in batches: at most one round trip per
+key every ``SYNC_SECONDS``, and one per request only once a key is past ``EXACT_FROM`` of its
+limit, where the answer must be exact. A round trip per request would halve what a 2-core
+server can answer (bench/api_load.py) and open one Redis connection per request in flight.
+With several API processes a key can overshoot by what the others counted in the last
+``SYNC_SECONDS`` before they synced.
 
 Fail-open: when Redis cannot be reached the request goes through and one line is logged (at most
 every ``RETRY_SECONDS``), and Redis is not asked again for that long. Dashboards keep polling
@@ -12,7 +19,7 @@ import logging
 import math
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -24,6 +31,8 @@ from service.settings import Settings
 log = logging.getLogger(__name__)
 
 WINDOW_SECONDS = 60
+SYNC_SECONDS = 0.25  # a key's local count reaches Redis at least this often while it is used
+EXACT_FROM = 0.8  # past this fraction of the limit, every request syncs, so 429s are exact
 RETRY_SECONDS = 5.0  # after a Redis failure, requests pass unchecked this long before Redis is tried again
 STATE_KEY = "rate_limit"  # where the decision waits in the request state for RateLimitHeaders
 
@@ -37,6 +46,22 @@ class Decision:
     def headers(self) -> dict[str, str]:
         return {"RateLimit-Limit": str(self.limit), "RateLimit-Remaining": str(max(0, self.remaining)),
                 "RateLimit-Reset": str(self.reset), "RateLimit-Policy": f"{self.limit};w={WINDOW_SECONDS}"}
+
+
+@dataclass
+class _Counter:
+    """One key's requests in one window: the global count Redis last gave, plus what is not sent yet."""
+
+    key: str
+    window: int
+    synced: int = 0
+    sending: int = 0
+    pending: int = 0
+    synced_at: float = float("-inf")
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    def estimate(self) -> int:
+        return self.synced + self.sending + self.pending
 
 
 class RateLimited(ProblemError):
@@ -54,6 +79,8 @@ class RateLimiter:
         self._client: aioredis.Redis | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._skip_until = 0.0
+        self._counters: dict[uuid.UUID, _Counter] = {}
+        self._background: set[asyncio.Future[bool]] = set()  # strong references to syncs in flight
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RateLimiter:
@@ -65,34 +92,66 @@ class RateLimiter:
         return self.per_minute > 0 and self.url is not None
 
     def _redis(self) -> aioredis.Redis:
-        # An asyncio client belongs to one event loop; test clients and reloads may bring another.
-        loop = asyncio.get_running_loop()
-        if self._client is None or self._loop is not loop:
+        if self._client is None:
             self._client = aioredis.Redis.from_url(self.url, socket_timeout=self.timeout,
                                                    socket_connect_timeout=self.timeout)
-            self._loop = loop
         return self._client
+
+    def _bind_loop(self) -> None:
+        # Asyncio clients and locks belong to one event loop; test clients and reloads may bring another.
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:
+            self._client, self._counters, self._loop = None, {}, loop
 
     async def hit(self, key_id: uuid.UUID) -> Decision | None:
         """Count one request of ``key_id``; None when not limited (off, or Redis unreachable)."""
         if not self.enabled:
             return None
+        self._bind_loop()
         now = self.clock()
+        window = int(now // WINDOW_SECONDS)
+        counter = self._counter(key_id, window)
+        counter.pending += 1
         if now < self._skip_until:
             return None
-        window = int(now // WINDOW_SECONDS)
-        key = f"ssah:ratelimit:{key_id}:{window}"
-        try:
-            async with self._redis().pipeline(transaction=False) as pipe:
-                # One round trip; the expiry outlives the window so a late INCR never makes an immortal key.
-                count, _ = await pipe.incr(key).expire(key, 2 * WINDOW_SECONDS).execute()
-        except (RedisError, OSError, asyncio.TimeoutError) as exc:
-            self._skip_until = now + RETRY_SECONDS
-            log.warning("rate limiting skipped for %.0f s: Redis at %s unreachable (%s: %s)", RETRY_SECONDS,
-                        self.url, type(exc).__name__, exc)
-            return None
+        if counter.estimate() >= EXACT_FROM * self.per_minute:
+            if not await self._sync(counter, now):
+                return None
+        elif now - counter.synced_at >= SYNC_SECONDS and not counter.lock.locked():
+            task = asyncio.ensure_future(self._sync(counter, now))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
         reset = max(1, math.ceil((window + 1) * WINDOW_SECONDS - now))
-        return Decision(limit=self.per_minute, remaining=self.per_minute - int(count), reset=reset)
+        return Decision(limit=self.per_minute, remaining=self.per_minute - counter.estimate(), reset=reset)
+
+    def _counter(self, key_id: uuid.UUID, window: int) -> _Counter:
+        counter = self._counters.get(key_id)
+        if counter is None or counter.window != window:
+            if len(self._counters) > 10_000:  # keys idle since an older window
+                self._counters = {k: c for k, c in self._counters.items() if c.window == window}
+            counter = self._counters[key_id] = _Counter(f"ssah:ratelimit:{key_id}:{window}", window)
+        return counter
+
+    async def _sync(self, counter: _Counter, now: float) -> bool:
+        """Add the counter's pending requests to Redis and learn the global count; False if Redis failed."""
+        async with counter.lock:
+            sending, counter.pending = counter.pending, 0
+            counter.sending = sending
+            try:
+                async with self._redis().pipeline(transaction=False) as pipe:
+                    # The expiry outlives the window so a late INCRBY never makes an immortal key.
+                    count, _ = await pipe.incrby(counter.key, sending).expire(counter.key, 2 * WINDOW_SECONDS).execute()
+            except (RedisError, OSError, asyncio.TimeoutError) as exc:
+                counter.pending += sending
+                if now >= self._skip_until:  # one log line per outage, not one per request
+                    log.warning("rate limiting skipped for %.0f s: Redis at %s unreachable (%s: %s)",
+                                RETRY_SECONDS, self.url, type(exc).__name__, exc)
+                self._skip_until = now + RETRY_SECONDS
+                return False
+            finally:
+                counter.sending = 0
+            counter.synced, counter.synced_at = int(count), now
+            return True
 
     async def check(self, state: object, key_id: uuid.UUID) -> None:
         """Count the request; 429 past the limit. Leaves the decision on ``state`` for the response headers."""

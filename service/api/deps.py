@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import uuid
 from collections.abc import Iterator, Sequence
 from typing import Annotated, Any
 
+import sqlalchemy as sa
 from fastapi import Depends, Header, Query, Request, Response
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
@@ -19,7 +21,7 @@ from starlette.concurrency import run_in_threadpool
 
 from service import queries
 from service.auth import KeyCache, Principal, authenticate, extract_key, hash_key
-from service.db import session_scope
+from service.db import reading, session_scope
 from service.errors import Conflict, IdempotencyConflict, NotFound
 from service.models import IdempotencyKey, Job
 from service.schemas.jobs import JobRead
@@ -41,6 +43,22 @@ def _lookup_key(factory: sessionmaker[Session], key: str, cache: KeyCache) -> Pr
         return authenticate(session, key, cache=cache)
 
 
+async def _authenticate(request: Request, key: str) -> Principal:
+    cache: KeyCache = request.app.state.key_cache
+    # Async on purpose: a cached key costs no thread hop and no database round trip.
+    key_hash = hash_key(key)
+    if (principal := cache.get(key_hash)) is not None:
+        return principal
+    # Single flight: when a popular key's entry expires, its 200 pollers share one lookup
+    # instead of queueing 200 database round trips behind each other.
+    lookups: dict[str, asyncio.Future[Principal]] = request.app.state.key_lookups
+    if (pending := lookups.get(key_hash)) is None:
+        pending = asyncio.ensure_future(run_in_threadpool(_lookup_key, request.app.state.sessionmaker, key, cache))
+        lookups[key_hash] = pending
+        pending.add_done_callback(lambda _: lookups.pop(key_hash, None))
+    return await asyncio.shield(pending)
+
+
 async def _principal(
     request: Request,
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
@@ -48,10 +66,7 @@ async def _principal(
 ) -> Principal:
     authorization = request.headers.get("authorization")
     key = extract_key(authorization, api_key) if bearer is None else bearer.credentials
-    cache: KeyCache = request.app.state.key_cache
-    # Async on purpose: a cached key costs no thread hop and no database round trip.
-    if (principal := cache.get(hash_key(key))) is None:
-        principal = await run_in_threadpool(_lookup_key, request.app.state.sessionmaker, key, cache)
+    principal = await _authenticate(request, key)
     # Per key, after authentication: unknown keys never reach Redis; one round trip, fail-open.
     await request.app.state.rate_limiter.check(request.state, principal.key_id)
     return principal
@@ -82,12 +97,12 @@ def make_page(request: Request, items: Sequence[Any], total: int, page: PagePara
     return {"items": items, "total": total, "limit": page.limit, "offset": page.offset, "next": next_url}
 
 
-def etag_of(job: Job) -> str:
+def etag_of(job: Job | sa.Row[Any]) -> str:
     """A weak ETag that changes whenever the job row does."""
     return f'W/"{job.id}-{job.version}"'
 
 
-def job_response(request: Request, job: Job) -> Response:
+def job_response(request: Request, job: Job | sa.Row[Any]) -> Response:
     """200 with the job and its ETag, or 304 when ``If-None-Match`` already names that ETag."""
     etag = etag_of(job)
     if_none_match = request.headers.get("if-none-match")
@@ -159,12 +174,20 @@ def accepted_job(idem: Idempotency, job: Job, *, collection: str) -> JSONRespons
     return idem.respond(202, JobRead.model_validate(job), location=f"/v1/{collection}/{job.id}")
 
 
-def _read_job(factory: sessionmaker[Session], principal: Principal, job_id: uuid.UUID, kind: str | None) -> Job:
-    with factory() as session:
-        job = queries.get_job(session, tenant_id=principal.tenant_id, job_id=job_id, kind=kind)
-    if job is None:
+_JOB_COLUMNS = tuple(Job.__table__.columns)
+
+
+def _read_job(factory: sessionmaker[Session], principal: Principal, job_id: uuid.UUID,
+              kind: str | None) -> sa.Row[Any]:
+    # A Core row, not an ORM object: no identity map, no instance state; JobRead reads it by attribute.
+    stmt = sa.select(*_JOB_COLUMNS).where(Job.id == job_id, Job.tenant_id == principal.tenant_id)
+    if kind is not None:
+        stmt = stmt.where(Job.kind == kind)
+    with reading(factory) as reader:
+        row = reader.execute(stmt).first()
+    if row is None:
         raise NotFound(f"no {kind or 'job'} {job_id}")
-    return job
+    return row
 
 
 async def poll_job(request: Request, principal: Principal, job_id: uuid.UUID, *, kind: str | None) -> Response:

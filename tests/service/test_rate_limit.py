@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import shutil
 import socket
 import subprocess
 import time
+import uuid
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -14,7 +16,7 @@ import redis
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from service.ratelimit import RETRY_SECONDS, WINDOW_SECONDS
+from service.ratelimit import RETRY_SECONDS, WINDOW_SECONDS, RateLimiter
 from tests.service.conftest import Tenant_
 
 
@@ -127,3 +129,37 @@ def test_redis_restart_fails_open_with_one_log_line_then_limits_again(
     finally:
         server.kill()
         server.wait(10)
+
+
+def test_far_from_the_limit_counts_reach_redis_in_batches(broker_url: str, redis_client: redis.Redis):
+    """Polls far below the limit cost no Redis round trip each, yet every one is counted."""
+    limiter = RateLimiter(broker_url, per_minute=10_000)
+    clock = Clock()
+    limiter.clock = clock
+    key_id = uuid.uuid4()
+    round_trips = 0
+
+    async def run() -> list[int]:
+        nonlocal round_trips
+        original = limiter._sync
+
+        async def counting_sync(*args):
+            nonlocal round_trips
+            round_trips += 1
+            return await original(*args)
+
+        limiter._sync = counting_sync
+        remaining = []
+        for step in range(100):
+            clock.now += 0.01  # 100 requests in one second
+            remaining.append((await limiter.hit(key_id)).remaining)
+            await asyncio.sleep(0)
+        clock.now += 1
+        await limiter._sync(limiter._counters[key_id], clock.now)  # flush what is still local
+        return remaining
+
+    remaining = asyncio.run(run())
+    assert remaining == list(range(9_999, 9_899, -1))  # the local estimate is exact with one process
+    assert round_trips <= 6  # one per SYNC_SECONDS (0.25 s) plus the flush, not one per request
+    window = int(clock.now // 60)
+    assert int(redis_client.get(f"ssah:ratelimit:{key_id}:{window}")) == 100
