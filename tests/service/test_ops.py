@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from sqlalchemy.exc import OperationalError
 
 from service.openapi import render
 from tests.service.conftest import REPO, Tenant_
@@ -58,6 +59,18 @@ def test_unexpected_error_is_500_problem_with_request_id(app: FastAPI, alice: Te
     assert r.status_code == 500
     assert r.headers["content-type"] == "application/problem+json"
     assert r.json()["request_id"] == "req-123" and "kaboom" not in r.text
+
+
+def test_unreachable_database_is_503_problem_with_retry_after(app: FastAPI):
+    @app.get("/db-down")
+    def db_down() -> None:
+        raise OperationalError("SELECT 1", {}, ConnectionRefusedError("connection refused"))
+
+    with TestClient(app, raise_server_exceptions=False) as client:
+        r = client.get("/db-down")
+    assert r.status_code == 503 and r.headers["retry-after"] == "2"
+    assert r.headers["content-type"] == "application/problem+json"
+    assert r.json()["type"] == "urn:ssah:problem:database-unavailable" and "SELECT" not in r.text
 
 
 def test_openapi_copy_in_repo_matches_the_app(app: FastAPI):
