@@ -9,6 +9,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -121,6 +122,17 @@ class Worker:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-6000:] if self.log_path.exists() else ""
+
+
+def wait_for_redelivery(job: dict) -> None:
+    """Sleep (at most 15 s) until the message of ``job``, running since ``started_at``, outlived the visibility timeout.
+
+    A new worker restores expired unacknowledged messages as it starts, then only every ~100 s (kombu:
+    every 10 s, throttled to one scan in 10): started before the killed worker's message is due, it
+    would leave the job waiting that long.
+    """
+    due = datetime.fromisoformat(job["started_at"]).timestamp() + int(WORKER_ENV["SSAH_VISIBILITY_TIMEOUT"])
+    time.sleep(min(max(due + 0.5 - time.time(), 0.0), 15.0))
 
 
 @pytest.fixture

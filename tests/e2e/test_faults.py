@@ -14,7 +14,13 @@ import redis
 import sqlalchemy as sa
 
 from service.models import UnitMap
-from tests.e2e.conftest import E2E_BROKER, poll, start_redis, stop_redis
+from tests.e2e.conftest import (
+    E2E_BROKER,
+    poll,
+    start_redis,
+    stop_redis,
+    wait_for_redelivery,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -33,6 +39,7 @@ def test_worker_killed_mid_audit_is_rerun_to_success_exactly_once(client, header
     assert running["attempts"] == 1
     worker.kill()  # kill -9 mid-audit: the message stays unacknowledged in Redis
 
+    wait_for_redelivery(running)
     worker.start()
     job = poll(client, location, headers, timeout=180, worker=worker)
     assert (job["status"], job["attempts"], job["error"]) == ("succeeded", 2, None), worker.log()

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import time
 import uuid
-from datetime import datetime
 
 import pytest
 import sqlalchemy as sa
 
 from service.models import UnitMap
-from tests.e2e.conftest import WORKER_ENV, poll
+from tests.e2e.conftest import poll, wait_for_redelivery
 from tests.reliability.conftest import Stack, tenant_jobs
 
 
@@ -23,10 +21,7 @@ def test_worker_killed_mid_job_is_rerun_by_a_new_worker_with_one_result(stack: S
     assert running["attempts"] == 1
     worker.kill()  # no ack, no cleanup: the message stays unacknowledged in Redis
 
-    # Redis hands the message out again once it is older than the visibility timeout, at the new worker's
-    # first scan 10 s after it starts (later scans come only every 100 s): start it once the message is due.
-    due = datetime.fromisoformat(running["started_at"]).timestamp() + int(WORKER_ENV["SSAH_VISIBILITY_TIMEOUT"])
-    time.sleep(min(max(due + 0.5 - time.time(), 0), 15))
+    wait_for_redelivery(running)  # then the new worker takes the message back as it starts
     worker.start()
     job = poll(client, location, {}, worker=worker, timeout=120)
     assert (job["status"], job["attempts"], job["error"]) == ("succeeded", 2, None), stack.logs()
