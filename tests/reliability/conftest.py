@@ -1,4 +1,4 @@
-"""One private stack per session: PostgreSQL cluster, Redis, a uvicorn API and a Celery worker, all restartable.
+"""A private stack for tests/reliability: PostgreSQL, Redis, a uvicorn API and a Celery worker, all restartable.
 
 Faults are injected into these processes only (the machine's shared services are left alone).
 Worker clocks are the short ones of tests/e2e (reconciler every 2 s, stale after 6 s).
@@ -42,7 +42,8 @@ class Stack:
         return f"--- worker\n{self.worker.log()}\n--- api\n{self.api.log()}\n--- postgres\n{self.pg.tail()}"
 
 
-@pytest.fixture(scope="session")
+# Package scope: the processes stop once tests/reliability is done, not at the end of the whole run.
+@pytest.fixture(scope="package")
 def stack() -> Iterator[Stack]:
     base = Path(tempfile.mkdtemp(prefix="ssah-reliability-"))
     base.chmod(0o755)  # the postgres user must reach its data directory below

@@ -125,7 +125,8 @@ def test_postgres_restart_while_clients_poll_gives_503_then_recovers_and_the_job
     # The job survived the outage: its retry took it back and ran it again, once.
     assert (final["status"], final["attempts"], final["error"]) == ("succeeded", 2, None), stack.logs()
     assert unit_maps(stack, job_id) == 1
-    assert [str(job.id) for job in tenant_jobs(stack, tenant[0])] == [job_id]  # the 503'd POST left nothing
+    assert [str(job.id) for job in tenant_jobs(stack, tenant[0])] == [job_id]  # the 503'd POST left nothing,
+    assert "does not exist; message dropped" not in worker.log()  # not even a message for a job never stored
     assert client.post("/v1/audits", json={"model_id": model_id, "samples": 4},
                        headers={"Idempotency-Key": "during-outage"}).status_code == 202  # the key is free
     print(f"\npolls: {len(answers)}, 503 during the outage: {len(during)}, "
