@@ -10,9 +10,13 @@ Redis broker the reconciler looks at what the broker still holds (queue lists an
 hash) and re-sends
 
 - queued jobs, sent more than ``requeue_after_seconds`` ago, that the broker no longer holds;
-- running jobs whose heartbeat (``updated_at``) is older than ``stale_seconds`` and that the broker
-  no longer holds. With late acks a killed worker's message comes back by itself after
-  ``visibility_timeout``; only a lost message needs this.
+- running jobs whose heartbeat (``updated_at``) is older than ``stale_seconds`` and that wait in no
+  queue. Their worker is dead: a live one beats every ``heartbeat_seconds``. With late acks its
+  message would come back by itself, but only after ``visibility_timeout`` (hours, so that long
+  jobs are not redelivered while they run); re-sending now gets the job going again within
+  minutes. The dead worker's message, when Redis finally redelivers it, finds the job running
+  under a live attempt or finished, and does nothing; attempts are fenced, so even a wrongly
+  presumed-dead worker cannot overwrite its successor.
 """
 
 from __future__ import annotations
@@ -40,35 +44,46 @@ PRIORITY_SEP = "\x06\x16"  # kombu's Redis transport: queue "gpu" at priority 3 
 PENDING_GRACE = timedelta(seconds=5)
 
 
-def broker_job_ids(broker_url: str) -> set[str] | None:
-    """Ids found in every message the Redis broker holds (queued or delivered, unacked); None if not Redis."""
+def broker_messages(broker_url: str) -> tuple[set[str], set[str]] | None:
+    """Job ids the Redis broker holds: (waiting in a queue, delivered but unacked); None if not Redis."""
     if not broker_url.startswith(("redis://", "rediss://")):
         return None
     client = redis.Redis.from_url(broker_url, socket_timeout=5, socket_connect_timeout=5)
     try:
-        raw: list[bytes] = []
+        waiting: list[bytes] = []
         for queue in sorted({queue for _, queue in TASKS.values()}):
             for key in [queue] + [f"{queue}{PRIORITY_SEP}{p}" for p in (3, 6, 9)]:
-                raw.extend(client.lrange(key, 0, -1))
-        raw.extend(client.hvals("unacked"))
+                waiting.extend(client.lrange(key, 0, -1))
+        delivered: list[bytes] = client.hvals("unacked")
     finally:
         client.close()
-    return {match.decode() for message in raw for match in UUID.findall(message)}
+    return _ids(waiting), _ids(delivered)
+
+
+def broker_job_ids(broker_url: str) -> set[str] | None:
+    """Ids found in every message the Redis broker holds (queued or delivered, unacked); None if not Redis."""
+    held = broker_messages(broker_url)
+    return None if held is None else held[0] | held[1]
+
+
+def _ids(messages: list[bytes]) -> set[str]:
+    return {match.decode() for message in messages for match in UUID.findall(message)}
 
 
 def reconcile(session: Session, *, celery: Celery, settings: Settings) -> dict[str, int]:
     """One round; the caller commits. Returns how many jobs were sent, re-sent and requeued."""
     counts = {"sent": enqueue_pending(session, celery=celery, min_age=PENDING_GRACE), "resent": 0, "requeued": 0}
-    known = broker_job_ids(settings.broker_url)
-    if known is None:
+    held = broker_messages(settings.broker_url)
+    if held is None:
         return counts
+    waiting, delivered = held
     now = utcnow()
     lost_queued = session.scalars(sa.select(Job).where(
         Job.status == JobStatus.queued.value, Job.cancel_requested.is_(False),
         Job.enqueued_at < now - timedelta(seconds=settings.requeue_after_seconds),
     ).order_by(Job.created_at).with_for_update(skip_locked=True)).all()
     for job in lost_queued:
-        if str(job.id) not in known:
+        if str(job.id) not in waiting | delivered:
             log.warning("job %s is queued but the broker lost its message; sending it again", job.id)
             send_job(celery, job_id=job.id, kind=job.kind)
             job.enqueued_at = utcnow()
@@ -78,8 +93,8 @@ def reconcile(session: Session, *, celery: Celery, settings: Settings) -> dict[s
         Job.updated_at < now - timedelta(seconds=settings.stale_seconds),
     )).all()
     for job_id, kind in orphans:
-        if str(job_id) not in known:
-            log.warning("job %s is running without a heartbeat or a message; requeueing it", job_id)
+        if str(job_id) not in waiting:  # a message already waits: a worker will take it over
+            log.warning("job %s is running without a heartbeat: its worker died; requeueing it", job_id)
             send_job(celery, job_id=job_id, kind=kind)
             counts["requeued"] += 1
     session.flush()
@@ -97,7 +112,7 @@ def start_reconciler(factory: sessionmaker[Session], celery: Celery, settings: S
                     counts = reconcile(session, celery=celery, settings=settings)
                 if any(counts.values()):
                     log.info("reconciler: %s", counts)
-            except Exception as exc:  # broker or database down: try again next round
+            except Exception as exc:  # noqa: BLE001 - broker or database down: try again next round
                 log.warning("reconciler round failed: %s: %s", type(exc).__name__, exc)
 
     threading.Thread(target=loop, name="ssah-reconciler", daemon=True).start()

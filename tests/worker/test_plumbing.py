@@ -17,7 +17,7 @@ from service.settings import Settings
 from ssah.commands.serve import is_embedded
 from tests.worker.conftest import add_job, add_model, reload
 from worker.embedded import EmbeddedWorker
-from worker.reconciler import broker_job_ids, reconcile
+from worker.reconciler import broker_job_ids, broker_messages, reconcile
 from worker.store import FsspecStore, LocalStore, make_store
 
 
@@ -66,20 +66,24 @@ def test_audit_through_an_fsspec_store_stores_its_uri(db, tenant, settings, fact
 def test_reconciler_resends_only_what_the_broker_lost(db, tenant, settings, redis_client):
     celery = make_celery(settings)
     old = utcnow() - timedelta(minutes=10)
-    lost, held, orphan, alive = (add_job(db, tenant, "audit", {}) for _ in range(4))
+    lost, held, orphan, dead, alive = (add_job(db, tenant, "audit", {}) for _ in range(5))
     db.execute(sa.update(Job).where(Job.id.in_([lost, held])).values(enqueued_at=old))
-    db.execute(sa.update(Job).where(Job.id.in_([orphan, alive])).values(status="running", attempts=1))
-    db.execute(sa.update(Job).where(Job.id == orphan).values(updated_at=old))
+    db.execute(sa.update(Job).where(Job.id.in_([orphan, dead, alive])).values(status="running", attempts=1))
+    db.execute(sa.update(Job).where(Job.id.in_([orphan, dead])).values(updated_at=old))
     db.commit()
     send_job(celery, job_id=held, kind="audit")  # the broker still has this one
     assert str(held) in broker_job_ids(settings.broker_url)
+    # A worker killed mid-job: its message sits unacked until the visibility timeout (hours).
+    redis_client.hset("unacked", "tag-of-the-dead-worker", json.dumps({"body": str(dead), "queue": "gpu"}))
+    redis_client.hset("unacked", "tag-of-the-live-worker", json.dumps({"body": str(alive), "queue": "gpu"}))
 
     counts = reconcile(db, celery=celery, settings=settings)
     db.commit()
-    assert counts == {"sent": 0, "resent": 1, "requeued": 1}
-    assert broker_job_ids(settings.broker_url) >= {str(lost), str(held), str(orphan)}
-    assert str(alive) not in broker_job_ids(settings.broker_url)  # its worker is alive
-    assert redis_client.llen("gpu") == 3
+    assert counts == {"sent": 0, "resent": 1, "requeued": 2}
+    waiting, _ = broker_messages(settings.broker_url)
+    assert waiting >= {str(lost), str(held), str(orphan), str(dead)}  # the dead worker's job runs again now
+    assert str(alive) not in waiting  # its worker is alive (fresh heartbeat)
+    assert redis_client.llen("gpu") == 4
     assert reconcile(db, celery=celery, settings=settings) == {"sent": 0, "resent": 0, "requeued": 0}
     assert broker_job_ids("memory://") is None
 
