@@ -12,7 +12,13 @@ from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
 from service.models import Comparison, FinetuneResult, Score
-from tests.service.conftest import SUMMARY, Tenant_, register_model, set_job, succeeded_audit
+from tests.service.conftest import (
+    SUMMARY,
+    Tenant_,
+    register_model,
+    set_job,
+    succeeded_audit,
+)
 
 
 def test_evaluation_accepts_both_class_spellings(client: TestClient, db: Session, alice: Tenant_,
@@ -49,6 +55,23 @@ def test_scores_409_until_succeeded_then_listed(client: TestClient, db: Session,
     r = client.get(f"/v1/evaluations/{job}/scores", headers=alice.headers)
     assert r.status_code == 200
     assert [s["metrics"] for s in r.json()] == [{"asr": 0.05, "utility": 0.61}]
+    r = client.get(f"/v1/evaluations/{job}/records", headers=alice.headers)
+    assert r.status_code == 404 and "records" in r.json()["detail"]  # this score stored no records file
+
+
+def test_evaluation_records_download(app: FastAPI, client: TestClient, db: Session, alice: Tenant_, bob: Tenant_,
+                                     alice_model: str):
+    job = client.post("/v1/evaluations", json={"model_id": alice_model}, headers=alice.headers).json()["id"]
+    assert client.get(f"/v1/evaluations/{job}/records", headers=alice.headers).status_code == 409
+    uri = f"{alice.id}/jobs/{job}/evaluation.json"
+    (app.state.settings.artifact_dir / uri).parent.mkdir(parents=True)
+    (app.state.settings.artifact_dir / uri).write_text('{"records": [{"prompt": "p", "refused": true}]}')
+    set_job(db, job, status="succeeded")
+    db.add(Score(job_id=uuid.UUID(job), protocol_hash="a" * 64, metrics={"asr": 0.0}, records_uri=uri))
+    db.commit()
+    r = client.get(f"/v1/evaluations/{job}/records", headers=alice.headers)
+    assert r.status_code == 200 and r.json()["records"] == [{"prompt": "p", "refused": True}]
+    assert client.get(f"/v1/evaluations/{job}/records", headers=bob.headers).status_code == 404
 
 
 def test_finetune_modes_and_result(client: TestClient, db: Session, alice: Tenant_, alice_model: str):

@@ -5,13 +5,23 @@ from __future__ import annotations
 import uuid
 
 from fastapi import APIRouter, Request
+from fastapi.responses import FileResponse
 
 from service import queries
 from service.api.deps import IdempotencyDep, PageDep, PrincipalDep, SessionDep, poll_job
 from service.api.v1.common import (
-    JobFiltersDep, cancel_response, job_page, load_job, require_audit, require_dataset, require_model,
-    require_succeeded, submit_job,
+    JobFiltersDep,
+    cancel_response,
+    job_page,
+    load_job,
+    require_audit,
+    require_dataset,
+    require_model,
+    require_succeeded,
+    submit_job,
 )
+from service.api.v1.unit_maps import artifact_path
+from service.errors import NotFound
 from service.schemas.common import NOT_MODIFIED, Page, problem_responses
 from service.schemas.jobs import EvaluationCreate, JobRead
 from service.schemas.results import ScoreRead
@@ -58,3 +68,18 @@ def list_evaluation_scores(evaluation_id: uuid.UUID, session: SessionDep, princi
     """List the scores of a succeeded evaluation."""
     job = require_succeeded(load_job(session, principal, evaluation_id, kind="evaluation"))
     return [ScoreRead.model_validate(s) for s in queries.list_scores(session, job_id=job.id)]
+
+
+@router.get("/{evaluation_id}/records", response_class=FileResponse, responses={
+    **problem_responses(404, 409),
+    200: {"content": {"application/json": {}}, "description": "Metrics and the per-prompt records (answers, verdicts)."},
+})
+def download_evaluation_records(request: Request, evaluation_id: uuid.UUID, session: SessionDep,
+                                principal: PrincipalDep):
+    """Download a succeeded evaluation's full result: metrics plus every prompt's answer and verdict."""
+    job = require_succeeded(load_job(session, principal, evaluation_id, kind="evaluation"))
+    uris = [score.records_uri for score in queries.list_scores(session, job_id=job.id)]
+    path = artifact_path(request.app.state.settings.artifact_dir, principal.tenant_id, uris[0] if uris else None)
+    if path is None:
+        raise NotFound(f"the records of evaluation {evaluation_id} are not available")
+    return FileResponse(path, media_type="application/json", filename=f"evaluation-{evaluation_id}.json")
