@@ -20,6 +20,9 @@ ACTIVE_STATUSES = (JobStatus.queued.value, JobStatus.running.value)
 # Request fields measured in tokens, per job kind (the engine's own names).
 SEQUENCE_FIELDS = {"audit": ("max_length",), "evaluation": ("max_new_tokens",), "finetune": ("max_length",)}
 SAMPLE_FIELDS = {"audit": ("samples",), "evaluation": ("samples",)}
+# (setting, the request fields it bounds per job kind, its unit in messages)
+SIZE_LIMITS = (("max_sequence_length", SEQUENCE_FIELDS, "tokens"),
+               ("max_samples_per_request", SAMPLE_FIELDS, "samples per request"))
 
 
 class LimitExceeded(ProblemError):
@@ -40,18 +43,14 @@ class LimitExceeded(ProblemError):
 def check_job_request(session: Session, settings: Settings, *, tenant_id: uuid.UUID, kind: str,
                       params: dict[str, Any]) -> None:
     """Refuse a job submission past a size limit (422) or the tenant's concurrency limit (429)."""
-    for name in SEQUENCE_FIELDS.get(kind, ()):
-        value = params.get(name)
-        if value is not None and value > settings.max_sequence_length:
-            raise LimitExceeded(422, "max_sequence_length", settings.max_sequence_length,
-                                f"{name}={value} exceeds this deployment's limit of {settings.max_sequence_length} "
-                                "tokens (max_sequence_length)", loc=f"body.{name}")
-    for name in SAMPLE_FIELDS.get(kind, ()):
-        value = params.get(name)
-        if value is not None and value > settings.max_samples_per_request:
-            raise LimitExceeded(422, "max_samples_per_request", settings.max_samples_per_request,
-                                f"{name}={value} exceeds this deployment's limit of {settings.max_samples_per_request} "
-                                "samples per request (max_samples_per_request)", loc=f"body.{name}")
+    for limit, fields, unit in SIZE_LIMITS:
+        ceiling = getattr(settings, limit)
+        for name in fields.get(kind, ()):
+            value = params.get(name)
+            if value is not None and value > ceiling:
+                raise LimitExceeded(422, limit, ceiling,
+                                    f"{name}={value} exceeds this deployment's limit of {ceiling} {unit} ({limit})",
+                                    loc=f"body.{name}")
     check_concurrent_jobs(session, settings, tenant_id=tenant_id)
 
 
