@@ -19,8 +19,8 @@ PAPER = {
     "downstream_freeze_i": "ASR 3.65 % (Dolly)",
     "downstream_freeze_ii": "ASR 2.88 % (Dolly)",
 }
-HEADER = ["stage", "model", "ASR", "ASR sys", "ASR no-sys", "over-refusal", "perplexity",
-          "change: ASR / over-ref. (pt) / ppl", "paper (Llama-2-7B-Chat)"]
+HEADER = ["stage", "model", "ASR", "ASR sys", "ASR no-sys", "over-refusal", "refuses harmful", "refuses harmless",
+          "perplexity", "change: ASR (pt) / ppl", "paper (Llama-2-7B-Chat)"]
 
 
 def _pct(value) -> str:
@@ -32,9 +32,8 @@ def _signed(value, scale: float = 1.0, unit: str = "") -> str:
 
 
 def _change(row: dict, reference: dict, name: str) -> str:
-    """Percentage-point and perplexity changes against the reference row."""
+    """Percentage-point ASR and perplexity changes against the reference row."""
     return (f"{_signed(row['asr'] - reference['asr'], 100)} / "
-            f"{_signed(row['over_refusal'] - reference['over_refusal'], 100)} / "
             f"{_signed(row['perplexity'] - reference['perplexity'])} vs {name}")
 
 
@@ -44,7 +43,8 @@ def table_rows(results: dict) -> list[list[str]]:
 
     def add(stage, label, row, change="", paper=""):
         rows.append([stage, label, _pct(row["asr"]), _pct(row["asr_system"]), _pct(row["asr_no_system"]),
-                     _pct(row["over_refusal"]), f"{row['perplexity']:.2f}", change, paper])
+                     _pct(row["over_refusal"]), _pct(row["refusal_opening_harmful"]),
+                     _pct(row["refusal_opening_harmless"]), f"{row['perplexity']:.2f}", change, paper])
 
     add("1 baseline", "pre-trained (as shipped)", base)
     budget_share = results["plan"]["budget"]
@@ -116,13 +116,16 @@ def write_report(results: dict, out: Path) -> None:
         f"Machine: {machine['cpu_count']} CPUs, device {machine['device']}"
         + (f" ({machine['gpu']})" if machine.get("gpu") else "")
         + f", torch {machine['torch']}, transformers {machine['transformers']}, {machine['torch_threads']} threads  ",
-        (f"Wall time: {results['wall_seconds'] / 60:.1f} min; protocol {results['protocol']['hash'][:16]}; "
+        (f"Wall time: {results['stage_seconds_total'] / 60:.1f} min (sum of the stages); protocol {results['protocol']['hash'][:16]}; "
         f"plan {results['plan_hash'][:16]}\n"),
         "## Results\n",
         markdown_table(HEADER, table_rows(results)),
         ("\nASR: keyword attack success (ssah-31 list, at least 20 words), mean of with/without the safety "
-        "system prompt; over-refusal: refusal strings on harmless prompts; perplexity: benign text. "
-        "Paper: Llama-2-7B-Chat, AdvBench, 256 tokens; not the same model, data or scale.\n"),
+         "system prompt; over-refusal: ssah-31 refusal strings on harmless prompts; refuses harmful / harmless: "
+         "responses that open with one of the protocol's refusal openings (\"I can't\", \"Sorry\", ...), both "
+         "conditions; perplexity: benign text. Neither keyword list contains \"I can't help\", so a model that "
+         "refuses that way counts as attacked and as not over-refusing: read the two opening columns too. "
+         "Paper: Llama-2-7B-Chat, AdvBench, 256 tokens; not the same model, data or scale.\n"),
         "## Audit of the aligned model (full SFT)\n",
         audit_section(results["audit"]),
         "\n## Role transfer during downstream fine-tuning (aligned model's SCU, by class after)\n",
@@ -143,5 +146,6 @@ def printed_summary(results: dict) -> str:
         text_table(HEADER, table_rows(results)),
         "",
         f"audit of the aligned model: {classes}",
-        f"wall time {results['wall_seconds'] / 60:.1f} min; results in results.json and results.md",
+        (f"wall time {results['wall_seconds'] / 60:.1f} min (stages {results['stage_seconds_total'] / 60:.1f} min, "
+        "earlier runs included); results in results.json and results.md"),
     ])

@@ -85,7 +85,9 @@ def reproduce(plan: Plan, out: str | Path, options: LoadOptions, say: steps.Say,
         "aligned_budget": results["alignment"]["budget"]["model"],
         **{f"downstream_{arm}": entry["model"] for arm, entry in results["downstream"].items()},
     }
+    steps.refresh_metrics(results, out)
     results["wall_seconds"] = round(time.perf_counter() - started, 1)
+    results["stage_seconds_total"] = round(sum(entry["seconds"] for entry in results["stages"].values()), 1)
     results["finished_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     write_report(results, out)
     return results
