@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import tarfile
 import zipfile
 
 import pytest
@@ -13,7 +14,7 @@ from tests.e2e.conftest import poll
 pytestmark = pytest.mark.slow
 
 
-def test_audit_evaluation_finetune_and_comparison_run_to_success(client, headers, model_id, worker):
+def test_audit_evaluation_finetune_and_comparison_run_to_success(client, headers, model_id, worker, tmp_path):
     worker.start()
     r = client.post("/v1/audits", json={"model_id": model_id, "samples": 8}, headers=headers)
     assert r.status_code == 202, r.text
@@ -47,6 +48,13 @@ def test_audit_evaluation_finetune_and_comparison_run_to_success(client, headers
     assert finetune["status"] == "succeeded", finetune
     result = client.get(f"/v1/finetunes/{finetune['id']}/result", headers=headers).json()
     assert len(result["loss_curve"]["steps"]) == 2 and result["loss_curve"]["masks"]["frozen_units"] > 0
+    r = client.get(f"/v1/finetunes/{finetune['id']}/model", headers=headers)
+    assert r.status_code == 200, r.text
+    with tarfile.open(fileobj=io.BytesIO(r.content)) as tar:
+        tar.extractall(tmp_path, filter="data")
+    from ssah_engine.loading import load_model
+
+    assert load_model(str(tmp_path / "model")).model.config.model_type == "llama"  # the download loads as is
 
     r = client.post("/v1/comparisons", json={"before_audit_id": audit["id"], "after_audit_id": audit["id"]},
                     headers=headers)

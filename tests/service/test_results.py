@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import json
+import tarfile
 import uuid
 from pathlib import Path
 
@@ -94,6 +96,34 @@ def test_finetune_modes_and_result(client: TestClient, db: Session, alice: Tenan
     db.commit()
     r = client.get(f"/v1/finetunes/{job}/result", headers=alice.headers)
     assert r.status_code == 200 and r.json()["loss_curve"]["loss"] == [2.0, 1.5]
+
+
+def test_finetuned_model_download_is_a_tar_of_the_model_directory(
+        app: FastAPI, client: TestClient, db: Session, alice: Tenant_, bob: Tenant_, alice_model: str, tmp_path: Path):
+    data = client.post("/v1/datasets", files={"file": ("train.jsonl", b'{"prompt": "a", "response": "b"}\n')},
+                       headers=alice.headers).json()["id"]
+    job = client.post("/v1/finetunes", json={"model_id": alice_model, "dataset_id": data},
+                      headers=alice.headers).json()["id"]
+    assert client.get(f"/v1/finetunes/{job}/model", headers=alice.headers).status_code == 409
+    model = app.state.settings.artifact_dir / str(alice.id) / "jobs" / job / "finetune" / "model"
+    (model / "sub").mkdir(parents=True)
+    files = {"config.json": b'{"model_type": "llama"}', "model.safetensors": bytes(range(256)) * 4099,
+             "sub/tokenizer.json": b"{}"}
+    for name, content in files.items():
+        (model / name).write_bytes(content)
+    secret = tmp_path / "secret.txt"
+    secret.write_text("not yours")
+    (model / "link.txt").symlink_to(secret)  # never followed out of the tenant's folder
+    set_job(db, job, status="succeeded")
+    db.add(FinetuneResult(job_id=uuid.UUID(job), loss_curve={}, output_model_uri=str(model)))
+    db.commit()
+
+    r = client.get(f"/v1/finetunes/{job}/model", headers=alice.headers)
+    assert r.status_code == 200 and r.headers["content-type"] == "application/x-tar"
+    with tarfile.open(fileobj=io.BytesIO(r.content)) as tar:
+        got = {m.name: tar.extractfile(m).read() for m in tar.getmembers()}
+    assert got == {f"model/{name}": content for name, content in files.items()}
+    assert client.get(f"/v1/finetunes/{job}/model", headers=bob.headers).status_code == 404
 
 
 def test_comparison_needs_two_succeeded_audits_of_the_tenant(

@@ -20,7 +20,7 @@ from service.api.v1.common import (
     require_succeeded,
     submit_job,
 )
-from service.api.v1.unit_maps import artifact_path
+from service.artifacts import tenant_file
 from service.errors import NotFound
 from service.schemas.common import NOT_MODIFIED, Page, problem_responses
 from service.schemas.jobs import EvaluationCreate, JobRead
@@ -79,7 +79,7 @@ def download_evaluation_records(request: Request, evaluation_id: uuid.UUID, sess
     """Download a succeeded evaluation's full result: metrics plus every prompt's answer and verdict."""
     job = require_succeeded(load_job(session, principal, evaluation_id, kind="evaluation"))
     uris = [score.records_uri for score in queries.list_scores(session, job_id=job.id)]
-    path = artifact_path(request.app.state.settings.artifact_dir, principal.tenant_id, uris[0] if uris else None)
+    path = tenant_file(request.app.state.settings.artifact_dir, principal.tenant_id, uris[0] if uris else None)
     if path is None:
         raise NotFound(f"the records of evaluation {evaluation_id} are not available")
     return FileResponse(path, media_type="application/json", filename=f"evaluation-{evaluation_id}.json")

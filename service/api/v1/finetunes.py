@@ -5,13 +5,22 @@ from __future__ import annotations
 import uuid
 
 from fastapi import APIRouter, Request
+from fastapi.responses import StreamingResponse
 
 from service import queries
 from service.api.deps import IdempotencyDep, PageDep, PrincipalDep, SessionDep, poll_job
 from service.api.v1.common import (
-    JobFiltersDep, cancel_response, job_page, load_job, require_audit, require_dataset, require_model,
-    require_succeeded, submit_job,
+    JobFiltersDep,
+    cancel_response,
+    job_page,
+    load_job,
+    require_audit,
+    require_dataset,
+    require_model,
+    require_succeeded,
+    submit_job,
 )
+from service.artifacts import tar_stream, tenant_path
 from service.errors import NotFound
 from service.schemas.common import NOT_MODIFIED, Page, problem_responses
 from service.schemas.jobs import FinetuneCreate, JobRead
@@ -61,3 +70,20 @@ def get_finetune_result(finetune_id: uuid.UUID, session: SessionDep, principal: 
     if result is None:
         raise NotFound(f"finetune {job.id} stored no result")
     return FinetuneResultRead.model_validate(result)
+
+
+@router.get("/{finetune_id}/model", response_class=StreamingResponse, responses={
+    **problem_responses(404, 409),
+    200: {"content": {"application/x-tar": {}},
+          "description": "The trained model directory (config, tokenizer, safetensors weights) as a tar stream."},
+})
+def download_finetuned_model(request: Request, finetune_id: uuid.UUID, session: SessionDep, principal: PrincipalDep):
+    """Download the fine-tuned model: a tar of a directory that `transformers` (and `ssah audit`) load."""
+    job = require_succeeded(load_job(session, principal, finetune_id, kind="finetune"))
+    result = queries.get_finetune_result(session, job_id=job.id)
+    directory = tenant_path(request.app.state.settings.artifact_dir, principal.tenant_id,
+                            result.output_model_uri if result else None)
+    if directory is None or not directory.is_dir():
+        raise NotFound(f"the model of finetune {finetune_id} is not available from this server's artifact store")
+    return StreamingResponse(tar_stream(directory), media_type="application/x-tar", headers={
+        "Content-Disposition": f'attachment; filename="finetune-{finetune_id}.tar"'})

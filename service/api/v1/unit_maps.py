@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from pathlib import Path
 
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse
@@ -12,6 +11,7 @@ from sqlalchemy.orm import Session
 from service import queries
 from service.api.deps import PageDep, PrincipalDep, SessionDep, make_page
 from service.api.v1.common import load_job, require_succeeded
+from service.artifacts import tenant_file
 from service.auth import Principal
 from service.errors import NotFound
 from service.models import UnitMap
@@ -30,22 +30,12 @@ def _unit_map(session: Session, principal: Principal, audit_id: uuid.UUID) -> Un
     return unit_map
 
 
-def artifact_path(artifact_dir: Path, tenant_id: uuid.UUID, uri: str | None) -> Path | None:
-    """The file behind ``uri`` if it exists inside the tenant's artifact folder, else None."""
-    if not uri:
-        return None
-    root = (artifact_dir / str(tenant_id)).resolve()
-    path = (artifact_dir / uri.removeprefix("file://")).resolve()
-    # A stored URI must never lead outside the owner's folder (another tenant's, or anywhere).
-    return path if path.is_relative_to(root) and path.is_file() else None
-
-
 @router.get("", response_model=UnitMapRead)
 def get_unit_map(request: Request, audit_id: uuid.UUID, session: SessionDep, principal: PrincipalDep):
     """Get the summary of a succeeded audit's unit map (units and fractions per class)."""
     unit_map = _unit_map(session, principal, audit_id)
     summary = unit_map.summary
-    available = artifact_path(request.app.state.settings.artifact_dir, principal.tenant_id,
+    available = tenant_file(request.app.state.settings.artifact_dir, principal.tenant_id,
                               unit_map.artifact_uri) is not None
     return UnitMapRead(
         job_id=unit_map.job_id, classes=summary.get("classes", {}), layer_count=len(summary.get("layers", [])),
@@ -70,7 +60,7 @@ def list_unit_map_layers(request: Request, audit_id: uuid.UUID, session: Session
 def download_unit_map_artifact(request: Request, audit_id: uuid.UUID, session: SessionDep, principal: PrincipalDep):
     """Download the full unit map file written by the audit."""
     unit_map = _unit_map(session, principal, audit_id)
-    path = artifact_path(request.app.state.settings.artifact_dir, principal.tenant_id, unit_map.artifact_uri)
+    path = tenant_file(request.app.state.settings.artifact_dir, principal.tenant_id, unit_map.artifact_uri)
     if path is None:
         raise NotFound(f"the unit map file of audit {audit_id} is not available")
     return FileResponse(path, media_type="application/octet-stream", filename=path.name)

@@ -239,7 +239,8 @@ async function showFinetune(id) {
         k in before && k in after ? fmt(after[k] - before[k]) : ""]), { class: "before-after" })
       : h("p", { class: "muted" }, "The fine-tune was not evaluated."));
     parts.push(h("h2", {}, "Downloads"), h("p", {}, downloadButton("result (JSON)", `/v1/finetunes/${id}/result`, `finetune-${shortId(id)}.json`),
-      result.output_model_uri ? h("span", { class: "muted" }, ` · model stored at ${result.output_model_uri}`) : ""));
+      result.output_model_uri ? [" · ", downloadButton("model (tar)", `/v1/finetunes/${id}/model`, `finetune-${shortId(id)}.tar`),
+        h("span", { class: "muted" }, ` · stored at ${result.output_model_uri}`)] : ""));
   }
   page().replaceChildren(...parts);
 }
