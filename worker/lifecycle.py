@@ -56,7 +56,9 @@ def claim_job(factory: sessionmaker[Session], job_id: uuid.UUID, *, kind: str, s
     lost its worker: it is run again from the start, counted in ``attempts``.
     """
     with factory.begin() as session:
-        job = session.scalars(sa.select(Job).where(Job.id == job_id).with_for_update()).one_or_none()
+        # FOR NO KEY UPDATE: the key never changes, so rows that merely reference the job (their
+        # foreign-key check takes FOR KEY SHARE) do not hold up a claim, as FOR UPDATE would.
+        job = session.scalars(sa.select(Job).where(Job.id == job_id).with_for_update(key_share=True)).one_or_none()
         if job is None:
             log.error("job %s does not exist; message dropped", job_id)
             return None
@@ -101,7 +103,7 @@ def finish_job(factory: sessionmaker[Session], claim: Claim, status: JobStatus, 
 def _owned(session: Session, claim: Claim) -> Job:
     job = session.scalars(sa.select(Job).where(
         Job.id == claim.job_id, Job.attempts == claim.attempt, Job.status == JobStatus.running.value,
-    ).with_for_update()).one_or_none()
+    ).with_for_update(key_share=True)).one_or_none()
     if job is None:
         raise Superseded(f"job {claim.job_id} attempt {claim.attempt} no longer owns the job")
     return job

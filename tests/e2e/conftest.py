@@ -98,12 +98,11 @@ class Worker:
                "SSAH_BROKER_URL": self.settings.broker_url, "SSAH_ARTIFACT_DIR": str(self.settings.artifact_dir),
                "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", **self.env}
         self.offset = self.log_path.stat().st_size if self.log_path.exists() else 0
-        log = open(self.log_path, "ab")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "worker.app", "worker", "-Q", "gpu,cpu", "-c", "1",
-             "--pool=solo", "--loglevel=INFO", "--without-heartbeat", "--without-gossip", "--without-mingle"],
-            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        log.close()
+        with open(self.log_path, "ab") as log:  # the child keeps its own descriptor
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "celery", "-A", "worker.app", "worker", "-Q", "gpu,cpu", "-c", "1",
+                 "--pool=solo", "--loglevel=INFO", "--without-heartbeat", "--without-gossip", "--without-mingle"],
+                cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
             if b"ready." in self.log_path.read_bytes()[self.offset:]:
@@ -119,6 +118,13 @@ class Worker:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(timeout=10)
         self.process = None
+
+    def pause(self) -> None:
+        """SIGSTOP the whole worker: it takes no message until ``resume``."""
+        os.killpg(self.process.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        os.killpg(self.process.pid, signal.SIGCONT)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-6000:] if self.log_path.exists() else ""

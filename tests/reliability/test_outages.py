@@ -20,7 +20,7 @@ import sqlalchemy as sa
 
 from service.models import UnitMap
 from tests.e2e.conftest import poll
-from tests.reliability.conftest import Stack, tenant_jobs
+from tests.reliability.conftest import Stack, final_write_held, tenant_jobs
 from tests.reliability.services import wait_for
 from worker.reconciler import broker_job_ids
 
@@ -83,13 +83,8 @@ class Pollers:
 
 def test_postgres_restart_while_clients_poll_gives_503_then_recovers_and_the_job_completes(
         stack: Stack, client, tenant, model_id, worker):
-    r = client.post("/v1/audits", json={"model_id": model_id, "samples": 16})
-    assert r.status_code == 202, r.text
-    job_id = r.json()["id"]
-    poll(client, f"/v1/jobs/{job_id}", {}, worker=worker, timeout=60,
-         until=lambda job: job["status"] == "running")
-
-    with Pollers(stack.api.url, tenant[1], f"/v1/jobs/{job_id}") as pollers:
+    with final_write_held(stack, worker, client, {"model_id": model_id, "samples": 16}) as job_id, \
+            Pollers(stack.api.url, tenant[1], f"/v1/jobs/{job_id}") as pollers:
         time.sleep(0.5)
         stack.pg.stop("fast")
         down_at = time.monotonic()
@@ -135,23 +130,23 @@ def test_postgres_restart_while_clients_poll_gives_503_then_recovers_and_the_job
 
 def test_redis_restart_with_jobs_queued_and_running_loses_none_and_runs_each_once(
         stack: Stack, client, tenant, model_id, worker):
-    running = client.post("/v1/audits", json={"model_id": model_id, "samples": 32}).headers["Location"]
-    poll(client, running, {}, worker=worker, timeout=60, until=lambda job: job["status"] == "running")
-    queued = [client.post("/v1/audits", json={"model_id": model_id, "samples": 4}).headers["Location"]
-              for _ in range(3)]
-    ids = {location.rsplit("/", 1)[1] for location in [running, *queued]}
-    assert ids <= broker_job_ids(stack.redis.url)  # one delivered (unacked), three waiting
+    with final_write_held(stack, worker, client, {"model_id": model_id, "samples": 32}) as running_id:
+        running = f"/v1/audits/{running_id}"
+        queued = [client.post("/v1/audits", json={"model_id": model_id, "samples": 4}).headers["Location"]
+                  for _ in range(3)]
+        ids = {location.rsplit("/", 1)[1] for location in [running, *queued]}
+        assert ids <= broker_job_ids(stack.redis.url)  # one delivered (unacked), three waiting
 
-    stack.redis.stop()  # a crash: every message is gone
-    try:
-        # The API keeps answering while the broker is down; a new job is accepted into the outbox.
-        r = client.post("/v1/audits", json={"model_id": model_id, "samples": 4})
-        assert r.status_code == 202 and r.json()["enqueued_at"] is None, r.text
-        queued.append(r.headers["Location"])
-        assert client.get(running).status_code == 200
-    finally:
-        stack.redis.start()
-    assert broker_job_ids(stack.redis.url) == set()
+        stack.redis.stop()  # a crash: every message is gone
+        try:
+            # The API keeps answering while the broker is down; a new job is accepted into the outbox.
+            r = client.post("/v1/audits", json={"model_id": model_id, "samples": 4})
+            assert r.status_code == 202 and r.json()["enqueued_at"] is None, r.text
+            queued.append(r.headers["Location"])
+            assert client.get(running).status_code == 200
+        finally:
+            stack.redis.start()
+        assert broker_job_ids(stack.redis.url) == set()
 
     for location in [running, *queued]:
         job = poll(client, location, {}, worker=worker, timeout=90)
