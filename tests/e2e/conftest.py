@@ -8,7 +8,8 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from service.admin import create_api_key
 from service.main import create_app
+from service.models import UnitMap
 from service.settings import Settings
 from tests.service.conftest import REPO, build_database
 
@@ -128,6 +130,32 @@ class Worker:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-6000:] if self.log_path.exists() else ""
+
+
+@contextmanager
+def final_write_held(engine: sa.Engine, worker: Worker, submit: Callable[[], str]) -> Iterator[str]:
+    """Submit a job (``submit`` returns its id) that runs, then waits on its final write until the block ends.
+
+    A tiny audit takes a fraction of a second: too short to catch it running by polling. Here an
+    uncommitted unit-map row for the job holds the unique key the worker's final insert needs, so
+    the job stays running, deterministically, until this block ends (or PostgreSQL stops).
+    """
+    worker.pause()  # the job must not start before the block is in place
+    try:
+        job_id = submit()
+        connection = engine.connect()
+        transaction = connection.begin()
+        connection.execute(sa.insert(UnitMap).values(id=uuid.uuid4(), job_id=uuid.UUID(job_id), summary={}))
+    finally:
+        worker.resume()
+    try:
+        yield job_id
+    finally:
+        try:
+            transaction.rollback()
+            connection.close()
+        except sa.exc.DBAPIError:  # PostgreSQL was stopped meanwhile: the block died with it
+            pass
 
 
 def wait_for_redelivery(job: dict) -> None:

@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from service.models import UnitMap
 from tests.e2e.conftest import (
     E2E_BROKER,
+    final_write_held,
     poll,
     start_redis,
     stop_redis,
@@ -32,12 +33,15 @@ def unit_map_rows(factory, job_id: str) -> int:
 
 def test_worker_killed_mid_audit_is_rerun_to_success_exactly_once(client, headers, model_id, worker, factory):
     worker.start()
-    r = client.post("/v1/audits", json={"model_id": model_id, "samples": 128}, headers=headers)
-    location = r.headers["Location"]
-    running = poll(client, location, headers, worker=worker,
-                   until=lambda job: job["status"] == "running" and job["progress"] >= 0.05)
-    assert running["attempts"] == 1
-    worker.kill()  # kill -9 mid-audit: the message stays unacknowledged in Redis
+
+    def submit() -> str:
+        return client.post("/v1/audits", json={"model_id": model_id, "samples": 128}, headers=headers).json()["id"]
+
+    with final_write_held(factory.kw["bind"], worker, submit) as job_id:
+        location = f"/v1/audits/{job_id}"
+        running = poll(client, location, headers, worker=worker, until=lambda job: job["status"] == "running")
+        assert running["attempts"] == 1
+        worker.kill()  # kill -9 before the result is committed: the message stays unacknowledged in Redis
 
     wait_for_redelivery(running)
     worker.start()

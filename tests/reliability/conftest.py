@@ -21,9 +21,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool
 
 from service.admin import create_api_key
-from service.models import Job, Tenant, UnitMap
+from service.models import Job, Tenant
 from service.settings import Settings
-from tests.e2e.conftest import Worker, poll
+from tests.e2e.conftest import Worker, final_write_held, poll
 from tests.reliability.services import Api, Postgres, RedisServer, Tmpfs
 from tests.service.conftest import build_database
 
@@ -123,29 +123,13 @@ def tenant_jobs(stack: Stack, tenant_id: uuid.UUID) -> list[Job]:
 
 
 @contextmanager
-def final_write_held(stack: Stack, worker: Worker, client: httpx.Client, body: dict) -> Iterator[str]:
-    """Submit an audit that runs and then waits on its final write for as long as the block lasts.
-
-    A tiny audit takes a fraction of a second, too short to catch it "running" by polling. Here an
-    uncommitted unit-map row for the job holds the unique key the worker's final insert needs, so
-    the job stays running, deterministically, until the block ends (or PostgreSQL stops).
-    """
-    worker.pause()  # the job must not start before the block is in place
-    try:
+def audit_held_running(stack: Stack, worker: Worker, client: httpx.Client, body: dict) -> Iterator[str]:
+    """An audit that stays running (see ``final_write_held``) until the block ends."""
+    def submit() -> str:
         r = client.post("/v1/audits", json=body)
         assert r.status_code == 202, r.text
-        job_id = r.json()["id"]
-        connection = stack.factory.kw["bind"].connect()
-        transaction = connection.begin()
-        connection.execute(sa.insert(UnitMap).values(id=uuid.uuid4(), job_id=uuid.UUID(job_id), summary={}))
-    finally:
-        worker.resume()
-    try:
+        return r.json()["id"]
+
+    with final_write_held(stack.factory.kw["bind"], worker, submit) as job_id:
         poll(client, f"/v1/jobs/{job_id}", {}, worker=worker, timeout=60, until=lambda job: job["status"] == "running")
         yield job_id
-    finally:
-        try:
-            transaction.rollback()
-            connection.close()
-        except sa.exc.DBAPIError:  # PostgreSQL was stopped meanwhile: the block died with it
-            pass

@@ -20,7 +20,7 @@ import sqlalchemy as sa
 
 from service.models import UnitMap
 from tests.e2e.conftest import poll
-from tests.reliability.conftest import Stack, final_write_held, tenant_jobs
+from tests.reliability.conftest import Stack, audit_held_running, tenant_jobs
 from tests.reliability.services import wait_for
 from worker.reconciler import broker_job_ids
 
@@ -83,7 +83,7 @@ class Pollers:
 
 def test_postgres_restart_while_clients_poll_gives_503_then_recovers_and_the_job_completes(
         stack: Stack, client, tenant, model_id, worker):
-    with final_write_held(stack, worker, client, {"model_id": model_id, "samples": 16}) as job_id, \
+    with audit_held_running(stack, worker, client, {"model_id": model_id, "samples": 16}) as job_id, \
             Pollers(stack.api.url, tenant[1], f"/v1/jobs/{job_id}") as pollers:
         time.sleep(0.5)
         stack.pg.stop("fast")
@@ -130,7 +130,7 @@ def test_postgres_restart_while_clients_poll_gives_503_then_recovers_and_the_job
 
 def test_redis_restart_with_jobs_queued_and_running_loses_none_and_runs_each_once(
         stack: Stack, client, tenant, model_id, worker):
-    with final_write_held(stack, worker, client, {"model_id": model_id, "samples": 32}) as running_id:
+    with audit_held_running(stack, worker, client, {"model_id": model_id, "samples": 32}) as running_id:
         running = f"/v1/audits/{running_id}"
         queued = [client.post("/v1/audits", json={"model_id": model_id, "samples": 4}).headers["Location"]
                   for _ in range(3)]

@@ -9,17 +9,17 @@ import sqlalchemy as sa
 
 from service.models import UnitMap
 from tests.e2e.conftest import poll, wait_for_redelivery
-from tests.reliability.conftest import Stack, tenant_jobs
+from tests.reliability.conftest import Stack, audit_held_running, tenant_jobs
 
 
 @pytest.mark.slow  # ~35 s: waits out the visibility timeout of the killed worker's message
 def test_worker_killed_mid_job_is_rerun_by_a_new_worker_with_one_result(stack: Stack, client, tenant, model_id,
                                                                         worker):
-    location = client.post("/v1/audits", json={"model_id": model_id, "samples": 128}).headers["Location"]
-    running = poll(client, location, {}, worker=worker, timeout=60,
-                   until=lambda job: job["status"] == "running" and job["progress"] >= 0.05)
-    assert running["attempts"] == 1
-    worker.kill()  # no ack, no cleanup: the message stays unacknowledged in Redis
+    with audit_held_running(stack, worker, client, {"model_id": model_id, "samples": 128}) as job_id:
+        location = f"/v1/audits/{job_id}"
+        running = client.get(location).json()
+        assert running["attempts"] == 1
+        worker.kill()  # before its result is committed; no ack, no cleanup: the message stays unacked
 
     wait_for_redelivery(running)  # then the new worker takes the message back as it starts
     worker.start()
