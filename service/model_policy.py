@@ -167,6 +167,15 @@ def tenant_model_root(artifact_dir: os.PathLike[str] | str, tenant_id: object) -
     return os.path.join(os.path.abspath(os.fspath(artifact_dir)), str(tenant_id), "jobs")
 
 
+def check_for_tenant(settings: Any, tenant_id: object, source: str) -> CheckedSource:
+    """The deployment's policy (``settings``) as it applies to one tenant: its own fine-tuned models allowed too.
+
+    The one check behind both the API (registration, submit) and the worker (before loading).
+    """
+    return ModelPolicy.from_settings(settings).check(source, extra_roots=[tenant_model_root(settings.artifact_dir,
+                                                                                             tenant_id)])
+
+
 def _valid_revision(revision: str) -> bool:
     return (bool(_REVISION.match(revision)) and ".." not in revision and "//" not in revision
             and not revision.endswith(("/", ".", ".lock")))

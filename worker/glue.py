@@ -18,7 +18,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from service.model_policy import ModelPolicy, tenant_model_root
+from service.model_policy import check_for_tenant
 from service.models import Dataset as DatasetRow
 from service.settings import Settings
 from ssah_engine.audit import AuditConfig
@@ -165,6 +165,5 @@ def allowed_source(settings: Settings, *, tenant_id: uuid.UUID, source: str) -> 
     Checked again here although the API checked it: the policy may have tightened since the model
     was registered, and a job row need not have come through the API.
     """
-    policy = ModelPolicy.from_settings(settings)
-    policy.check(source, extra_roots=[tenant_model_root(settings.artifact_dir, tenant_id)])
+    check_for_tenant(settings, tenant_id, source)
     return source

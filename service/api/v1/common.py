@@ -17,7 +17,7 @@ from service.auth import Principal
 from service.errors import JobNotReady, NotFound, Unprocessable
 from service.jobs import cancel_job, create_job
 from service.limits import check_job_request
-from service.model_policy import ModelPolicy, SourceRefused, tenant_model_root
+from service.model_policy import SourceRefused, check_for_tenant
 from service.models import Job, JobStatus, ModelSource
 from service.schemas.jobs import JobRead, JobStatusName
 from service.settings import Settings
@@ -77,8 +77,7 @@ def require_succeeded(job: Job) -> Job:
 def check_model_source(settings: Settings, principal: Principal, source: str, *, loc: str) -> None:
     """422 naming ``loc`` and the policy rule unless the deployment's model policy allows ``source``."""
     try:
-        ModelPolicy.from_settings(settings).check(
-            source, extra_roots=[tenant_model_root(settings.artifact_dir, principal.tenant_id)])
+        check_for_tenant(settings, principal.tenant_id, source)
     except SourceRefused as exc:
         raise ModelSourceRefused(str(exc), extra={
             "rule": exc.rule, "errors": [{"loc": loc, "msg": exc.reason, "type": "model_policy"}]}) from None
