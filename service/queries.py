@@ -24,12 +24,24 @@ def paginate(session: Session, stmt: sa.Select[tuple[T]], *, limit: int, offset:
     return items, total
 
 
+def _one_job(stmt: sa.Select[Any], *, tenant_id: uuid.UUID, job_id: uuid.UUID, kind: str | None) -> sa.Select[Any]:
+    stmt = stmt.where(Job.id == job_id, Job.tenant_id == tenant_id)
+    return stmt if kind is None else stmt.where(Job.kind == kind)
+
+
 def get_job(session: Session, *, tenant_id: uuid.UUID, job_id: uuid.UUID, kind: str | None = None) -> Job | None:
     """Return the tenant's job ``job_id`` (of ``kind`` when given), or None."""
-    stmt = sa.select(Job).where(Job.id == job_id, Job.tenant_id == tenant_id)
-    if kind is not None:
-        stmt = stmt.where(Job.kind == kind)
-    return session.scalars(stmt).one_or_none()
+    return session.scalars(_one_job(sa.select(Job), tenant_id=tenant_id, job_id=job_id, kind=kind)).one_or_none()
+
+
+_JOB_COLUMNS = tuple(Job.__table__.columns)
+
+
+def get_job_row(reader: sa.Connection | Session, *, tenant_id: uuid.UUID, job_id: uuid.UUID,
+                kind: str | None = None) -> sa.Row[Any] | None:
+    """``get_job`` as a Core row (no identity map, no instance state): the polling hot path's read."""
+    stmt = _one_job(sa.select(*_JOB_COLUMNS), tenant_id=tenant_id, job_id=job_id, kind=kind)
+    return reader.execute(stmt).first()
 
 
 def list_jobs(

@@ -174,17 +174,10 @@ def accepted_job(idem: Idempotency, job: Job, *, collection: str) -> JSONRespons
     return idem.respond(202, JobRead.model_validate(job), location=f"/v1/{collection}/{job.id}")
 
 
-_JOB_COLUMNS = tuple(Job.__table__.columns)
-
-
 def _read_job(factory: sessionmaker[Session], principal: Principal, job_id: uuid.UUID,
               kind: str | None) -> sa.Row[Any]:
-    # A Core row, not an ORM object: no identity map, no instance state; JobRead reads it by attribute.
-    stmt = sa.select(*_JOB_COLUMNS).where(Job.id == job_id, Job.tenant_id == principal.tenant_id)
-    if kind is not None:
-        stmt = stmt.where(Job.kind == kind)
-    with reading(factory) as reader:
-        row = reader.execute(stmt).first()
+    with reading(factory) as reader:  # JobRead and the ETag read the row by attribute
+        row = queries.get_job_row(reader, tenant_id=principal.tenant_id, job_id=job_id, kind=kind)
     if row is None:
         raise NotFound(f"no {kind or 'job'} {job_id}")
     return row
