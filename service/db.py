@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import lru_cache
@@ -14,11 +16,31 @@ from service.settings import get_settings
 AFTER_COMMIT = "after_commit_callbacks"
 
 
+# Every engine this process built. A forked child (a Celery pool process replaced after a crash,
+# an OOM kill or a hard time limit) inherits their pooled connections, whose sockets the parent
+# (its reconciler thread) goes on using: two processes talking over one PostgreSQL session corrupt
+# each other's transactions. The child therefore drops the inherited pools, without closing the
+# parent's connections, and opens its own.
+_ENGINES: weakref.WeakSet[sa.Engine] = weakref.WeakSet()
+
+
+def forget_inherited_connections() -> None:
+    """Drop, in a new child process, the pooled connections inherited from its parent (never closing them)."""
+    for engine in list(_ENGINES):
+        engine.dispose(close=False)
+
+
+os.register_at_fork(after_in_child=forget_inherited_connections)
+
+
 def make_engine(url: str, *, pool_size: int = 10, max_overflow: int = 20) -> sa.Engine:
-    """Build an engine for ``url`` with pool settings that suit its backend."""
+    """Build an engine for ``url`` with pool settings that suit its backend (safe across ``fork``)."""
     if url.startswith("sqlite"):
-        return sa.create_engine(url, connect_args={"check_same_thread": False})
-    return sa.create_engine(url, pool_size=pool_size, max_overflow=max_overflow, pool_pre_ping=True)
+        engine = sa.create_engine(url, connect_args={"check_same_thread": False})
+    else:
+        engine = sa.create_engine(url, pool_size=pool_size, max_overflow=max_overflow, pool_pre_ping=True)
+    _ENGINES.add(engine)
+    return engine
 
 
 @lru_cache

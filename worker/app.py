@@ -10,9 +10,9 @@ from __future__ import annotations
 import logging
 from functools import lru_cache
 
-from celery.signals import worker_ready, worker_shutdown
+from celery.signals import worker_process_init, worker_ready, worker_shutdown
 
-from service.db import get_sessionmaker
+from service.db import forget_inherited_connections, get_sessionmaker
 from service.queue import make_celery
 from service.settings import get_settings
 from worker import jobs
@@ -77,6 +77,13 @@ def comparison(self, job_id: str) -> str:
 
 
 _reconciler = None
+
+
+@worker_process_init.connect
+def _own_connections(**_: object) -> None:
+    # Also done by service.db's at-fork hook; said here too because a pool child must never
+    # share the parent's PostgreSQL sessions (its reconciler thread uses them meanwhile).
+    forget_inherited_connections()
 
 
 @worker_ready.connect
