@@ -8,7 +8,10 @@ only: the worker imports this module and must not pull in FastAPI.
 A source is one of
 - ``builtin:<name>``: always allowed (shipped with the package; the loader names unknown ones);
 - a hub id ``name``, ``org/name`` or ``org/name@revision``: allowed when ``org`` is in
-  ``allowed_hub_orgs`` (None: any org; a bare ``name`` only then);
+  ``allowed_hub_orgs`` (None: any org; a bare ``name`` only then). The revision is a branch, a
+  tag or a commit; ``refs/pr/N`` (a community pull request, which anyone can open on the hub:
+  with remote code allowed, code execution in the workers) and ``refs/convert/*`` (bot-made
+  conversions) are refused unless ``allow_hub_pr_revisions`` is set;
 - an absolute local directory or ``.gguf`` file: allowed only inside ``allowed_local_roots``
   (or the tenant's own artifact folder, where its fine-tunes write models), symlinks resolved.
 Everything else (URLs and schemes, ``..``, relative or ``~`` paths, control characters) is refused.
@@ -64,10 +67,12 @@ class ModelPolicy:
 
     allowed_hub_orgs: frozenset[str] | None = None  # None: any org (set it in production)
     allowed_local_roots: tuple[str, ...] = field(default=())  # absolute, normalised
+    allow_hub_pr_revisions: bool = False  # refs/pr/N and refs/convert/*: content the repo owner did not publish
 
     @classmethod
     def create(cls, *, allowed_hub_orgs: Iterable[str] | None,
-               allowed_local_roots: Iterable[os.PathLike[str] | str]) -> ModelPolicy:
+               allowed_local_roots: Iterable[os.PathLike[str] | str],
+               allow_hub_pr_revisions: bool = False) -> ModelPolicy:
         """A policy from plain values; roots must be absolute (a relative root would depend on the cwd)."""
         roots = []
         for root in allowed_local_roots:
@@ -76,12 +81,14 @@ class ModelPolicy:
                 raise ValueError(f"allowed_local_roots entries must be absolute paths, got {text!r}")
             roots.append(os.path.normpath(text))
         orgs = None if allowed_hub_orgs is None else frozenset(o.strip().casefold() for o in allowed_hub_orgs if o.strip())
-        return cls(allowed_hub_orgs=orgs, allowed_local_roots=tuple(roots))
+        return cls(allowed_hub_orgs=orgs, allowed_local_roots=tuple(roots),
+                   allow_hub_pr_revisions=allow_hub_pr_revisions)
 
     @classmethod
     def from_settings(cls, settings: Any) -> ModelPolicy:
         """The policy of ``settings`` (a ``service.settings.Settings``)."""
-        return cls.create(allowed_hub_orgs=settings.allowed_hub_orgs, allowed_local_roots=settings.allowed_local_roots)
+        return cls.create(allowed_hub_orgs=settings.allowed_hub_orgs, allowed_local_roots=settings.allowed_local_roots,
+                          allow_hub_pr_revisions=getattr(settings, "allow_hub_pr_revisions", False))
 
     def check(self, source: str, *, extra_roots: Sequence[os.PathLike[str] | str] = ()) -> CheckedSource:
         """Return the accepted ``source`` classified; raise :class:`SourceRefused` naming the rule otherwise.
@@ -128,6 +135,11 @@ class ModelPolicy:
             raise SourceRefused(source, "malformed_revision",
                                 "a revision is a branch, tag or commit: letters, digits, '.', '_', '-' and '/', "
                                 "at most 128 characters, no '..' or '//'")
+        if revision is not None and _unpublished_ref(revision) and not self.allow_hub_pr_revisions:
+            raise SourceRefused(source, "hub_pr_revisions",
+                                f"revision {revision!r} is not one the repository's owners published (refs/pr/* are "
+                                "pull requests anyone can open, refs/convert/* bot conversions); pin a branch, a tag "
+                                "or a 40-hex commit, or have the deployment set SSAH_ALLOW_HUB_PR_REVISIONS")
         if self.allowed_hub_orgs is not None:
             allowed = ", ".join(sorted(self.allowed_hub_orgs)) or "none"
             if org is None:
@@ -179,6 +191,16 @@ def check_for_tenant(settings: Any, tenant_id: object, source: str) -> CheckedSo
 def _valid_revision(revision: str) -> bool:
     return (bool(_REVISION.match(revision)) and ".." not in revision and "//" not in revision
             and not revision.endswith(("/", ".", ".lock")))
+
+
+def _unpublished_ref(revision: str) -> bool:
+    """Whether ``revision`` names a ref outside the owners' branches and tags (``refs/pr/1``, ``refs/convert/parquet``).
+
+    Any ``refs/`` namespace except ``refs/heads/`` and ``refs/tags/`` counts, in any letter case:
+    the hub may learn new namespaces, and a refusal is cheaper than a guess.
+    """
+    lowered = revision.casefold()
+    return lowered.startswith("refs/") and not lowered.startswith(("refs/heads/", "refs/tags/"))
 
 
 def _inside(path: str, root: str) -> bool:

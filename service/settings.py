@@ -43,6 +43,8 @@ class Settings(BaseSettings):
     stale_seconds: float = 120.0  # a running job silent this long has lost its worker
     reconcile_interval_seconds: float = 30.0
     requeue_after_seconds: float = 60.0  # a queued job the broker lost is re-sent after this
+    # Largest model (estimated from its config, in the dtype it loads in) a worker loads; None: 80 % of RAM.
+    max_model_bytes: int | None = None
     eval_sample_limit: int | None = None  # cap on prompts per evaluation set (smoke tests, laptops)
     # Model-source policy (service/model_policy.py), checked by the API and again by the worker.
     # Comma-separated. Unset: any hub organisation (production should list its own); empty: no hub models.
@@ -50,6 +52,8 @@ class Settings(BaseSettings):
     # Comma-separated absolute paths; local directories and GGUF files load only from under these.
     allowed_local_roots: Annotated[list[Path], NoDecode] = []
     allow_trust_remote_code: bool = False  # True lets hub models run their own Python in the workers
+    # True accepts hub revisions refs/pr/N (anyone's pull request) and refs/convert/* (see model_policy.py).
+    allow_hub_pr_revisions: bool = False
     # Per-request and per-tenant limits (service/limits.py); each refusal names its setting.
     max_sequence_length: int = 2048  # audit/fine-tune max_length and evaluation max_new_tokens
     max_samples_per_request: int = 10_000  # audit samples, evaluation samples

@@ -18,7 +18,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from service.model_policy import check_for_tenant
+from service.model_policy import CheckedSource, check_for_tenant
 from service.models import Dataset as DatasetRow
 from service.settings import Settings
 from ssah_engine.audit import AuditConfig
@@ -167,3 +167,8 @@ def allowed_source(settings: Settings, *, tenant_id: uuid.UUID, source: str) -> 
     """
     check_for_tenant(settings, tenant_id, source)
     return source
+
+
+def checked_source(settings: Settings, *, tenant_id: uuid.UUID, source: str) -> CheckedSource:
+    """``allowed_source``, also saying what kind of source it is (hub id, revision, local path...)."""
+    return check_for_tenant(settings, tenant_id, source)

@@ -25,6 +25,7 @@ def audit(run: JobRun) -> None:
     safety = run.dataset(params.get("safety_dataset_id"), default=glue.DEFAULT_SAFETY)
     utility = run.dataset(params.get("utility_dataset_id"), default=glue.DEFAULT_UTILITY)
     unit_map = run_audit(run.model(), safety, utility, glue.audit_config(params), progress=run.progress)
+    unit_map.model.update(loaded=run.loaded_model)  # the commit it ran on, in the artifact and the summary
     directory = unit_map.save(run.scratch / "unit_map")
     archive = shutil.make_archive(str(run.scratch / "unit_map"), "zip", directory)
     summary = unit_map.summary()
@@ -49,6 +50,7 @@ def evaluation(run: JobRun) -> None:
         result["model"]["ablation"] = {"classes": [params["ablate"]], "audit_id": params["audit_id"]}
     else:
         result = evaluate(loaded, protocol, progress=run.progress)
+    result["model"]["loaded"] = run.loaded_model
     path = run.scratch / "evaluation.json"
     path.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
     uri = run.publish(path, "evaluation.json")  # with the per-prompt records
@@ -69,7 +71,8 @@ def finetune(run: JobRun) -> None:
     result = run_finetune(loaded, data, config, unit_map, out, progress=run.progress, utility=utility)
     run.publish(out, "finetune")
     model_uri = run.store.locate(job_key(run.claim.tenant_id, run.id, "finetune/model"))
-    curve = {"steps": result.history, "masks": result.masks, "evaluation": result.evaluation}
+    curve = {"steps": result.history, "masks": result.masks, "evaluation": result.evaluation,
+             "model": {"loaded": run.loaded_model}}
     run.succeed(lambda s: results.put_finetune_result(s, job_id=run.id, loss_curve=curve,
                                                       output_model_uri=model_uri))
 

@@ -21,10 +21,12 @@ from sqlalchemy.orm import Session, sessionmaker
 from service.models import JobStatus
 from service.settings import Settings
 from ssah_engine.data import Dataset, DatasetError
-from ssah_engine.loading import LoadedModel, ModelLoadError
+from ssah_engine.loading import LoadedModel, ModelLoadError, pick_device_and_dtype
 from ssah_engine.unitmap import UnitMap
 from worker import glue
 from worker.lifecycle import Cancelled, Claim, Progress, Superseded, claim_job, finish_job, heartbeat
+from worker.model_size import check_model_size
+from worker.provenance import provenance
 from worker.store import ArtifactStore, job_key
 
 log = logging.getLogger(__name__)
@@ -58,6 +60,7 @@ class JobRun:
     store: ArtifactStore
     scratch: Path
     progress: Progress
+    loaded_model: dict | None = None  # source, revision and commit of the model model() loaded (provenance.py)
 
     @property
     def id(self) -> uuid.UUID:
@@ -90,14 +93,19 @@ class JobRun:
         """The job's model from this process's cache; ``fresh`` loads a private copy (for training)."""
         if self.claim.model_source is None:
             raise ModelLoadError(f"job {self.id} has no model (was it deleted?)")
-        source = glue.allowed_source(self.settings, tenant_id=self.claim.tenant_id, source=self.claim.model_source)
+        checked = glue.checked_source(self.settings, tenant_id=self.claim.tenant_id, source=self.claim.model_source)
+        source = checked.source
         self.progress("loading model", 0.0)
         options = glue.load_options(self.settings, dtype=dtype)
+        check_model_size(checked, self.settings, dtype=str(pick_device_and_dtype(options)[1]).removeprefix("torch."))
         if fresh:
             from ssah_engine.loading import load_model
 
-            return load_model(source, options)
-        return glue.model_cache(self.settings).get(source, options)
+            loaded = load_model(source, options)
+        else:
+            loaded = glue.model_cache(self.settings).get(source, options)
+        self.loaded_model = provenance(checked)
+        return loaded
 
     def unit_map(self, audit_id: str) -> UnitMap:
         """The unit map written by the tenant's audit ``audit_id``."""

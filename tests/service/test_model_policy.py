@@ -70,10 +70,26 @@ def test_default_policy_refuses_with_the_rule(source: str, rule: str):
 @pytest.mark.parametrize("source", [
     "builtin:smollm2", "builtin:tiny-llama", "builtin:nope",  # the loader names unknown builtins
     "meta-llama/Llama-3.2-1B-Instruct", "HuggingFaceTB/SmolLM2-135M-Instruct", "gpt2",
-    "org/model@main", "org/model@v1.0", "org/model@refs/pr/1", "org/model@" + "a1" * 20,
+    "org/model@main", "org/model@v1.0", "org/model@refs/heads/main", "org/model@refs/tags/v1", "org/model@" + "a1" * 20,
 ])
 def test_default_policy_accepts_builtins_and_any_hub_org(source: str):
     assert ANY_ORG.check(source).source == source
+
+
+@pytest.mark.parametrize("revision", ["refs/pr/1", "refs/pr/999", "refs/convert/parquet", "REFS/PR/1",
+                                      "refs/Convert/duckdb", "refs/other/x"])
+def test_pull_request_and_conversion_revisions_are_refused_even_for_an_allowed_org(revision: str):
+    # The attack: SSAH_ALLOWED_HUB_ORGS=Qwen, then a community pull request of a Qwen repo (anyone can open one).
+    policy = ModelPolicy.create(allowed_hub_orgs=["Qwen"], allowed_local_roots=[])
+    assert rule_of(policy, f"Qwen/Qwen2.5-0.5B@{revision}") == "hub_pr_revisions"
+    assert rule_of(ANY_ORG, f"Qwen/Qwen2.5-0.5B@{revision}") == "hub_pr_revisions"
+    opted_in = ModelPolicy.create(allowed_hub_orgs=["Qwen"], allowed_local_roots=[], allow_hub_pr_revisions=True)
+    assert opted_in.check(f"Qwen/Qwen2.5-0.5B@{revision}").revision == revision
+
+
+def test_the_deployment_setting_allows_pull_request_revisions():
+    assert ModelPolicy.from_settings(Settings(allow_hub_pr_revisions=True)).check("org/m@refs/pr/2").kind == "hub"
+    assert rule_of(ModelPolicy.from_settings(Settings()), "org/m@refs/pr/2") == "hub_pr_revisions"
 
 
 def test_hub_orgs_are_an_allow_list_and_bare_names_need_an_org():
