@@ -1,10 +1,14 @@
-"""Remove a set of units from a model, reversibly, keeping their average contribution.
+"""Remove a set of units from a model, reversibly, optionally keeping their average contribution.
 
 A removed head loses its query rows and its o_proj columns (and its key/value rows once every
 query head of its group is removed); a removed neuron loses its gate/up rows and down_proj
-column. Their mean output on the safety calibration pass (mean input x W_out) is added back
-as a constant, the method page's bias compensation. Leaving the context restores every
-weight bit for bit.
+column. With compensation, their mean output (mean input x W_out) on a calibration pass is added
+back as a constant: ``safety`` is the method page's (FLAP's) bias compensation, ``utility`` uses the
+benign pass, ``pooled`` both passes weighted by their response tokens, ``none`` plain zeroing.
+
+Which one is used decides the answer: on an aligned model the safety-pass mean of the SCU carries
+the refusal mode, so "removing" them with it makes the model refuse nearly everything, while zeroing
+removes the refusals (docs/evaluation.md). Leaving the context restores every weight bit for bit.
 """
 
 from __future__ import annotations
@@ -56,9 +60,38 @@ def _add_constant(linear: nn.Linear, constant: torch.Tensor):
     return linear.register_forward_hook(hook)
 
 
+COMPENSATIONS = ("none", "safety", "utility", "pooled")
+DEFAULT_COMPENSATION = "none"
+
+
+def compensation_means(unit_map: UnitMap, compensation: str) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(head input means, neuron input means) that stand in for removed units; None for plain zeroing."""
+    if compensation not in COMPENSATIONS:
+        raise ValueError(f"compensation must be one of {', '.join(COMPENSATIONS)}, got {compensation!r}")
+    if compensation == "none":
+        return None
+    safety = (unit_map.head_input_mean, unit_map.neuron_input_mean)
+    if compensation == "safety":
+        return safety
+    if unit_map.utility_head_input_mean is None or unit_map.utility_neuron_input_mean is None:
+        raise ValueError(
+            f"compensation {compensation!r} needs the utility-pass means, which this unit map does not hold "
+            "(it was written by an older version); audit the model again"
+        )
+    utility = (unit_map.utility_head_input_mean, unit_map.utility_neuron_input_mean)
+    if compensation == "utility":
+        return utility
+    tokens = [float(unit_map.data.get(name, {}).get("response_tokens") or 1) for name in ("safety", "utility")]
+    share = tokens[0] / (tokens[0] + tokens[1])
+    return tuple(share * s + (1 - share) * u for s, u in zip(safety, utility))
+
+
 @contextmanager
-def ablate(model: nn.Module, unit_map: UnitMap, units: torch.Tensor):
-    """Within the block, ``model`` runs without the units where ``units`` (bool [units]) is True."""
+def ablate(model: nn.Module, unit_map: UnitMap, units: torch.Tensor, *, compensation: str = DEFAULT_COMPENSATION):
+    """Within the block, ``model`` runs without the units where ``units`` (bool [units]) is True.
+
+    ``compensation`` says what replaces their output (module docstring); ``none`` zeroes them.
+    """
     layout = describe(model)
     space = unit_map.space
     if (layout.num_layers, layout.num_heads, layout.intermediate_size) != (
@@ -70,6 +103,7 @@ def ablate(model: nn.Module, unit_map: UnitMap, units: torch.Tensor):
     if units.dtype != torch.bool or units.shape[0] != space.size:
         raise ValueError(f"units must be a bool mask over {space.size} units")
     head_mask, neuron_mask = space.split(units)
+    means = compensation_means(unit_map, compensation)
     saved, handles = _Saved(), []
     try:
         with torch.no_grad():
@@ -78,8 +112,9 @@ def ablate(model: nn.Module, unit_map: UnitMap, units: torch.Tensor):
                 neurons = neurons_off.nonzero().flatten()
                 if len(heads):
                     channels = _head_channels(heads, layout.head_dim)
-                    mean = unit_map.head_input_mean[layer.index, channels]
-                    handles.append(_add_constant(layer.o, _contribution(layer.o, channels, mean)))
+                    if means is not None:
+                        mean = means[0][layer.index, channels]
+                        handles.append(_add_constant(layer.o, _contribution(layer.o, channels, mean)))
                     saved.zero_rows(layer.q, channels)
                     saved.zero_columns(layer.o, channels.to(layer.o.weight.device))
                     groups = heads_off.reshape(layout.num_kv_heads, layout.group_size).all(1).nonzero().flatten()
@@ -88,8 +123,9 @@ def ablate(model: nn.Module, unit_map: UnitMap, units: torch.Tensor):
                         saved.zero_rows(layer.k, kv_channels)
                         saved.zero_rows(layer.v, kv_channels)
                 if len(neurons):
-                    mean = unit_map.neuron_input_mean[layer.index, neurons]
-                    handles.append(_add_constant(layer.down, _contribution(layer.down, neurons, mean)))
+                    if means is not None:
+                        mean = means[1][layer.index, neurons]
+                        handles.append(_add_constant(layer.down, _contribution(layer.down, neurons, mean)))
                     saved.zero_rows(layer.gate, neurons)
                     saved.zero_rows(layer.up, neurons)
                     saved.zero_columns(layer.down, neurons)

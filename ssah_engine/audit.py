@@ -100,6 +100,8 @@ def run_audit(
         z_utility=scores["utility"].scores,
         head_input_mean=scores["safety"].head_input_mean.float(),
         neuron_input_mean=scores["safety"].neuron_input_mean.float(),
+        utility_head_input_mean=scores["utility"].head_input_mean.float(),
+        utility_neuron_input_mean=scores["utility"].neuron_input_mean.float(),
         layers_path=layout.layers_path,
         config=config.to_dict(),
         model={

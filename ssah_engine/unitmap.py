@@ -50,6 +50,10 @@ class UnitMap:
     model: dict = field(default_factory=dict)
     data: dict = field(default_factory=dict)
     versions: dict = field(default_factory=library_versions)
+    # The same means on the utility pass (None in maps written before they were kept): ablation may be
+    # compensated with either pass or both pooled.
+    utility_head_input_mean: torch.Tensor | None = None
+    utility_neuron_input_mean: torch.Tensor | None = None
 
     def mask(self, classes) -> torch.Tensor:
         """Boolean [units] mask of the units in ``classes`` (names; ESU/EUU accepted)."""
@@ -104,6 +108,9 @@ class UnitMap:
         }
         if self.z_safety is not None:
             tensors["z_safety"] = self.z_safety.contiguous()
+        if self.utility_head_input_mean is not None and self.utility_neuron_input_mean is not None:
+            tensors["utility_head_input_mean"] = self.utility_head_input_mean.contiguous()
+            tensors["utility_neuron_input_mean"] = self.utility_neuron_input_mean.contiguous()
         save_file(tensors, str(directory / TENSORS_FILE), metadata={"format_version": str(FORMAT_VERSION)})
         (directory / SUMMARY_FILE).write_text(json.dumps(self.summary(), indent=2) + "\n")
         return directory
@@ -129,4 +136,6 @@ class UnitMap:
             model=summary["model"],
             data=summary["data"],
             versions=summary["versions"],
+            utility_head_input_mean=tensors.get("utility_head_input_mean"),
+            utility_neuron_input_mean=tensors.get("utility_neuron_input_mean"),
         )

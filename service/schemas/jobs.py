@@ -46,7 +46,21 @@ class EvaluationCreate(BaseModel):
 
     model_id: uuid.UUID
     audit_id: uuid.UUID | None = None
-    ablate: AblateClass | None = Field(None, description="Needs audit_id. ESU = SCU, EUU = UCU.")
+    ablate: AblateClass | list[AblateClass] | None = Field(
+        None, description="Class or classes of the audit's units removed while evaluating. Needs audit_id. ESU = SCU, EUU = UCU.")
+    control: Literal["random"] | None = Field(
+        None, description="'random': remove as many random heads and neurons from outside the classes instead (a matched control).")
+    seed: int = Field(0, ge=0, le=2**31 - 1, description="Seed of the random control.")
+    compensation: Literal["none", "safety", "utility", "pooled"] = Field(
+        "none", description="What replaces removed units: none (zeroing), or their mean input on the safety "
+                            "(the paper's), utility or both calibration passes.")
+    prompt_format: Literal["chat", "no_inst", "raw"] = Field(
+        "chat", description="chat: the model's chat template; no_inst: the paper's Table 1 text without a template; raw.")
+    conditions: list[Literal["system", "no_system", "suffix"]] = Field(
+        ["system", "no_system"], min_length=1, max_length=3,
+        description="With the safety system prompt, without it, and with the suffixes of suffixes_dataset_id.")
+    suffixes_dataset_id: uuid.UUID | None = Field(
+        None, description="Uploaded text dataset of adversarial suffixes, one per line, for the 'suffix' condition.")
     max_new_tokens: int = Field(64, ge=1, le=131_072, description="See max_sequence_length.")
     samples: int | None = Field(None, ge=1, le=100_000,
                                 description="Prompts per evaluation set (absent: the protocol's); see max_samples_per_request.")
@@ -55,13 +69,24 @@ class EvaluationCreate(BaseModel):
 
     @field_validator("ablate")
     @classmethod
-    def _canonical(cls, value: str | None) -> str | None:
-        return CANONICAL_CLASS[value] if value is not None else None
+    def _canonical(cls, value: str | list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
+        names = [value] if isinstance(value, str) else value
+        if not names:
+            raise ValueError("ablate needs at least one class")
+        return list(dict.fromkeys(CANONICAL_CLASS[name] for name in names))
 
     @model_validator(mode="after")
     def _ablate_needs_audit(self) -> EvaluationCreate:
         if self.ablate is not None and self.audit_id is None:
             raise ValueError("ablate needs audit_id")
+        if self.control is not None and self.ablate is None:
+            raise ValueError("control needs ablate: the classes it is matched to")
+        if len(set(self.conditions)) != len(self.conditions):
+            raise ValueError("conditions repeat")
+        if ("suffix" in self.conditions) != (self.suffixes_dataset_id is not None):
+            raise ValueError("the 'suffix' condition and suffixes_dataset_id go together")
         return self
 
 

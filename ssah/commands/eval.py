@@ -29,12 +29,23 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--samples", type=int, help="use the first N harmful and N harmless prompts")
     parser.add_argument("--max-new-tokens", type=int, help="new tokens per response (paper: 256)")
     parser.add_argument("--batch-size", type=int, help="prompts per batch")
-    parser.add_argument("--conditions", help="comma list of system,no_system (default both)")
+    parser.add_argument("--conditions", help="comma list of system,no_system,suffix (default system,no_system)")
+    parser.add_argument("--prompt-format", choices=("chat", "no_inst", "raw"),
+                        help="chat: the model's template (default); no_inst: the paper's Table 1 text; raw: as given")
+    parser.add_argument("--suffixes", help="file of adversarial suffixes, one per line (adds the 'suffix' condition)")
+    parser.add_argument("--suffix-format", choices=("chat", "no_inst", "raw"),
+                        help="prompt format of the suffix condition (paper: chat; default: --prompt-format)")
+    parser.add_argument("--compensation", choices=("none", "safety", "utility", "pooled"),
+                        help="what replaces ablated units: none (zeroing, default), safety (paper), utility, pooled")
     parser.add_argument("--judge", metavar="SOURCE", help="judge model: hub id or directory")
     parser.add_argument("--judge-kind", choices=("sequence", "causal"), default="sequence")
     parser.add_argument("--zero-shot-tasks", help="comma list of lm-eval tasks; '' for none")
     parser.add_argument("--ablate", dest="classes", action="append", metavar="CLASS",
-                        help="remove this class (SCU/ESU, UCU/EUU, CU, RU) while evaluating; repeatable; needs --units")
+                        help="remove this class (SCU/ESU, UCU/EUU, CU, RU) while evaluating; repeatable; needs --units; "
+                             "random:CLASS removes as many random heads and neurons from outside the class (a control)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of a random:CLASS control")
+    parser.add_argument("--compare-to", type=Path, metavar="EVALUATION_JSON",
+                        help="an earlier evaluation.json on the same prompts: adds paired differences with intervals")
     parser.add_argument("--units", type=Path, help="unit map directory from `ssah audit`")
     parser.add_argument("--out", type=Path, required=True, help="directory for evaluation.json and protocol.json")
     parser.set_defaults(run=lambda args: run_guarded(run, args))
@@ -58,6 +69,14 @@ def build_protocol(args: argparse.Namespace):
             changes[name] = getattr(args, name)
     if args.conditions:
         changes["conditions"] = tuple(part.strip() for part in args.conditions.split(",") if part.strip())
+    if args.suffixes:
+        changes["suffixes"] = DataRef(args.suffixes)
+        conditions = changes.get("conditions", protocol.conditions)
+        changes["conditions"] = tuple(conditions) + (() if "suffix" in conditions else ("suffix",))
+    for name, flag in (("prompt_format", args.prompt_format), ("suffix_format", args.suffix_format),
+                       ("ablation_compensation", args.compensation)):
+        if flag is not None:
+            changes[name] = flag
     if args.zero_shot_tasks is not None:
         changes["zero_shot_tasks"] = tuple(part.strip() for part in args.zero_shot_tasks.split(",") if part.strip())
     if args.judge:
@@ -71,11 +90,17 @@ def result_table(result: dict) -> str:
     number = lambda value, digits=3: "-" if value is None else f"{value:.{digits}f}"  # noqa: E731
     headline = safety["refusal_list"]
     margin = safety["refusal_margin"]
-    rows = [
-        [f"ASR, mean of conditions ({headline})", percent(safety["asr"])],
-        [f"ASR with system prompt ({headline})", percent(safety["asr_system"])],
-        [f"ASR without system prompt ({headline})", percent(safety["asr_no_system"])],
-    ]
+    intervals = safety["intervals"][headline]
+
+    def with_ci(value, interval) -> str:
+        return percent(value) if not interval else f"{percent(value)} [{percent(interval['ci95'][0])}, {percent(interval['ci95'][1])}]"
+
+    rows = [[f"ASR, mean of conditions ({headline}, {safety['prompt_format']} format)", percent(safety["asr"])]]
+    labels = {"system": "with system prompt", "no_system": "without system prompt", "suffix": "with suffixes (any)"}
+    rows += [[f"ASR {labels[c]} ({headline})", with_ci(safety["asr_by_list"][headline][c], intervals["asr"][c])]
+             for c in intervals["asr"]]
+    rows += [[f"opens with a refusal, harmful, {labels[c]}", with_ci(v["rate"] if v else None, v)]
+             for c, v in safety["refusal_openings"]["harmful"].items()]
     rows += [[f"ASR, mean ({name})", percent(values["mean"])] for name, values in safety["asr_by_list"].items()
              if name != headline]
     rows += [
@@ -88,6 +113,10 @@ def result_table(result: dict) -> str:
     ]
     if safety["judge"]:
         rows.append([f"judge ASR ({safety['judge']['identity']['source']})", percent(safety["judge"]["asr"])])
+    for outcome, per_condition in (result.get("comparison") or {}).get("differences", {}).items():
+        for condition, diff in per_condition.items():
+            rows.append([f"change vs --compare-to: {outcome} ({condition})",
+                         f"{100 * diff['difference']:+.1f} pt [{100 * diff['ci95'][0]:+.1f}, {100 * diff['ci95'][1]:+.1f}]"])
     rows += [
         ["perplexity, benign text", number(utility["perplexity"], 2)],
         ["response NLL, benign instructions", number(utility["response_nll"])],
@@ -100,37 +129,39 @@ def run(args: argparse.Namespace) -> int:
     if bool(args.classes) != bool(args.units):
         raise CommandError("--ablate and --units go together")
     from ssah_engine.data import DatasetError
-    from ssah_engine.evaluation import evaluate
+    from ssah_engine.evaluation import AblationSpec, compare, evaluate
 
-    protocol = build_protocol(args)
-    unit_map = units = None
+    try:
+        protocol = build_protocol(args)
+        ablation = AblationSpec.parse(args.classes, seed=args.seed) if args.classes else None
+    except ValueError as error:
+        raise CommandError(str(error)) from None
+    earlier = json.loads(args.compare_to.read_text()) if args.compare_to else None
+    unit_map = None
     if args.units:
         from ssah_engine.unitmap import UnitMap
 
         unit_map = UnitMap.load(args.units)
-        units = unit_map.mask(args.classes)
     loaded = load_model_from_args(args)
     started = time.perf_counter()
     bar = ProgressBar("eval")
     try:
-        if unit_map is not None:
-            from ssah_engine.ablation import ablate
-
-            with ablate(loaded.model, unit_map, units):
-                result = evaluate(loaded, protocol, progress=bar)
-        else:
-            result = evaluate(loaded, protocol, progress=bar)
-    except DatasetError as error:
+        result = evaluate(loaded, protocol, progress=bar, ablation=ablation, unit_map=unit_map)
+        if earlier is not None:
+            result["comparison"] = compare(earlier, result) | {"against": str(args.compare_to)}
+    except (DatasetError, ValueError) as error:
         raise CommandError(str(error)) from None
     finally:
         bar.close()
     elapsed = time.perf_counter() - started
-    if unit_map is not None:
-        result["model"]["ablation"] = {"classes": args.classes, "units": int(units.sum()), "unit_map": str(args.units)}
+    if ablation is not None:
+        result["ablation"]["unit_map"] = str(args.units)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "evaluation.json").write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
     (args.out / "protocol.json").write_text(json.dumps(result["protocol"]["settings"], indent=2, ensure_ascii=False) + "\n")
-    removed = f" minus {'+'.join(args.classes)} ({int(units.sum())} units)" if unit_map is not None else ""
+    removed = ""
+    if ablation is not None:
+        removed = f" minus {result['ablation']['label']} ({result['ablation']['units']} units, {protocol.ablation_compensation} compensation)"
     print(f"{args.model}{removed}")
     print(result_table(result))
     print(f"\nprotocol {result['protocol']['hash'][:16]}; evaluated in {elapsed:.1f}s; results in {args.out}")

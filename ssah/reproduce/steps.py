@@ -19,6 +19,7 @@ from ssah_engine.audit import AuditConfig, run_audit
 from ssah_engine.classify import CLASSES
 from ssah_engine.data import Dataset, load_dataset
 from ssah_engine.evaluation import DataRef, Protocol, evaluate, load_pinned
+from ssah_engine.evaluation.refusal import opens_with
 from ssah_engine.finetune import FinetuneConfig, run_finetune
 from ssah_engine.loading import LoadedModel, LoadOptions, load_model
 from ssah_engine.unitmap import UnitMap
@@ -104,7 +105,7 @@ def opening_refusal_rate(records: list[dict], openings) -> float | None:
     """
     if not records:
         return None
-    starts = [record["response"].lstrip(" \n\t\"'*").startswith(tuple(openings)) for record in records]
+    starts = [opens_with(record["response"], openings) for record in records]
     return sum(starts) / len(starts)
 
 

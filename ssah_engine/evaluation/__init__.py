@@ -6,16 +6,23 @@ margin (no generation), optional judge verdicts, perplexity, response loss and l
 each prompt's record, and the protocol hash that says whether two results are comparable.
 """
 
+from .ablation_spec import AblationSpec
+from .compare import compare
 from .evaluate import evaluate, load_pinned
 from .generation import generate_greedy, generate_greedy_ids
 from .judge import Judge, JudgeSpec, load_judge
 from .margin import opening_ids, opening_logprobs, refusal_margins
 from .perplexity import Perplexity, perplexity
-from .protocol import LLAMA2_SYSTEM_PROMPT, DataRef, EvalProtocol, Protocol, comparable, protocol_hash
+from .intervals import paired_bootstrap, wilson
+from .protocol import LLAMA2_SYSTEM_PROMPT, PROMPT_FORMATS, DataRef, EvalProtocol, Protocol, comparable, protocol_hash
 from .refusal import RULES, RefusalRule, get_rule
 
 __all__ = [
     "LLAMA2_SYSTEM_PROMPT",
+    "PROMPT_FORMATS",
+    "AblationSpec",
+    "paired_bootstrap",
+    "wilson",
     "RULES",
     "DataRef",
     "EvalProtocol",
@@ -25,6 +32,7 @@ __all__ = [
     "Protocol",
     "RefusalRule",
     "comparable",
+    "compare",
     "evaluate",
     "generate_greedy",
     "generate_greedy_ids",

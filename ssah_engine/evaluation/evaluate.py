@@ -10,9 +10,11 @@ from datetime import datetime, timezone
 import torch
 
 from ..data import Dataset, load_dataset
+from ..ablation import ablate
 from ..loading import LoadedModel
 from ..losses import response_nll
-from ..unitmap import library_versions
+from ..unitmap import UnitMap, library_versions
+from .ablation_spec import AblationSpec
 from .judge import load_judge
 from .perplexity import perplexity
 from .prompts import describe_template
@@ -57,17 +59,39 @@ class _Tracker:
         return tick
 
 
-def evaluate(loaded: LoadedModel, protocol: Protocol | None = None, progress: Progress | None = None) -> dict:
+def evaluate(
+    loaded: LoadedModel,
+    protocol: Protocol | None = None,
+    progress: Progress | None = None,
+    *,
+    ablation: AblationSpec | None = None,
+    unit_map: UnitMap | None = None,
+) -> dict:
     """Evaluate ``loaded`` under ``protocol`` (default: Protocol()); the result is evaluation.json's content.
 
-    The model is used as it is, so an ablation or a mask applied around this call is measured.
+    With ``ablation`` (and the ``unit_map`` it refers to) the units are removed for the evaluation, with the
+    protocol's compensation, and the result records what was removed; the weights are restored afterwards.
+    Otherwise the model is used as it is, so a mask applied around this call is measured.
     """
+    if (ablation is None) != (unit_map is None):
+        raise ValueError("an ablation and its unit map go together")
     protocol, data = load_pinned(protocol or Protocol())
+    if ablation is None:
+        return _evaluate(loaded, protocol, data, progress)
+    units = ablation.units(unit_map)
+    with ablate(loaded.model, unit_map, units, compensation=protocol.ablation_compensation):
+        result = _evaluate(loaded, protocol, data, progress)
+    result["ablation"] = ablation.describe(unit_map, units) | {"compensation": protocol.ablation_compensation}
+    return result
+
+
+def _evaluate(loaded: LoadedModel, protocol: Protocol, data: dict[str, Dataset], progress: Progress | None) -> dict:
     model, tokenizer = loaded.model, loaded.tokenizer
     started, timing = time.perf_counter(), {}
     harmful = [example.prompt for example in data["harmful"].examples]
     harmless = [example.prompt for example in data["harmless"].examples]
-    conditions = len(protocol.conditions)
+    suffixes = [example.prompt for example in data["suffixes"].examples] if "suffixes" in data else []
+    conditions = len(protocol.conditions) + max(len(suffixes) - 1, 0)
     generation_weight = max(protocol.max_new_tokens / 8, 1.0)  # one generated prompt vs one scored prompt
     tracker = _Tracker(progress, (len(harmful) + len(harmless)) * conditions * (1 + generation_weight) + 1)
     generation_tick, margin_tick = tracker.weighted(generation_weight), tracker.weighted(1.0)
@@ -79,7 +103,9 @@ def evaluate(loaded: LoadedModel, protocol: Protocol | None = None, progress: Pr
     model.eval()
     try:
         mark = time.perf_counter()
-        harmful_records = run_prompt_set(model, tokenizer, harmful, protocol, set_name="harmful", progress=tick)
+        harmful_records = run_prompt_set(
+            model, tokenizer, harmful, protocol, set_name="harmful", suffixes=suffixes, progress=tick
+        )
         harmless_records = run_prompt_set(model, tokenizer, harmless, protocol, set_name="harmless", progress=tick)
         timing["safety_seconds"] = round(time.perf_counter() - mark, 2)
         safety = summarize(harmful_records, harmless_records, protocol)
@@ -95,6 +121,7 @@ def evaluate(loaded: LoadedModel, protocol: Protocol | None = None, progress: Pr
         model.train(was_training)
     timing["total_seconds"] = round(time.perf_counter() - started, 2)
     return {
+        "ablation": None,
         "protocol": {"hash": protocol.hash, "version": protocol.canonical()["version"], "settings": protocol.to_dict()},
         "model": {
             "source": loaded.source,

@@ -1,5 +1,8 @@
 """Rendering prompts for one condition (with or without the safety system prompt), honestly.
 
+Three formats: ``chat`` applies the model's chat template (what a deployment sends); ``no_inst`` is the
+text the SSAH paper's Table 1 was measured on, with no template at all; ``raw`` sends the prompt as given.
+
 Some chat templates insert a default system message when none is given (SmolLM2's does), and
 some refuse a system message (Gemma's). The rendered text is what counts, so it is kept with
 every record, and `describe_template` reports what "no system prompt" really sent.
@@ -12,8 +15,21 @@ from ..encoding import prompt_text
 _MARKER = "\u2063SSAH-SYSTEM-MARKER\u2063"
 
 
-def render(tokenizer, prompt: str, system_prompt: str | None) -> str:
-    """The chat-formatted prompt; a system prompt a template refuses goes before the user's text."""
+def no_inst_text(prompt: str, system_prompt: str | None) -> str:
+    """The paper's template-free text: Llama-2's system block (when a system prompt is sent), the prompt, a newline."""
+    if system_prompt:
+        return f"<<SYS>>\n{system_prompt}\n<</SYS>>\n\n{prompt}\n"
+    return f"{prompt}\n"
+
+
+def render(tokenizer, prompt: str, system_prompt: str | None, prompt_format: str = "chat") -> str:
+    """The text sent for ``prompt`` in ``prompt_format``; in chat, a system prompt the template refuses goes first."""
+    if prompt_format == "no_inst":
+        return no_inst_text(prompt, system_prompt)
+    if prompt_format == "raw":
+        return f"{system_prompt}\n\n{prompt}" if system_prompt else prompt
+    if prompt_format != "chat":
+        raise ValueError(f"unknown prompt format {prompt_format!r}")
     try:
         return prompt_text(tokenizer, prompt, system_prompt)
     except Exception:  # jinja raises TemplateError (or a plain exception) for an unsupported system role

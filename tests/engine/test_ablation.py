@@ -15,16 +15,31 @@ def audited(request, safety_set, utility_set):
     return loaded, run_audit(loaded, safety_set, utility_set, AuditConfig(samples=12))
 
 
-def _replace_with_mean(model, unit_map, units):
-    """Reference ablation: feed each removed channel its mean input instead of its activation."""
+def _reference_means(unit_map, compensation):
+    """The input means each compensation stands for, written out from the unit map's two passes."""
+    safety = (unit_map.head_input_mean, unit_map.neuron_input_mean)
+    utility = (unit_map.utility_head_input_mean, unit_map.utility_neuron_input_mean)
+    if compensation == "safety":
+        return safety
+    if compensation == "utility":
+        return utility
+    if compensation == "none":
+        return tuple(torch.zeros_like(mean) for mean in safety)
+    n_safety, n_utility = (unit_map.data[name]["response_tokens"] for name in ("safety", "utility"))
+    return tuple((n_safety * s + n_utility * u) / (n_safety + n_utility) for s, u in zip(safety, utility))
+
+
+def _replace_with_mean(model, unit_map, units, compensation="safety"):
+    """Reference ablation: feed each removed channel its mean input (zero for none) instead of its activation."""
     layout = describe(model)
     heads, neurons = unit_map.space.split(units)
+    head_means, neuron_means = _reference_means(unit_map, compensation)
     handles = []
     for layer in layout.layers:
         head_channels = heads[layer.index].repeat_interleave(layout.head_dim)
         for module, removed, mean in (
-            (layer.o, head_channels, unit_map.head_input_mean[layer.index]),
-            (layer.down, neurons[layer.index], unit_map.neuron_input_mean[layer.index]),
+            (layer.o, head_channels, head_means[layer.index]),
+            (layer.down, neurons[layer.index], neuron_means[layer.index]),
         ):
             def hook(_m, args, removed=removed, mean=mean):
                 return (torch.where(removed, mean, args[0]),)
@@ -33,7 +48,8 @@ def _replace_with_mean(model, unit_map, units):
     return handles
 
 
-def test_ablation_removes_units_and_restores_every_bit(audited):
+@pytest.mark.parametrize("compensation", ["safety", "utility", "pooled", "none"])
+def test_ablation_removes_units_and_restores_every_bit(audited, compensation):
     loaded, unit_map = audited
     model = loaded.model
     units = torch.zeros(unit_map.space.size, dtype=torch.bool)
@@ -43,12 +59,12 @@ def test_ablation_removes_units_and_restores_every_bit(audited):
     original = {name: tensor.clone() for name, tensor in model.state_dict().items()}
     with torch.no_grad():
         dense = model(ids).logits
-        with ablate(model, unit_map, units):
+        with ablate(model, unit_map, units, compensation=compensation):
             ablated = model(ids).logits
             layer0 = describe(model).layers[0]
             assert layer0.k.linear.weight[layer0.k.offset : layer0.k.offset + 8].abs().sum() == 0  # group 0 fully removed
             assert layer0.k.linear.weight[layer0.k.offset + 8 : layer0.k.offset + 16].abs().sum() > 0
-        handles = _replace_with_mean(model, unit_map, units)
+        handles = _replace_with_mean(model, unit_map, units, compensation)
         reference = model(ids).logits
         for handle in handles:
             handle.remove()

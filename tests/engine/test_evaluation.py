@@ -175,6 +175,10 @@ CHANGES = {
     "judge": JudgeSpec("some/judge"),
     "zero_shot_tasks": ("boolq",),
     "zero_shot_limit": None,
+    "prompt_format": "no_inst",
+    "suffixes": DataRef("suffixes.txt"),
+    "suffix_format": "chat",
+    "ablation_compensation": "safety",
 }
 
 

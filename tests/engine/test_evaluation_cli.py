@@ -42,7 +42,7 @@ def test_eval_writes_results_and_a_reusable_protocol(tmp_path, capsys):
                  "--units", str(tmp_path / "map"), "--out", str(tmp_path / "ablated")]) == 0
     ablated = json.loads((tmp_path / "ablated" / "evaluation.json").read_text())
     assert ablated["protocol"]["hash"] == result["protocol"]["hash"]
-    assert ablated["model"]["ablation"]["classes"] == ["SCU"] and ablated["model"]["ablation"]["units"] > 0
+    assert ablated["ablation"]["classes"] == ["SCU"] and ablated["ablation"]["units"] > 0
 
 
 def test_eval_argument_errors(tmp_path, capsys):

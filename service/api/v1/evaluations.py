@@ -40,6 +40,7 @@ def create_evaluation(request: Request, body: EvaluationCreate, session: Session
         require_audit(session, principal, body.audit_id, loc="body.audit_id")
     require_dataset(session, principal, body.safety_dataset_id, loc="body.safety_dataset_id")
     require_dataset(session, principal, body.utility_dataset_id, loc="body.utility_dataset_id")
+    require_dataset(session, principal, body.suffixes_dataset_id, loc="body.suffixes_dataset_id")
     return submit_job(request, session, principal, idem, kind="evaluation", body=body, model_id=body.model_id,
                       collection="evaluations")
 
