@@ -24,7 +24,7 @@ from service.settings import Settings
 from ssah_engine.audit import AuditConfig
 from ssah_engine.classify import Cuts
 from ssah_engine.data import Dataset, DatasetError, load_dataset
-from ssah_engine.evaluation import DataRef, Protocol
+from ssah_engine.evaluation import AblationSpec, DataRef, Protocol
 from ssah_engine.finetune import FinetuneConfig
 from ssah_engine.loading import LoadedModel, LoadOptions, load_model
 
@@ -42,11 +42,17 @@ def audit_config(params: dict[str, Any]) -> AuditConfig:
 
 
 def evaluation_protocol(params: dict[str, Any], *, harmful: str | None, instructions: str | None,
-                        sample_limit: int | None) -> Protocol:
+                        sample_limit: int | None, suffixes: str | None = None) -> Protocol:
     """The protocol of an evaluation job: the default one, its datasets swapped and capped as asked."""
     if params.get("samples"):  # the request's cap, never above the worker's own
         sample_limit = min(int(params["samples"]), sample_limit or int(params["samples"]))
-    protocol = Protocol(max_new_tokens=int(params.get("max_new_tokens", 64)))
+    protocol = Protocol(
+        max_new_tokens=int(params.get("max_new_tokens", 64)),
+        prompt_format=params.get("prompt_format", "chat"),
+        conditions=tuple(params.get("conditions") or ("system", "no_system")),
+        suffixes=DataRef(suffixes) if suffixes else None,
+        ablation_compensation=params.get("compensation", "none"),
+    )
     refs = protocol.datasets()
     if harmful:
         refs["harmful"] = DataRef(harmful)
@@ -56,6 +62,15 @@ def evaluation_protocol(params: dict[str, Any], *, harmful: str | None, instruct
         refs = {name: DataRef(ref.source, min(ref.limit or sample_limit, sample_limit)) for name, ref in refs.items()}
     extra = {"zero_shot_limit": min(protocol.zero_shot_limit or sample_limit, sample_limit)} if sample_limit else {}
     return protocol.replace(**refs, **extra)
+
+
+def ablation_spec(params: dict[str, Any]) -> AblationSpec | None:
+    """What an evaluation job removes (``EvaluationCreate.ablate``/``control``/``seed``); None when nothing."""
+    classes = params.get("ablate")
+    if not classes:
+        return None
+    classes = [classes] if isinstance(classes, str) else classes  # jobs stored before lists were accepted
+    return AblationSpec(tuple(classes), control=params.get("control"), seed=int(params.get("seed", 0)))
 
 
 def finetune_config(params: dict[str, Any]) -> FinetuneConfig:

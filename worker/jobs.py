@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import shutil
 
-from ssah_engine.ablation import ablate
 from ssah_engine.audit import run_audit
 from ssah_engine.evaluation import evaluate
 from ssah_engine.finetune import run_finetune
@@ -35,21 +34,19 @@ def audit(run: JobRun) -> None:
 
 
 def evaluation(run: JobRun) -> None:
-    """Score safety and utility, with one class of an audit's units ablated when asked."""
+    """Score safety and utility, with classes of an audit's units (or a matched random control) ablated when asked."""
     params = run.params
     protocol = glue.evaluation_protocol(
         params, harmful=run.dataset_path(params.get("safety_dataset_id")),
         instructions=run.dataset_path(params.get("utility_dataset_id")),
-        sample_limit=run.settings.eval_sample_limit,
+        sample_limit=run.settings.eval_sample_limit, suffixes=run.dataset_path(params.get("suffixes_dataset_id")),
     )
     loaded = run.model()
-    if params.get("ablate"):
-        unit_map = run.unit_map(params["audit_id"])
-        with ablate(loaded.model, unit_map, unit_map.mask([params["ablate"]])):  # weights restored on exit
-            result = evaluate(loaded, protocol, progress=run.progress)
-        result["model"]["ablation"] = {"classes": [params["ablate"]], "audit_id": params["audit_id"]}
-    else:
-        result = evaluate(loaded, protocol, progress=run.progress)
+    ablation = glue.ablation_spec(params)
+    unit_map = run.unit_map(params["audit_id"]) if ablation else None
+    result = evaluate(loaded, protocol, progress=run.progress, ablation=ablation, unit_map=unit_map)  # weights restored
+    if ablation:
+        result["ablation"]["audit_id"] = params["audit_id"]
     result["model"]["loaded"] = run.loaded_model
     path = run.scratch / "evaluation.json"
     path.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
