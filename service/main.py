@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from service.api import ops
 from service.api.v1 import router as v1_router
 from service.auth import KeyCache
+from service.body_guard import BodyGuard, BodyTooLarge, on_body_too_large
 from service.dashboard import router as dashboard_router
 from service.db import get_sessionmaker
 from service.errors import install_error_handlers
@@ -71,6 +72,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = Metrics()
     app.state.metrics.watch_jobs(lambda: app.state.sessionmaker)
     install_error_handlers(app)
+    app.add_exception_handler(BodyTooLarge, on_body_too_large)
+    app.add_middleware(BodyGuard)  # innermost of ours: the request id exists when it refuses
     app.add_middleware(RateLimitHeaders)
     app.add_middleware(RequestMiddleware, metrics=lambda: app.state.metrics)
     app.include_router(ops.router)

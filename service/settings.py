@@ -19,6 +19,7 @@ class Settings(BaseSettings):
     broker_url: str = "redis://127.0.0.1:6379/0"
     artifact_dir: Path = Path("./runs/artifacts")
     max_upload_bytes: int = 50 * 1024 * 1024
+    max_json_body_bytes: int = 1024 * 1024  # every /v1 request body except uploads (service/body_guard.py)
     max_dataset_rows: int = 200_000
     page_size_default: int = 50
     page_size_max: int = 200

@@ -21,6 +21,7 @@ from starlette.concurrency import run_in_threadpool
 
 from service import queries
 from service.auth import KeyCache, Principal, authenticate, extract_key, hash_key
+from service.body_guard import PRINCIPAL
 from service.db import reading, session_scope
 from service.errors import Conflict, IdempotencyConflict, NotFound
 from service.models import IdempotencyKey, Job
@@ -59,14 +60,21 @@ async def _authenticate(request: Request, key: str) -> Principal:
     return await asyncio.shield(pending)
 
 
+async def authenticate_request(request: Request, key: str) -> Principal:
+    """The principal owning ``key``; 401 if unknown or revoked (also used by ``body_guard`` before the body)."""
+    return await _authenticate(request, key)
+
+
 async def _principal(
     request: Request,
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     api_key: Annotated[str | None, Depends(_api_key)],
 ) -> Principal:
-    authorization = request.headers.get("authorization")
-    key = extract_key(authorization, api_key) if bearer is None else bearer.credentials
-    principal = await _authenticate(request, key)
+    principal = getattr(request.state, PRINCIPAL, None)  # checked already by body_guard, before the body
+    if principal is None:
+        authorization = request.headers.get("authorization")
+        key = extract_key(authorization, api_key) if bearer is None else bearer.credentials
+        principal = await _authenticate(request, key)
     # Per key, after authentication: unknown keys never reach Redis; one round trip, fail-open.
     await request.app.state.rate_limiter.check(request.state, principal.key_id)
     return principal
