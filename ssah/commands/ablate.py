@@ -14,7 +14,7 @@ def add_parser(subparsers) -> None:
         "ablate",
         help="remove a class of units and compare refusal and answer losses",
         description=(
-            "Ablate one or more unit classes (mean-activation compensated) and report the loss of "
+            "Ablate one or more unit classes (zeroed, or replaced by their mean input with --compensation) and report the loss of "
             "refusals on the safety set and of helpful answers on the utility set, dense vs ablated. "
             "`ssah eval --ablate` measures generation-based safety (ASR) instead."
         ),
@@ -26,6 +26,9 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--safety-data", default="builtin:safety")
     parser.add_argument("--utility-data", default="builtin:utility")
     parser.add_argument("--samples", type=int, default=64)
+    parser.add_argument("--compensation", choices=("none", "safety", "utility", "pooled"), default="none",
+                        help="what replaces removed units: none (zeroing), or their mean input on the safety "
+                             "(the paper's), utility or both calibration passes")
     parser.add_argument("--out", type=Path, help="write the numbers as JSON here")
     parser.set_defaults(run=lambda args: run_guarded(run, args))
 
@@ -50,14 +53,15 @@ def run(args: argparse.Namespace) -> int:
         }
 
     dense = measure()
-    with ablate(loaded.model, unit_map, units):
+    with ablate(loaded.model, unit_map, units, compensation=args.compensation):
         ablated = measure()
     removed = "+".join(args.classes)
     rows = [[name, f"{dense[name]:.4f}", f"{ablated[name]:.4f}", f"{ablated[name] - dense[name]:+.4f}"] for name in sets]
-    print(f"removed {int(units.sum())} units ({removed})")
+    print(f"removed {int(units.sum())} units ({removed}, {args.compensation} compensation)")
     print(format_table(["metric", "dense", f"minus {removed}", "delta"], rows))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        payload = {"removed": args.classes, "units": int(units.sum()), "dense": dense, "ablated": ablated}
+        payload = {"removed": args.classes, "units": int(units.sum()), "compensation": args.compensation,
+                   "dense": dense, "ablated": ablated}
         args.out.write_text(json.dumps(payload, indent=2) + "\n")
     return 0

@@ -25,6 +25,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--out", type=Path, required=True, help="output directory")
     parser.add_argument("--quick", action="store_true", help="smoke preset: a few prompts and steps per stage")
     parser.add_argument("--model", default=None, help="model to align (default builtin:smollm2)")
+    parser.add_argument("--aligned-as-shipped", action="store_true",
+                        help="the model is already safety-aligned: skip stage 2 (default for aligned builtins)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if present)")
     parser.add_argument("--dtype", default="float32",
                         help="weights dtype (default float32: training keeps float32 master weights; bf16 autocast on CUDA)")
@@ -37,11 +39,14 @@ def add_parser(subparsers) -> None:
 
 def build_plan(args: argparse.Namespace):
     from ssah.reproduce import Plan
+    from ssah.reproduce.plan import ALIGNED_BUILTINS
 
     changes = {name: value for name, value in (
         ("model", args.model), ("seed", args.seed), ("eval_samples", args.samples),
         ("max_new_tokens", args.max_new_tokens),
     ) if value is not None}
+    if args.aligned_as_shipped or args.model in ALIGNED_BUILTINS:
+        changes["aligned_as_shipped"] = True
     return Plan.quick(**changes) if args.quick else Plan(**changes)
 
 

@@ -38,7 +38,8 @@ def _change(row: dict, reference: dict, name: str) -> str:
 
 
 def table_rows(results: dict) -> list[list[str]]:
-    base, aligned = results["baseline"], results["alignment"]["full"]
+    base = results["baseline"]
+    aligned = results["alignment"]["full"] if results["alignment"] else base
     rows = []
 
     def add(stage, label, row, change="", paper=""):
@@ -49,6 +50,8 @@ def table_rows(results: dict) -> list[list[str]]:
     add("1 baseline", "pre-trained (as shipped)", base)
     budget_share = results["plan"]["budget"]
     for arm, label in (("full", "aligned: full SFT"), ("budget", f"aligned: RU only ({100 * budget_share:.0f} %)")):
+        if arm not in results["alignment"]:  # aligned as shipped: no stage 2
+            continue
         entry = results["alignment"][arm]
         add("2 alignment", label, entry, _change(entry, base, "base"), PAPER[f"aligned_{arm}"])
     for name in ("SCU", "UCU", "RU"):
@@ -73,6 +76,44 @@ def text_table(header: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
     render = lambda row: "  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip()
     return "\n".join([render(header), "  ".join("-" * width for width in widths)] + [render(row) for row in rows])
+
+
+TABLE1_HEADER = ["format", "compensation", "ablation", "units (heads/neurons)", "ASR", "ASR sys / no-sys",
+                 "refusal openings, harmful [95 % CI]", "change vs dense [95 % CI]", "over-refusal", "perplexity"]
+
+
+def _ci(entry: dict | None) -> str:
+    if not entry:
+        return "-"
+    return f"{_pct(entry['rate'])} [{_pct(entry['ci95'][0])}, {_pct(entry['ci95'][1])}]"
+
+
+def _range(row: dict, name: str, formatter) -> str:
+    text = formatter(row[name]) if row.get(name) is not None else "-"
+    if row.get(f"{name}_range"):
+        low, high = row[f"{name}_range"]
+        text += f" ({formatter(low)}..{formatter(high)})"
+    return text
+
+
+def table1_rows(ablation: dict) -> list[list[str]]:
+    """One row per format x compensation x arm; a random control shows its seeds' mean (and range)."""
+    rows = []
+    for row in ablation.get("table1", []):
+        by_condition = row["asr_by_condition"]
+        openings = row["intervals"]["refusal_openings_harmful"]
+        change = (row.get("paired_vs_dense") or {}).get("refusal_openings_harmful", {})
+        change_text = ", ".join(f"{c}: {100 * d['difference']:+.0f} [{100 * d['ci95'][0]:+.0f}, {100 * d['ci95'][1]:+.0f}]"
+                                for c, d in change.items()) or "-"
+        units = f"{row['units']} ({row['heads']}/{row['neurons']})" if "units" in row else "-"
+        arm = row["arm"] + (f", seeds {','.join(map(str, row['seeds']))}" if row.get("seeds") else "")
+        rows.append([
+            row["prompt_format"], row["compensation"] or "-", arm, units, _range(row, "asr", _pct),
+            " / ".join(_pct(by_condition.get(c)) for c in ("system", "no_system") if c in by_condition),
+            "; ".join(f"{c}: {_ci(v)}" for c, v in openings.items()), change_text,
+            _range(row, "over_refusal", _pct), _range(row, "perplexity", lambda v: f"{v:.2f}"),
+        ])
+    return rows
 
 
 def audit_section(audit: dict) -> str:
@@ -126,7 +167,14 @@ def write_report(results: dict, out: Path) -> None:
          "conditions; perplexity: benign text. Neither keyword list contains \"I can't help\", so a model that "
          "refuses that way counts as attacked and as not over-refusing: read the two opening columns too. "
          "Paper: Llama-2-7B-Chat, AdvBench, 256 tokens; not the same model, data or scale.\n"),
-        "## Audit of the aligned model (full SFT)\n",
+        "## Table 1: ablations by prompt format and compensation, with matched random controls\n",
+        markdown_table(TABLE1_HEADER, table1_rows(results["ablation"])),
+        ("\nRefusal openings: share of harmful prompts whose response opens with a refusal opening, per condition, "
+         "with Wilson 95 % intervals; change vs dense: percentage points, paired bootstrap 95 % interval over the "
+         "same prompts (a random control: its first seed). A random control removes as many heads and neurons "
+         "as the class, drawn from outside it, with the same compensation; its values are the mean over seeds "
+         "(range in brackets).\n"),
+        "## Audit of the aligned model\n",
         audit_section(results["audit"]),
         "\n## Role transfer during downstream fine-tuning (aligned model's SCU, by class after)\n",
         transfer_section(results["downstream"]),

@@ -74,15 +74,19 @@ def reproduce(plan: Plan, out: str | Path, options: LoadOptions, say: steps.Say,
         return result
 
     results["baseline"] = stage(1, "baseline", steps.baseline)
-    results["alignment"] = stage(2, "alignment", steps.alignment)
-    aligned = results["alignment"]["full"]["model"]  # the model the paper would call "aligned"
+    if plan.aligned_as_shipped:  # aligned by its makers: the baseline is the aligned model
+        results["alignment"] = {}
+        results["stages"]["alignment"] = {"seconds": 0.0, "reused": False, "skipped": "aligned as shipped"}
+        say(f"[{_clock(started)}] stage 2/5 alignment: skipped, {plan.model} is aligned as shipped")
+        aligned, dense = plan.model, results["baseline"]
+    else:
+        results["alignment"] = stage(2, "alignment", steps.alignment)
+        aligned, dense = results["alignment"]["full"]["model"], results["alignment"]["full"]  # the paper's "aligned"
     results["audit"] = stage(3, "audit", steps.audit, aligned)
-    results["ablation"] = stage(4, "ablation", steps.ablation, aligned, results["audit"]["unit_map"],
-                                results["alignment"]["full"])
+    results["ablation"] = stage(4, "ablation", steps.ablation, aligned, results["audit"]["unit_map"], dense)
     results["downstream"] = stage(5, "downstream", steps.downstream, aligned, results["audit"]["unit_map"])
     results["models"] = {
-        "aligned_full": results["alignment"]["full"]["model"],
-        "aligned_budget": results["alignment"]["budget"]["model"],
+        **{f"aligned_{arm}": entry["model"] for arm, entry in results["alignment"].items()},
         **{f"downstream_{arm}": entry["model"] for arm, entry in results["downstream"].items()},
     }
     steps.refresh_metrics(results, out)

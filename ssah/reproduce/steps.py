@@ -14,11 +14,10 @@ from pathlib import Path
 
 import torch
 
-from ssah_engine.ablation import ablate
 from ssah_engine.audit import AuditConfig, run_audit
 from ssah_engine.classify import CLASSES
 from ssah_engine.data import Dataset, load_dataset
-from ssah_engine.evaluation import DataRef, Protocol, evaluate, load_pinned
+from ssah_engine.evaluation import AblationSpec, DataRef, Protocol, compare, evaluate, load_pinned
 from ssah_engine.evaluation.refusal import opens_with
 from ssah_engine.finetune import FinetuneConfig, run_finetune
 from ssah_engine.loading import LoadedModel, LoadOptions, load_model
@@ -230,20 +229,101 @@ def _thirds(counts: list[int]) -> dict:
 
 
 def ablation(ctx: Context, aligned_model: str, unit_map_dir: str, dense: dict) -> dict:
-    """Stage 4 (the paper's Table 1): remove SCU, UCU or RU of the aligned model; ASR and utility deltas."""
+    """Stage 4 (the paper's Table 1): remove SCU, UCU or RU of the aligned model, and matched random units.
+
+    Every prompt format x compensation of the plan is measured; the first of each gives the headline
+    ``minus_<class>`` entries. Each arm carries its intervals and paired differences against the dense
+    model in the same format; a random control is the mean (and range) of its seeds.
+    """
+    plan = ctx.plan
     loaded = ctx.load(aligned_model)
     unit_map = UnitMap.load(unit_map_dir)
-    results = {"dense": {key: dense.get(key) for key in metrics_keys()}}
-    for name in ("SCU", "UCU", "RU"):
-        units = unit_map.mask(name)
-        with ablate(loaded.model, unit_map, units):
-            numbers = _evaluate(ctx, loaded, ctx.out / "ablation" / f"minus-{name}", f"minus {name}")
-        numbers["units"] = int(units.sum())
-        numbers["unit_fraction"] = int(units.sum()) / unit_map.space.size
-        numbers["delta_asr"] = numbers["asr"] - dense["asr"]
-        numbers["delta_perplexity"] = numbers["perplexity"] - dense["perplexity"]
-        results[f"minus_{name}"] = numbers
+    results: dict = {"dense": {key: dense.get(key) for key in metrics_keys()}, "table1": []}
+    for number, prompt_format in enumerate(plan.prompt_formats):
+        base = ctx.protocol.replace(prompt_format=prompt_format)
+        directory = ctx.out / "ablation" / prompt_format
+        dense_result = _evaluate_result(ctx, loaded, base, None, None, directory / "dense", f"dense ({prompt_format})")
+        results["table1"].append(_row(prompt_format, None, "dense", dense_result, None))
+        for compensation in plan.compensations:
+            protocol = base.replace(ablation_compensation=compensation)
+            arms = [(f"minus {name}", [AblationSpec((name,))]) for name in ("SCU", "UCU", "RU")]
+            arms += [(f"random matched to {name}", [AblationSpec((name,), control="random", seed=seed)
+                                                   for seed in plan.control_seeds])
+                     for name in plan.controlled_classes]
+            for arm, specs in arms:
+                evaluated = [
+                    _evaluate_result(ctx, loaded, protocol, spec, unit_map,
+                                     directory / compensation / arm.replace(" ", "-") / (f"seed-{spec.seed}" if spec.control else ""),
+                                     f"{arm} ({prompt_format}, {compensation})")
+                    for spec in specs
+                ]
+                row = _row(prompt_format, compensation, arm, evaluated[0], dense_result, evaluated)
+                results["table1"].append(row)
+                if number == 0 and compensation == plan.compensations[0] and arm.startswith("minus "):
+                    name = arm.removeprefix("minus ")
+                    entry = metrics(evaluated[0])
+                    entry["units"] = evaluated[0]["ablation"]["units"]
+                    entry["unit_fraction"] = entry["units"] / unit_map.space.size
+                    entry["delta_asr"] = entry["asr"] - dense["asr"]
+                    entry["delta_perplexity"] = entry["perplexity"] - dense["perplexity"]
+                    results[f"minus_{name}"] = entry
     return results
+
+
+def _evaluate_result(ctx: Context, loaded: LoadedModel, protocol: Protocol, spec, unit_map, directory: Path,
+                     label: str) -> dict:
+    """evaluate() under ``protocol`` (with ``spec`` ablated when given), saved as DIR/evaluation.json."""
+    started = time.perf_counter()
+    result = evaluate(loaded, protocol, ablation=spec, unit_map=unit_map if spec else None)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "evaluation.json").write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+    ctx.say(f"    {label}: ASR {100 * result['safety']['asr']:.1f} %, perplexity "
+            f"{result['utility']['perplexity']:.2f} ({time.perf_counter() - started:.0f}s)")
+    return result
+
+
+# Table 1's numbers per arm: name -> a function of one evaluate() result.
+TABLE1_VALUES = {
+    "asr": lambda r: r["safety"]["asr"],
+    "refusal_openings_harmful": lambda r: _mean_rate(r["safety"]["refusal_openings"]["harmful"]),
+    "over_refusal": lambda r: r["safety"]["over_refusal"],
+    "refusal_openings_harmless": lambda r: _mean_rate(r["safety"]["refusal_openings"]["harmless"]),
+    "refusal_margin": lambda r: r["safety"]["refusal_margin"]["mean"],
+    "perplexity": lambda r: r["utility"]["perplexity"],
+}
+
+
+def _mean_rate(per_condition: dict) -> float | None:
+    rates = [entry["rate"] for entry in per_condition.values() if entry]
+    return sum(rates) / len(rates) if rates else None
+
+
+def _row(prompt_format: str, compensation: str | None, arm: str, result: dict, dense: dict | None,
+         seeds: list[dict] | None = None) -> dict:
+    """One Table 1 row: the values (mean and range over a control's seeds), intervals, and paired changes."""
+    runs = seeds or [result]
+    values = {}
+    for name, read in TABLE1_VALUES.items():
+        numbers = [read(run) for run in runs]
+        numbers = [n for n in numbers if n is not None]
+        values[name] = sum(numbers) / len(numbers) if numbers else None
+        if len(runs) > 1 and numbers:
+            values[f"{name}_range"] = [min(numbers), max(numbers)]
+    safety = result["safety"]
+    row = {
+        "prompt_format": prompt_format, "compensation": compensation, "arm": arm, **values,
+        "asr_by_condition": {c: v for c, v in safety["asr_by_list"][safety["refusal_list"]].items() if c != "mean"},
+        "intervals": {"asr": safety["intervals"][safety["refusal_list"]]["asr"],
+                      "refusal_openings_harmful": safety["refusal_openings"]["harmful"],
+                      "over_refusal": safety["intervals"][safety["refusal_list"]]["over_refusal"]},
+        "seeds": [run["ablation"]["seed"] for run in runs] if seeds and runs[0]["ablation"]["control"] else None,
+    }
+    if result.get("ablation"):
+        row.update(units=result["ablation"]["units"], heads=result["ablation"]["heads"],
+                   neurons=result["ablation"]["neurons"], param_fraction=result["ablation"]["param_fraction"])
+    if dense is not None:
+        row["paired_vs_dense"] = compare(dense, result)["differences"]  # first seed of a control
+    return row
 
 
 def metrics_keys() -> tuple[str, ...]:
@@ -256,8 +336,9 @@ def evaluated_entries(results: dict, out: Path) -> list[tuple[dict, Path]]:
     """Each summary entry of the results that stands for one evaluation.json, with that file."""
     entries = [(results["baseline"], out / "baseline")]
     entries += [(results["alignment"][arm], out / "alignment" / arm) for arm in results["alignment"]]
-    entries.append((results["ablation"]["dense"], out / "alignment" / "full"))
-    entries += [(results["ablation"][f"minus_{name}"], out / "ablation" / f"minus-{name}") for name in ("SCU", "UCU", "RU")]
+    entries.append((results["ablation"]["dense"], out / ("alignment/full" if results["alignment"] else "baseline")))
+    headline = out / "ablation" / results["plan"]["prompt_formats"][0] / results["plan"]["compensations"][0]
+    entries += [(results["ablation"][f"minus_{name}"], headline / f"minus-{name}") for name in ("SCU", "UCU", "RU")]
     entries += [(results["downstream"][arm], out / "downstream" / arm) for arm in results["downstream"]]
     return [(entry, directory / "evaluation.json") for entry, directory in entries]
 

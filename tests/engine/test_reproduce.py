@@ -104,12 +104,28 @@ def test_quick_reproduce_runs_every_stage_on_a_tiny_model(tmp_path, capsys):
     for path in results["models"].values():
         loaded = load_model(path)
         assert sum(parameter.numel() for parameter in loaded.model.parameters()) > 0
-    # The evaluation protocol is one for the whole run.
-    hashes = {json.loads(path.read_text())["protocol"]["hash"] for path in out.rglob("evaluation.json")}
-    assert hashes == {results["protocol"]["hash"]}
+    # The evaluation protocol is one for the whole run, up to Table 1's prompt format and compensation.
+    varied = ("prompt_format", "ablation_compensation")
+    strip = lambda settings: {k: v for k, v in settings.items() if k not in varied}  # noqa: E731
+    settings = [json.loads(path.read_text())["protocol"]["settings"] for path in out.rglob("evaluation.json")]
+    assert all(strip(entry) == strip(results["protocol"]["settings"]) for entry in settings)
+    assert {(entry["prompt_format"], entry["ablation_compensation"]) for entry in settings} == {
+        (fmt, comp) for fmt in ("chat", "no_inst") for comp in ("none", "safety")}
+    # Table 1: every format x compensation x arm, random controls with the class's budget.
+    table1 = results["ablation"]["table1"]
+    assert len(table1) == 2 * (1 + 2 * (3 + 2))
+    by_arm = {(row["prompt_format"], row["compensation"], row["arm"]): row for row in table1}
+    for fmt in ("chat", "no_inst"):
+        for comp in ("none", "safety"):
+            for name in ("SCU", "RU"):
+                minus, control = by_arm[(fmt, comp, f"minus {name}")], by_arm[(fmt, comp, f"random matched to {name}")]
+                assert (control["heads"], control["neurons"]) == (minus["heads"], minus["neurons"])
+                assert control["seeds"] == [0] and "asr" in control["paired_vs_dense"]
+                assert minus["intervals"]["asr"]["system"]["n"] == 2
 
     report = (out / "results.md").read_text()
     assert "| stage | model | ASR |" in report and "aligned minus SCU" in report and "freeze (ii)" in report
+    assert "| no_inst | safety | random matched to SCU, seeds 0 |" in report
     assert "fine-tuned: freeze (i)" in printed.out and "[" in printed.err
 
     # A rerun with the same settings reuses every stage; the table is the same.
@@ -118,3 +134,21 @@ def test_quick_reproduce_runs_every_stage_on_a_tiny_model(tmp_path, capsys):
     assert all(stage["reused"] for stage in again["stages"].values())
     assert again["downstream"] == results["downstream"]
     assert again["stage_seconds_total"] == pytest.approx(results["stage_seconds_total"])
+
+
+def test_a_model_aligned_as_shipped_skips_stage_2(tmp_path):
+    from ssah.commands.reproduce import build_plan
+    from ssah.cli import build_parser
+
+    plan = build_plan(build_parser().parse_args(["reproduce", "--model", "builtin:qwen2.5-coder-0.5b", "--out", "x"]))
+    assert plan.aligned_as_shipped
+    out = tmp_path / "run"
+    args = ["reproduce", "--quick", "--aligned-as-shipped", "--model", "builtin:tiny-llama", "--samples", "2",
+            "--max-new-tokens", "2", "--out", str(out)]
+    assert main(args) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["alignment"] == {} and results["stages"]["alignment"]["skipped"] == "aligned as shipped"
+    assert results["audit"]["model"] == "builtin:tiny-llama"
+    assert results["ablation"]["dense"]["asr"] == results["baseline"]["asr"]
+    assert set(results["models"]) == {"downstream_full", "downstream_freeze_i", "downstream_freeze_ii"}
+    assert "aligned: full SFT" not in (out / "results.md").read_text()
