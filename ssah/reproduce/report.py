@@ -10,11 +10,11 @@ from ssah_engine.classify import CLASSES
 # The paper's numbers on Llama-2-7B-Chat (arXiv 2410.10862; docs/reproduce.md cites the tables), for the
 # rows that have a counterpart. Keyword ASR on AdvBench; utility = mean of six zero-shot tasks.
 PAPER = {
-    "aligned_full": "ASR 10 %, utility 58.3 (as released)",
+    "aligned_full": "ASR 10.5 % (mean of 2 conditions, no_inst), utility 58.3 (as released)",
     "aligned_budget": "no ASR given; GSM8K 13.4 vs 8.8 full SFT (LLaMA-7B)",
-    "minus_SCU": "ASR 66 %, utility 56.9",
-    "minus_UCU": "utility 42.7 (perplexity 6.49 -> 180)",
-    "minus_RU": "ASR 14.6 %, utility 55.5",
+    "minus_SCU": "ASR 51.5 % (2 conditions; 66 % with the GCG column), utility 56.9",
+    "minus_UCU": "ASR 35.5 % (2 conditions), utility 42.7 (perplexity 6.49 -> 180)",
+    "minus_RU": "ASR 12.5 % (2 conditions; 14.6 % with GCG), utility 55.5",
     "downstream_full": "ASR 0.19 -> 11.92 % (Dolly)",
     "downstream_freeze_i": "ASR 3.65 % (Dolly)",
     "downstream_freeze_ii": "ASR 2.88 % (Dolly)",
