@@ -55,6 +55,7 @@ class JobKind(str, enum.Enum):
     evaluation = "evaluation"
     finetune = "finetune"
     comparison = "comparison"
+    probe = "probe"
 
 
 class JobStatus(str, enum.Enum):
@@ -199,6 +200,19 @@ class Comparison(Base):
     id: Mapped[uuid.UUID] = mapped_column(sa.Uuid, primary_key=True, default=uuid.uuid4)
     job_id: Mapped[uuid.UUID] = mapped_column(sa.ForeignKey("jobs.id", ondelete="CASCADE"), unique=True)
     crosstab: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ProbeResult(Base):
+    """What a probe job measured: per-layer distances, the refusal direction's summary, unit writes."""
+
+    __tablename__ = "probe_results"
+
+    id: Mapped[uuid.UUID] = mapped_column(sa.Uuid, primary_key=True, default=uuid.uuid4)
+    job_id: Mapped[uuid.UUID] = mapped_column(sa.ForeignKey("jobs.id", ondelete="CASCADE"), unique=True)
+    summary: Mapped[dict[str, Any]]
+    # The direction tensors (one per layer) on disk, relative to the artifact directory.
+    artifact_uri: Mapped[str | None] = mapped_column(sa.String(1000))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

@@ -43,6 +43,13 @@ def build_database(url: str) -> None:
     command.upgrade(alembic_config(url), "head")
 
 
+def head_revision(config: Config) -> str:
+    """The newest migration's id, so tests need no edit each time a revision is added."""
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(config).get_current_head()
+
+
 def alembic_config(url: str) -> Config:
     config = Config(str(REPO / "alembic.ini"))
     config.set_main_option("script_location", str(REPO / "migrations"))

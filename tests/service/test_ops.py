@@ -93,7 +93,7 @@ def test_migrations_upgrade_downgrade_upgrade(database_url: str):
     from alembic import command
     from sqlalchemy.engine import make_url
 
-    from tests.service.conftest import alembic_config, recreate_database
+    from tests.service.conftest import alembic_config, head_revision, recreate_database
 
     scratch = make_url(database_url).set(database=make_url(database_url).database + "_migrations")
     url = scratch.render_as_string(hide_password=False)
@@ -104,13 +104,13 @@ def test_migrations_upgrade_downgrade_upgrade(database_url: str):
         command.upgrade(config, "head")
         tables = set(sa.inspect(engine).get_table_names())
         assert {"jobs", "api_keys", "unit_maps", "scores", "idempotency_keys", "audit_log"} <= tables
-        command.downgrade(config, "0001")  # 0002 takes away the audit log and nothing else
-        assert set(sa.inspect(engine).get_table_names()) == tables - {"audit_log"}
+        command.downgrade(config, "0001")  # 0002 takes away the audit log, 0003 the probe results
+        assert set(sa.inspect(engine).get_table_names()) == tables - {"audit_log", "probe_results"}
         command.downgrade(config, "base")
         assert set(sa.inspect(engine).get_table_names()) == {"alembic_version"}
         command.upgrade(config, "head")
         with engine.connect() as conn:
-            assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0002"
+            assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == head_revision(config)
         assert "ix_audit_log_tenant_id_created_at" in {i["name"] for i in sa.inspect(engine).get_indexes("audit_log")}
         assert "ck_jobs_status" in {c["name"] for c in sa.inspect(engine).get_check_constraints("jobs")}
     finally:
