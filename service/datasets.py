@@ -7,6 +7,8 @@ import hashlib
 import io
 import json
 import os
+import re
+import unicodedata
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,6 +89,50 @@ def _count_csv(text: str) -> int:
         raise _bad(f"line {reader.line_num}", f"bad CSV ({exc})") from exc
 
 
+MAX_NESTING = 100  # arrays/objects inside each other; a record needs 2, deeper only serves to crash the parser
+_JSON_TOKENS = re.compile(r'\\.|["\[\]{}\n]')
+
+
+def nesting_line(text: str, limit: int = MAX_NESTING) -> int | None:
+    """The 1-based line where JSON ``text`` nests arrays/objects deeper than ``limit``, or None."""
+    depth, line, in_string = 0, 1, False
+    for token in _JSON_TOKENS.finditer(text):
+        char = token[0]
+        if char == "\n":
+            line += 1
+        elif char == '"':
+            in_string = not in_string
+        elif in_string:
+            continue
+        elif char in "[{":
+            depth += 1
+            if depth > limit:
+                return line
+        elif char in "]}":
+            depth -= 1
+    return None
+
+
+def _loads(text: str, where: str, *, line: int = 1) -> object:
+    """``json.loads``, refusing nesting deeper than ``MAX_NESTING`` (the parser's RecursionError: a 500)."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        deep = nesting_line(text)
+        raise _bad(f"line {line + (deep or 1) - 1}" if where == "line" else where,
+                   f"JSON nested deeper than {MAX_NESTING} arrays/objects") from None
+
+
+def check_name(value: str | None, loc: str, *, max_length: int = 200) -> None:
+    """422 naming ``loc`` if a name holds control characters (NUL: PostgreSQL refuses it) or is too long."""
+    if value is None:
+        return
+    if any(unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") for ch in value):
+        raise Unprocessable.field(loc, "control characters (NUL, newline, ...) are not allowed in names")
+    if len(value) > max_length:
+        raise Unprocessable.field(loc, f"longer than {max_length} characters; give a shorter name")
+
+
 def count_rows(data: bytes, fmt: str) -> int:
     """Count the records of ``data`` in ``fmt``; 422 naming the first bad line (and field)."""
     try:
@@ -100,7 +146,7 @@ def count_rows(data: bytes, fmt: str) -> int:
             if not line.strip():
                 continue
             try:
-                record = json.loads(line)
+                record = _loads(line, "line", line=lineno)
             except json.JSONDecodeError as exc:
                 raise _bad(f"line {lineno}", f"not JSON ({exc.msg}, column {exc.colno})") from exc
             _check_record(record, f"line {lineno}")
@@ -108,7 +154,7 @@ def count_rows(data: bytes, fmt: str) -> int:
         return rows
     if fmt == "json":
         try:
-            records = json.loads(text)
+            records = _loads(text, "line")
         except json.JSONDecodeError as exc:
             raise _bad(f"line {exc.lineno}", f"not JSON ({exc.msg})") from exc
         if not isinstance(records, list):

@@ -28,8 +28,12 @@ def redirect_dashboard() -> RedirectResponse:
 @router.get("/{name:path}")
 def get_dashboard_file(name: str) -> FileResponse:
     """Serve one static file of the dashboard (index.html for the root)."""
-    path = (STATIC / (name or "index.html")).resolve()
-    if not path.is_relative_to(STATIC.resolve()) or not path.is_file() or path.suffix not in MEDIA_TYPES:
+    try:
+        path = (STATIC / (name or "index.html")).resolve()
+        found = path.is_relative_to(STATIC.resolve()) and path.is_file() and path.suffix in MEDIA_TYPES
+    except (ValueError, OSError):  # a NUL byte ("embedded null byte"), a name too long for the filesystem
+        found = False
+    if not found:
         raise NotFound(f"no dashboard file {name!r}")
     # no-cache: the browser revalidates, so a deploy is seen at once without stale JS.
     return FileResponse(path, media_type=MEDIA_TYPES[path.suffix], headers={"Cache-Control": "no-cache"})

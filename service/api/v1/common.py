@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Annotated
 
 from fastapi import Depends, Query, Request
@@ -37,10 +37,21 @@ class JobFilters(BaseModel):
 def _job_filters(
     status: Annotated[JobStatusName | None, Query()] = None,
     model_id: Annotated[uuid.UUID | None, Query()] = None,
-    created_after: Annotated[datetime | None, Query(description="ISO 8601; exclusive.")] = None,
-    created_before: Annotated[datetime | None, Query(description="ISO 8601; exclusive.")] = None,
+    created_after: Annotated[datetime | None, Query(
+        description="ISO 8601 date or date-time; exclusive; without a zone it is UTC.")] = None,
+    created_before: Annotated[datetime | None, Query(
+        description="ISO 8601 date or date-time; exclusive; without a zone it is UTC.")] = None,
 ) -> JobFilters:
-    return JobFilters(status=status, model_id=model_id, created_after=created_after, created_before=created_before)
+    return JobFilters(status=status, model_id=model_id, created_after=as_utc(created_after),
+                      created_before=as_utc(created_before))
+
+
+def as_utc(moment: datetime | None) -> datetime | None:
+    """``moment`` with a zone: a naive (or date-only, parsed as midnight) one is read as UTC.
+
+    The columns hold aware datetimes; comparing them with a naive one fails in the driver (a 500).
+    """
+    return moment.replace(tzinfo=timezone.utc) if moment is not None and moment.tzinfo is None else moment
 
 
 JobFiltersDep = Annotated[JobFilters, Depends(_job_filters)]

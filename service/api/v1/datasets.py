@@ -9,11 +9,13 @@ from fastapi import APIRouter, File, Form, Request, UploadFile
 
 from service import audit_log, queries
 from service.api.deps import IdempotencyDep, PageDep, PrincipalDep, SessionDep, make_page
-from service.datasets import infer_format, store_upload
+from service.datasets import check_name, infer_format, store_upload
 from service.errors import NotFound
 from service.models import Dataset
 from service.schemas.common import Page, problem_responses
 from service.schemas.resources import DatasetFormat, DatasetRead
+
+MAX_NAME = 200  # datasets.name; an upload without a name is named after its file
 
 router = APIRouter(prefix="/datasets", tags=["datasets"], responses=problem_responses(401, 422))
 
@@ -30,6 +32,9 @@ def create_dataset(
 ):
     """Upload a dataset file (multipart); answers 201 with its row count and sha256."""
     settings = request.app.state.settings
+    # Before anything is stored: a name the table cannot hold must not leave a file behind.
+    check_name(name, "body.name")
+    check_name(file.filename, "body.file", max_length=MAX_NAME if name is None else 10_000)
     fmt = infer_format(file.filename, format)
     stored = store_upload(file.file, artifact_dir=settings.artifact_dir, tenant_id=principal.tenant_id, fmt=fmt,
                           max_bytes=settings.max_upload_bytes, max_rows=settings.max_dataset_rows)
