@@ -7,13 +7,14 @@ import uuid
 from datetime import timedelta
 from typing import Any
 
+import sqlalchemy as sa
 from celery import Celery
 from sqlalchemy.orm import Session
 
 from service import queries
 from service.db import after_commit
 from service.errors import Conflict
-from service.models import TERMINAL_STATUSES, Job, JobStatus, utcnow
+from service.models import Job, JobStatus, utcnow
 from service.queue import get_celery, send_job
 
 log = logging.getLogger(__name__)
@@ -71,13 +72,31 @@ def enqueue_pending(
 
 
 def cancel_job(session: Session, *, job: Job) -> Job:
-    """Cancel ``job``: at once when queued, by request when running; 409 when already finished."""
-    if JobStatus(job.status) in TERMINAL_STATUSES:
+    """Cancel ``job``: at once when queued, by request when running; 409 when already finished.
+
+    One conditional UPDATE decides, not a read then an ORM write: concurrent cancels, and the
+    worker's progress writes, change the row (and its version) between the two, and the ORM's
+    version check then fails (StaleDataError, a 500). The database serialises the UPDATEs; each
+    sees the row as the previous one left it, so a cancel either applies (200) or finds the job
+    already finished (409).
+    """
+    queued = Job.status == JobStatus.queued.value
+    now = utcnow()
+    changed = session.execute(
+        sa.update(Job)
+        .where(Job.id == job.id, Job.status.in_([JobStatus.queued.value, JobStatus.running.value]))
+        .values(
+            # Running: the worker sees the flag between steps and stops; status stays running until then.
+            cancel_requested=True,
+            status=sa.case((queued, JobStatus.cancelled.value), else_=Job.status),
+            finished_at=sa.case((queued, now), else_=Job.finished_at),
+            updated_at=now,
+            version=Job.version + 1,
+        )
+        .returning(Job.id)
+        .execution_options(synchronize_session=False)
+    ).first()
+    session.refresh(job)
+    if changed is None:
         raise Conflict(f"job {job.id} is already {job.status} and cannot be cancelled")
-    if job.status == JobStatus.queued.value:
-        job.status = JobStatus.cancelled.value
-        job.finished_at = utcnow()
-    # Running: the worker sees the flag between steps and stops; status stays running until then.
-    job.cancel_requested = True
-    session.flush()
     return job
