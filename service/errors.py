@@ -12,6 +12,8 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from service.redact import redact
+
 log = logging.getLogger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
@@ -138,7 +140,7 @@ async def _on_http(request: Request, exc: Exception) -> JSONResponse:
 async def _on_database_down(request: Request, exc: Exception) -> JSONResponse:
     # One line, no traceback: an outage makes every request fail the same way.
     log.warning("database unavailable on %s %s: %s", request.method, request.url.path,
-                (str(getattr(exc, "orig", None) or exc).strip().splitlines() or ["?"])[0])
+                redact((str(getattr(exc, "orig", None) or exc).strip().splitlines() or ["?"])[0]))
     return problem_response(
         request, status=503, title="Service Unavailable", slug="database-unavailable",
         detail="The database is unavailable; retry shortly (a POST with the same Idempotency-Key).",

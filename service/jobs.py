@@ -16,6 +16,7 @@ from service.db import after_commit
 from service.errors import Conflict
 from service.models import Job, JobStatus, utcnow
 from service.queue import get_celery, send_job
+from service.redact import redact
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ def _enqueue_committed(session: Session, *, celery: Celery, job: Job) -> None:
     try:
         send_job(celery, job_id=job.id, kind=job.kind)
     except Exception as exc:  # the broker is down: enqueue_pending() picks the job up later
-        log.warning("job %s committed but not enqueued (%s); left for enqueue_pending", job.id, exc)
+        log.warning("job %s committed but not enqueued (%s); left for enqueue_pending", job.id, redact(exc))
         return
     job.enqueued_at = utcnow()
     try:
@@ -63,7 +64,7 @@ def enqueue_pending(
         try:
             send_job(celery, job_id=job.id, kind=job.kind)
         except Exception as exc:
-            log.warning("broker still unreachable (%s); %d job(s) sent this round", exc, sent)
+            log.warning("broker still unreachable (%s); %d job(s) sent this round", redact(exc), sent)
             break
         job.enqueued_at = utcnow()
         sent += 1

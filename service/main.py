@@ -19,6 +19,7 @@ from service.db import get_sessionmaker
 from service.errors import install_error_handlers
 from service.metrics import Metrics, RequestMiddleware
 from service.queue import make_celery
+from service import redact
 from service.ratelimit import RateLimiter, RateLimitHeaders
 from service.settings import Settings, get_settings
 
@@ -61,6 +62,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the API for ``settings`` (default: from the environment)."""
     settings = settings or get_settings()
     logging.basicConfig(level=settings.log_level)
+    redact.install()  # no log line of this process carries a URL's password
     app = FastAPI(title="SSAH Audit", version=VERSION, description=DESCRIPTION, openapi_tags=TAGS,
                   lifespan=_lifespan)
     app.state.settings = settings

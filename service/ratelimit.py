@@ -26,6 +26,7 @@ from redis.exceptions import RedisError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.errors import ProblemError
+from service.redact import redact
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -145,7 +146,7 @@ class RateLimiter:
                 counter.pending += sending
                 if now >= self._skip_until:  # one log line per outage, not one per request
                     log.warning("rate limiting skipped for %.0f s: Redis at %s unreachable (%s: %s)",
-                                RETRY_SECONDS, self.url, type(exc).__name__, exc)
+                                RETRY_SECONDS, redact(self.url), type(exc).__name__, redact(exc))
                 self._skip_until = now + RETRY_SECONDS
                 return False
             finally:

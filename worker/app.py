@@ -12,6 +12,7 @@ from functools import lru_cache
 
 from celery.signals import worker_process_init, worker_ready, worker_shutdown
 
+from service import redact
 from service.db import forget_inherited_connections, get_sessionmaker
 from service.queue import make_celery
 from service.settings import get_settings
@@ -22,6 +23,7 @@ from worker.store import ArtifactStore, make_store
 
 log = logging.getLogger(__name__)
 
+redact.install()  # Celery, kombu and our own lines: no broker or database password in the worker's log
 settings = get_settings()
 app = make_celery(settings)
 app.conf.update(

@@ -34,6 +34,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from service.jobs import enqueue_pending
 from service.models import Job, JobStatus, utcnow
 from service.queue import TASKS, send_job
+from service.redact import redact
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -113,7 +114,7 @@ def start_reconciler(factory: sessionmaker[Session], celery: Celery, settings: S
                 if any(counts.values()):
                     log.info("reconciler: %s", counts)
             except Exception as exc:  # noqa: BLE001 - broker or database down: try again next round
-                log.warning("reconciler round failed: %s: %s", type(exc).__name__, exc)
+                log.warning("reconciler round failed: %s: %s", type(exc).__name__, redact(exc))
 
     threading.Thread(target=loop, name="ssah-reconciler", daemon=True).start()
     return stop
