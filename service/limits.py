@@ -60,8 +60,14 @@ def check_concurrent_jobs(session: Session, settings: Settings, *, tenant_id: uu
     if limit <= 0:
         return
     # Lock the tenant row: concurrent submissions of one tenant count one after the other, so two
-    # requests cannot both see limit-1 active jobs. Other tenants are not blocked (no-op on SQLite).
-    session.execute(sa.select(Tenant.id).where(Tenant.id == tenant_id).with_for_update())
+    # requests cannot both see limit-1 active jobs. Other tenants are not blocked.
+    if session.get_bind().dialect.name == "sqlite":
+        # FOR UPDATE is a no-op on SQLite. A write takes the database's write lock instead, held to
+        # commit: the next submitter's count waits for this one's job (embedded mode, one process).
+        session.execute(sa.update(Tenant).where(Tenant.id == tenant_id).values(name=Tenant.name)
+                        .execution_options(synchronize_session=False))
+    else:
+        session.execute(sa.select(Tenant.id).where(Tenant.id == tenant_id).with_for_update())
     active = session.scalar(
         sa.select(sa.func.count()).select_from(Job).where(Job.tenant_id == tenant_id, Job.status.in_(ACTIVE_STATUSES))
     ) or 0
