@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .special_tokens import encode_text
+
 PLAIN_PROMPT_FORMAT = "### Instruction:\n{prompt}\n\n### Response:\n"
 
 
@@ -65,10 +67,8 @@ def encode_pair(
     tokenizer, prompt: str, response: str, *, max_length: int = 512, system_prompt: str | None = None
 ) -> EncodedPair | None:
     """Encode one pair; None when the prompt alone fills ``max_length`` (no response token would remain)."""
-    prompt_ids = tokenizer(prompt_text(tokenizer, prompt, system_prompt), add_special_tokens=False)["input_ids"]
-    response_ids = tokenizer(_response_text(tokenizer, prompt, response, system_prompt), add_special_tokens=False)[
-        "input_ids"
-    ]
+    prompt_ids = encode_text(tokenizer, prompt_text(tokenizer, prompt, system_prompt))
+    response_ids = encode_text(tokenizer, _response_text(tokenizer, prompt, response, system_prompt), sequence_start=False)
     if len(prompt_ids) >= max_length or not response_ids:
         return None
     ids = (prompt_ids + response_ids)[:max_length]

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 import torch
 
 from ..encoding import prompt_text
+from ..special_tokens import encode_text
 
 logger = logging.getLogger(__name__)
 
@@ -23,8 +24,8 @@ def render_prompts(tokenizer, prompts: Sequence[str], system_prompt: str | None)
 
 
 def encode_rendered(tokenizer, rendered: Sequence[str]) -> list[list[int]]:
-    # The rendered text already holds the template's special tokens.
-    return [tokenizer(text, add_special_tokens=False)["input_ids"] for text in rendered]
+    # The tokenizer's BOS once: kept where the template already wrote it, added where it did not.
+    return [encode_text(tokenizer, text) for text in rendered]
 
 
 def left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:

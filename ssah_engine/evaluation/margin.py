@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 import torch
 
 from ..kv_cache import cache_argument, returned_cache
+from ..special_tokens import encode_text
 from .generation import left_pad
 
 logger = logging.getLogger(__name__)
@@ -22,10 +23,10 @@ logger = logging.getLogger(__name__)
 
 def opening_ids(tokenizer, rendered_prompt: str, openings: Sequence[str]) -> list[list[int]]:
     """Token ids of each opening as the model would write it right after ``rendered_prompt``."""
-    prompt_ids = tokenizer(rendered_prompt, add_special_tokens=False)["input_ids"]
+    prompt_ids = encode_text(tokenizer, rendered_prompt)
     result = []
     for opening in openings:
-        joined = tokenizer(rendered_prompt + opening, add_special_tokens=False)["input_ids"]
+        joined = encode_text(tokenizer, rendered_prompt + opening)
         if joined[: len(prompt_ids)] == prompt_ids and len(joined) > len(prompt_ids):
             ids = joined[len(prompt_ids) :]
         else:  # the opening merged with the prompt's last token: fall back to tokenizing it alone

@@ -1,7 +1,8 @@
 """Token-level perplexity of plain text, each paragraph scored on its own.
 
-exp(total NLL / scored tokens) over all paragraphs. A paragraph is tokenized the way the
-tokenizer does by default (a BOS token where it adds one) and its first token is not scored.
+exp(total NLL / scored tokens) over all paragraphs. A paragraph is tokenized like every other
+path (``special_tokens.encode_text``: the tokenizer's BOS where it adds one, never a trailing
+EOS) and its first token is not scored.
 A paragraph longer than ``max_length`` is scored in sliding windows of ``max_length`` tokens
 that advance by ``stride``; each token is scored once, with at least max_length - stride
 tokens of context after the first window.
@@ -15,6 +16,8 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+
+from ..special_tokens import encode_text
 
 
 @dataclass(frozen=True)
@@ -49,7 +52,7 @@ def perplexity(
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     windows = []
     for text in texts:
-        windows.extend(_windows(tokenizer(text)["input_ids"], max_length, stride))
+        windows.extend(_windows(encode_text(tokenizer, text), max_length, stride))
     windows = [window for window in windows if len(window[0]) > window[1]]
     if not windows:
         raise ValueError("no text long enough to score (every paragraph is a single token)")

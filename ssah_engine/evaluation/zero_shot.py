@@ -11,8 +11,13 @@ from collections.abc import Sequence
 logger = logging.getLogger(__name__)
 
 
-def zero_shot(model, tokenizer, tasks: Sequence[str], *, limit: int | None, batch_size: int) -> dict:
-    """``{"status": "ok", "tasks": {task: {metric: value}}}``, or a status of ``skipped``/``unavailable``."""
+def zero_shot(
+    model, tokenizer, tasks: Sequence[str], *, limit: int | None, batch_size: int, include_path: str | None = None
+) -> dict:
+    """``{"status": "ok", "tasks": {task: {metric: value}}}``, or a status of ``skipped``/``unavailable``.
+
+    ``include_path`` is a folder of lm-eval task YAMLs (local tasks, e.g. for a machine offline).
+    """
     if not tasks:
         return {"status": "skipped", "reason": "the protocol names no zero-shot task"}
     try:
@@ -21,8 +26,16 @@ def zero_shot(model, tokenizer, tasks: Sequence[str], *, limit: int | None, batc
     except ImportError as error:
         logger.warning("zero-shot tasks skipped: lm-eval is not installed")
         return {"status": "unavailable", "reason": f"lm-eval is not installed ({error}); pip install lm-eval"}
+    from lm_eval.tasks import TaskManager
+
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
-    output = lm_eval.simple_evaluate(model=lm, tasks=list(tasks), num_fewshot=0, limit=limit)
+    try:
+        output = lm_eval.simple_evaluate(
+            model=lm, tasks=list(tasks), num_fewshot=0, limit=limit, task_manager=TaskManager(include_path=include_path)
+        )
+    except (ConnectionError, FileNotFoundError) as error:  # task data not on this machine, and no network
+        logger.warning("zero-shot tasks skipped: %s", error)
+        return {"status": "unavailable", "reason": f"zero-shot task data could not be loaded ({error})"}
     results = {
         task: {metric: value for metric, value in metrics.items() if isinstance(value, (int, float))}
         for task, metrics in output["results"].items()
