@@ -34,6 +34,12 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--samples", type=int, default=None, help="harmful and harmless evaluation prompts")
     parser.add_argument("--max-new-tokens", type=int, default=None, help="new tokens per response")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--formats", help="Table 1 prompt formats, comma list of chat,no_inst,raw (default chat,no_inst)")
+    parser.add_argument("--compensations", help="Table 1 compensations, comma list of none,safety,utility,pooled "
+                                                "(default none,safety)")
+    parser.add_argument("--control-seeds", help="seeds of each matched random control, comma list (default 0,1,2)")
+    parser.add_argument("--stop-after", choices=("baseline", "alignment", "audit", "ablation", "downstream"),
+                        help="end the run after this stage (its report then has the stages run so far)")
     parser.set_defaults(run=lambda args: run_guarded(run, args))
 
 
@@ -47,6 +53,11 @@ def build_plan(args: argparse.Namespace):
     ) if value is not None}
     if args.aligned_as_shipped or args.model in ALIGNED_BUILTINS:
         changes["aligned_as_shipped"] = True
+    lists = (("prompt_formats", args.formats, str), ("compensations", args.compensations, str),
+             ("control_seeds", args.control_seeds, int))
+    for name, flag, kind in lists:
+        if flag is not None:
+            changes[name] = tuple(kind(part.strip()) for part in flag.split(",") if part.strip())
     return Plan.quick(**changes) if args.quick else Plan(**changes)
 
 
@@ -68,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
 
     invoked = Path(sys.argv[0]).name == "ssah" and "reproduce" in sys.argv
     command = "ssah " + " ".join(shlex.quote(part) for part in sys.argv[1:]) if invoked else f"ssah reproduce {args}"
-    results = reproduce(plan, args.out, options, say, command=command)
+    results = reproduce(plan, args.out, options, say, command=command, stop_after=args.stop_after)
     print(printed_summary(results))
     print(f"finished in {time.perf_counter() - started:.0f}s; models: {len(results['models'])} in {args.out}")
     return 0

@@ -54,12 +54,14 @@ def table_rows(results: dict) -> list[list[str]]:
             continue
         entry = results["alignment"][arm]
         add("2 alignment", label, entry, _change(entry, base, "base"), PAPER[f"aligned_{arm}"])
-    for name in ("SCU", "UCU", "RU"):
+    for name in ("SCU", "UCU", "RU") if "ablation" in results else ():
         entry = results["ablation"][f"minus_{name}"]
         add("4 ablation", f"aligned minus {name} ({100 * entry['unit_fraction']:.1f} % of units)", entry,
             _change(entry, aligned, "aligned"), PAPER[f"minus_{name}"])
     for arm, label in (("full", "fine-tuned: full"), ("freeze_i", "fine-tuned: freeze (i)"),
                        ("freeze_ii", "fine-tuned: freeze (ii)")):
+        if arm not in results.get("downstream", {}):
+            continue
         entry = results["downstream"][arm]
         add("5 downstream", f"{label}, {100 * entry['frozen_unit_fraction']:.1f} % units frozen", entry,
             _change(entry, aligned, "aligned"), PAPER[f"downstream_{arm}"])
@@ -168,16 +170,16 @@ def write_report(results: dict, out: Path) -> None:
          "refuses that way counts as attacked and as not over-refusing: read the two opening columns too. "
          "Paper: Llama-2-7B-Chat, AdvBench, 256 tokens; not the same model, data or scale.\n"),
         "## Table 1: ablations by prompt format and compensation, with matched random controls\n",
-        markdown_table(TABLE1_HEADER, table1_rows(results["ablation"])),
+        markdown_table(TABLE1_HEADER, table1_rows(results.get("ablation", {}))),
         ("\nRefusal openings: share of harmful prompts whose response opens with a refusal opening, per condition, "
          "with Wilson 95 % intervals; change vs dense: percentage points, paired bootstrap 95 % interval over the "
          "same prompts (a random control: its first seed). A random control removes as many heads and neurons "
          "as the class, drawn from outside it, with the same compensation; its values are the mean over seeds "
          "(range in brackets).\n"),
         "## Audit of the aligned model\n",
-        audit_section(results["audit"]),
+        audit_section(results["audit"]) if "audit" in results else "(not run)",
         "\n## Role transfer during downstream fine-tuning (aligned model's SCU, by class after)\n",
-        transfer_section(results["downstream"]),
+        transfer_section(results["downstream"]) if "downstream" in results else "(not run)",
         "\n## Models\n",
         "\n".join(f"- `{name}`: `{path}`" for name, path in results["models"].items()),
         "\n## Stage times\n",
@@ -188,8 +190,8 @@ def write_report(results: dict, out: Path) -> None:
 
 
 def printed_summary(results: dict) -> str:
-    audit = results["audit"]["classes"]
-    classes = ", ".join(f"{name} {100 * audit[name]['unit_fraction']:.2f} %" for name in CLASSES)
+    audit = results.get("audit", {}).get("classes")
+    classes = ", ".join(f"{name} {100 * audit[name]['unit_fraction']:.2f} %" for name in CLASSES) if audit else "not run"
     return "\n".join([
         text_table(HEADER, table_rows(results)),
         "",

@@ -40,8 +40,11 @@ def machine(options: LoadOptions) -> dict:
     return info
 
 
-def reproduce(plan: Plan, out: str | Path, options: LoadOptions, say: steps.Say, command: str = "") -> dict:
-    """Run (or resume) every stage; write DIR/results.json and DIR/results.md; return the results."""
+def reproduce(plan: Plan, out: str | Path, options: LoadOptions, say: steps.Say, command: str = "",
+              stop_after: str | None = None) -> dict:
+    """Run (or resume) every stage, or those up to ``stop_after``; write DIR/results.json and DIR/results.md."""
+    if stop_after is not None and stop_after not in STAGES:
+        raise ValueError(f"stop_after must be one of {', '.join(STAGES)}, got {stop_after!r}")
     out = Path(out)
     (out / "stages").mkdir(parents=True, exist_ok=True)
     ctx = steps.Context(plan, out, options, say)
@@ -73,21 +76,28 @@ def reproduce(plan: Plan, out: str | Path, options: LoadOptions, say: steps.Say,
         say(f"[{_clock(started)}] stage {number}/5 {name} done in {_duration(seconds)}")
         return result
 
+    last = STAGES.index(stop_after) if stop_after else len(STAGES) - 1
+    wanted = lambda name: STAGES.index(name) <= last  # noqa: E731
     results["baseline"] = stage(1, "baseline", steps.baseline)
     if plan.aligned_as_shipped:  # aligned by its makers: the baseline is the aligned model
         results["alignment"] = {}
         results["stages"]["alignment"] = {"seconds": 0.0, "reused": False, "skipped": "aligned as shipped"}
         say(f"[{_clock(started)}] stage 2/5 alignment: skipped, {plan.model} is aligned as shipped")
         aligned, dense = plan.model, results["baseline"]
-    else:
+    elif wanted("alignment"):
         results["alignment"] = stage(2, "alignment", steps.alignment)
         aligned, dense = results["alignment"]["full"]["model"], results["alignment"]["full"]  # the paper's "aligned"
-    results["audit"] = stage(3, "audit", steps.audit, aligned)
-    results["ablation"] = stage(4, "ablation", steps.ablation, aligned, results["audit"]["unit_map"], dense)
-    results["downstream"] = stage(5, "downstream", steps.downstream, aligned, results["audit"]["unit_map"])
+    if wanted("audit"):
+        results["audit"] = stage(3, "audit", steps.audit, aligned)
+    if wanted("ablation"):
+        results["ablation"] = stage(4, "ablation", steps.ablation, aligned, results["audit"]["unit_map"], dense)
+    if wanted("downstream"):
+        results["downstream"] = stage(5, "downstream", steps.downstream, aligned, results["audit"]["unit_map"])
+    results["stopped_after"] = STAGES[last]
+    results.setdefault("alignment", {})
     results["models"] = {
         **{f"aligned_{arm}": entry["model"] for arm, entry in results["alignment"].items()},
-        **{f"downstream_{arm}": entry["model"] for arm, entry in results["downstream"].items()},
+        **{f"downstream_{arm}": entry["model"] for arm, entry in results.get("downstream", {}).items()},
     }
     steps.refresh_metrics(results, out)
     results["wall_seconds"] = round(time.perf_counter() - started, 1)

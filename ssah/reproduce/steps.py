@@ -336,10 +336,11 @@ def evaluated_entries(results: dict, out: Path) -> list[tuple[dict, Path]]:
     """Each summary entry of the results that stands for one evaluation.json, with that file."""
     entries = [(results["baseline"], out / "baseline")]
     entries += [(results["alignment"][arm], out / "alignment" / arm) for arm in results["alignment"]]
-    entries.append((results["ablation"]["dense"], out / ("alignment/full" if results["alignment"] else "baseline")))
-    headline = out / "ablation" / results["plan"]["prompt_formats"][0] / results["plan"]["compensations"][0]
-    entries += [(results["ablation"][f"minus_{name}"], headline / f"minus-{name}") for name in ("SCU", "UCU", "RU")]
-    entries += [(results["downstream"][arm], out / "downstream" / arm) for arm in results["downstream"]]
+    if "ablation" in results:
+        entries.append((results["ablation"]["dense"], out / ("alignment/full" if results["alignment"] else "baseline")))
+        headline = out / "ablation" / results["plan"]["prompt_formats"][0] / results["plan"]["compensations"][0]
+        entries += [(results["ablation"][f"minus_{name}"], headline / f"minus-{name}") for name in ("SCU", "UCU", "RU")]
+    entries += [(entry, out / "downstream" / arm) for arm, entry in results.get("downstream", {}).items()]
     return [(entry, directory / "evaluation.json") for entry, directory in entries]
 
 

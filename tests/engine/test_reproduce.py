@@ -152,3 +152,18 @@ def test_a_model_aligned_as_shipped_skips_stage_2(tmp_path):
     assert results["ablation"]["dense"]["asr"] == results["baseline"]["asr"]
     assert set(results["models"]) == {"downstream_full", "downstream_freeze_i", "downstream_freeze_ii"}
     assert "aligned: full SFT" not in (out / "results.md").read_text()
+
+
+def test_stop_after_ends_the_run_at_a_stage(tmp_path):
+    out = tmp_path / "run"
+    args = ["reproduce", "--quick", "--aligned-as-shipped", "--model", "builtin:tiny-llama", "--samples", "2",
+            "--max-new-tokens", "2", "--formats", "no_inst", "--compensations", "safety", "--control-seeds", "4,5",
+            "--stop-after", "ablation", "--out", str(out)]
+    assert main(args) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert "downstream" not in results and results["stopped_after"] == "ablation" and results["models"] == {}
+    table1 = results["ablation"]["table1"]
+    assert {(row["prompt_format"], row["compensation"]) for row in table1} == {("no_inst", None), ("no_inst", "safety")}
+    control = next(row for row in table1 if row["arm"] == "random matched to SCU")
+    assert control["seeds"] == [4, 5] and "asr_range" in control
+    assert "(not run)" in (out / "results.md").read_text()
