@@ -1,8 +1,9 @@
 """The Celery app of the workers: ``celery -A worker.app worker -Q gpu`` (or ``ssah worker``).
 
-Late acks + reject on worker loss + prefetch 1: a message is acknowledged only once its job has
-ended, so a worker killed mid-job leaves the message to be delivered again (after
-``visibility_timeout`` on Redis; at once when only a prefork child died).
+Late acks + prefetch 1: a message is acknowledged only once its job has ended, so a worker killed
+mid-job leaves the message to be delivered again (after ``visibility_timeout`` on Redis; the
+reconciler requeues the job sooner, once its heartbeat is ``stale_seconds`` old). When only a
+prefork child died, the main process retries the task at once and the retry takes the job over.
 """
 
 from __future__ import annotations
@@ -39,8 +40,12 @@ app.conf.update(
     broker_connection_max_retries=None,
     worker_hijack_root_logger=False,
 )
+# retry_on_worker_lost: when a pool child dies mid-job (kill -9, OOM, hard time limit) the main process
+# sends the task again at once as a retry, whose claim takes the job over; a plain redelivery would
+# find the job "running" with a fresh heartbeat and leave it to the stale period. Its countdown is
+# default_retry_delay (transient retries compute their own backoff).
 RETRY = dict(bind=True, autoretry_for=TRANSIENT, retry_backoff=2, retry_backoff_max=300, retry_jitter=True,
-             max_retries=10)
+             max_retries=10, retry_on_worker_lost=True, default_retry_delay=0)
 
 
 @lru_cache

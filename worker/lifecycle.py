@@ -48,12 +48,14 @@ class Claim:
 
 
 def claim_job(factory: sessionmaker[Session], job_id: uuid.UUID, *, kind: str, stale_seconds: float,
-              takeover: bool = False) -> Claim | None:
+              takeover: bool = False, max_attempts: int = 0) -> Claim | None:
     """Mark the job running and return it; None when there is nothing to do.
 
     Nothing to do: unknown job, already finished (a redelivered message), or running under a live
     worker (its heartbeat is fresh) unless ``takeover``. A running job whose heartbeat is stale
-    lost its worker: it is run again from the start, counted in ``attempts``.
+    lost its worker: it is run again from the start, counted in ``attempts``, unless it has
+    already been started ``max_attempts`` times (0: no cap). Then it is a poison job (it kills
+    every worker that runs it: out of memory, a crash in native code) and fails, saying so.
     """
     with factory.begin() as session:
         # FOR NO KEY UPDATE: the key never changes, so rows that merely reference the job (their
@@ -76,6 +78,10 @@ def claim_job(factory: sessionmaker[Session], job_id: uuid.UUID, *, kind: str, s
                 return None
             log.warning("job %s: its worker went silent %.0fs ago; running it again", job_id,
                         silent.total_seconds())
+        if job.status == JobStatus.running.value and 0 < max_attempts <= job.attempts:
+            log.error("job %s: its worker died %d times; failing it", job_id, job.attempts)
+            _end(job, JobStatus.failed, error=poison_message(job, max_attempts), message="failed: its worker died")
+            return None
         if job.cancel_requested:
             _end(job, JobStatus.cancelled, message="cancelled")
             return None
@@ -88,6 +94,14 @@ def claim_job(factory: sessionmaker[Session], job_id: uuid.UUID, *, kind: str, s
         job.progress = 0.0
         job.progress_message = "starting" if job.attempts == 1 else f"starting (attempt {job.attempts})"
         return Claim(job.id, job.tenant_id, job.kind, dict(job.params), source, job.attempts)
+
+
+def poison_message(job: Job, max_attempts: int) -> str:
+    """What a job that killed its worker every time says: how often, and the last phase it reported."""
+    phase = (job.progress_message or "starting").removesuffix(f" (attempt {job.attempts})")
+    return (f"the worker running this job died {job.attempts} times (killed, out of memory, or past the hard time "
+            f"limit) and it is not started again (max_job_attempts={max_attempts}); last known phase: "
+            f"{phase!r} at {job.progress:.0%}")
 
 
 def finish_job(factory: sessionmaker[Session], claim: Claim, status: JobStatus, *, error: str | None = None,

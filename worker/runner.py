@@ -131,7 +131,7 @@ def run_job(job_id: str | uuid.UUID, kind: str, body: Body, *, settings: Setting
     Transient infrastructure errors (database, broker) propagate so the caller can retry the task.
     """
     claim = claim_job(factory, uuid.UUID(str(job_id)), kind=kind, stale_seconds=settings.stale_seconds,
-                      takeover=takeover)
+                      takeover=takeover, max_attempts=settings.max_job_attempts)
     if claim is None:
         return "skipped"
     log.info("job %s (%s) attempt %d started", claim.job_id, kind, claim.attempt)
