@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from service.errors import Unauthorized
+from service.problems import Unauthorized
 from service.models import ApiKey
 
 KEY_PREFIX = "ssah_"

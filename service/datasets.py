@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from service.errors import ContentTooLarge, Unprocessable
+from service.problems import ContentTooLarge, Unprocessable
 
 FORMATS = ("jsonl", "csv", "json", "txt")
 CHUNK = 1 << 20

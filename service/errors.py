@@ -1,4 +1,4 @@
-"""One error base class carrying its HTTP status, rendered once as RFC 9457 problem+json."""
+"""Every error rendered once as RFC 9457 problem+json; the error classes live in ``service/problems.py``."""
 
 from __future__ import annotations
 
@@ -12,6 +12,18 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from service.problems import (  # noqa: F401  (re-exported: routes import the errors from here)
+    BadRequest,
+    Conflict,
+    ContentTooLarge,
+    IdempotencyConflict,
+    JobNotReady,
+    NotFound,
+    ProblemError,
+    ServiceUnavailable,
+    Unauthorized,
+    Unprocessable,
+)
 from service.redact import redact
 
 log = logging.getLogger(__name__)
@@ -21,64 +33,6 @@ PROBLEM_JSON = "application/problem+json"
 # succeeds once it is back, so callers get 503 + Retry-After, not a 500 that reads like a bug.
 DATABASE_DOWN = (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError)
 DATABASE_RETRY_AFTER_SECONDS = 2  # a PostgreSQL restart takes seconds; pollers should not wait minutes
-
-
-class ProblemError(Exception):
-    """An error the API reports to its caller; subclasses set ``status``, ``title`` and ``slug``."""
-
-    status: int = 500
-    title: str = "Internal Server Error"
-    slug: str = "internal"
-
-    def __init__(self, detail: str, *, extra: dict[str, Any] | None = None, headers: dict[str, str] | None = None):
-        super().__init__(detail)
-        self.detail = detail
-        self.extra = extra or {}
-        self.headers = headers or {}
-
-
-class BadRequest(ProblemError):
-    status, title, slug = 400, "Bad Request", "bad-request"
-
-
-class Unauthorized(ProblemError):
-    status, title, slug = 401, "Unauthorized", "unauthorized"
-
-    def __init__(self, detail: str):
-        super().__init__(detail, headers={"WWW-Authenticate": 'Bearer realm="ssah"'})
-
-
-class NotFound(ProblemError):
-    status, title, slug = 404, "Not Found", "not-found"
-
-
-class Conflict(ProblemError):
-    status, title, slug = 409, "Conflict", "conflict"
-
-
-class JobNotReady(Conflict):
-    title, slug = "Job Not Succeeded", "job-not-succeeded"
-
-
-class ContentTooLarge(ProblemError):
-    status, title, slug = 413, "Content Too Large", "content-too-large"
-
-
-class Unprocessable(ProblemError):
-    status, title, slug = 422, "Unprocessable Content", "unprocessable"
-
-    @classmethod
-    def field(cls, loc: str, msg: str) -> Unprocessable:
-        """An error about one field of the request, named by its dotted path (``body.model_id``)."""
-        return cls(f"{loc}: {msg}", extra={"errors": [{"loc": loc, "msg": msg, "type": "value_error"}]})
-
-
-class IdempotencyConflict(Unprocessable):
-    title, slug = "Idempotency Key Reused", "idempotency-key-reused"
-
-
-class ServiceUnavailable(ProblemError):
-    status, title, slug = 503, "Service Unavailable", "unavailable"
 
 
 def problem_response(

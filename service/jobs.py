@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from service import queries
 from service.db import after_commit
-from service.errors import Conflict
+from service.problems import Conflict
 from service.models import Job, JobStatus, utcnow
 from service.queue import get_celery, send_job
 from service.redact import redact

@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from service.errors import ProblemError
+from service.problems import ProblemError
 from service.models import Job, JobStatus, Tenant
 from service.settings import Settings
 

@@ -25,7 +25,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.errors import ProblemError
+from service.problems import ProblemError
 from service.redact import redact
 from service.settings import Settings
 

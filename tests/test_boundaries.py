@@ -43,3 +43,23 @@ def test_engine_never_reads_the_environment():
 
 def test_the_checker_sees_imports():
     assert {"torch", "pytest", "ssah_engine"} <= imported_modules(ROOT / "tests" / "engine" / "test_scoring.py")
+
+
+# What each entry point loads, followed through every import (a fresh interpreter per entry point).
+LOADED_FORBIDDEN = {
+    "worker.app": {"fastapi", "starlette"},
+    "ssah_engine.audit, ssah_engine.evaluation, ssah_engine.finetune, ssah_engine.ablation": {
+        "fastapi", "starlette", "sqlalchemy", "celery", "service", "worker", "redis", "alembic"},
+    "service.main": {"torch", "transformers", "ssah_engine", "worker"},
+}
+
+
+@pytest.mark.parametrize("modules", sorted(LOADED_FORBIDDEN))
+def test_entry_points_never_load_what_their_part_must_not_use(modules):
+    import json
+    import subprocess
+    import sys
+
+    code = f"import json, sys; import {modules}; print(json.dumps(sorted({{m.split('.')[0] for m in sys.modules}})))"
+    loaded = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert set(json.loads(loaded.stdout.strip().splitlines()[-1])) & LOADED_FORBIDDEN[modules] == set()
