@@ -18,17 +18,19 @@ from service.auth import Principal
 from service.models import AuditLogEntry
 from service.queries import paginate
 
-MAX_REQUEST_ID = 200  # X-Request-ID comes from the client: keep what fits the column
+MAX_REQUEST_ID = 200  # the client's X-Request-ID: keep what fits the column
 
 
 def record(session: Session, request: Request, principal: Principal, *, action: str, resource_type: str,
            resource_id: uuid.UUID | None, details: dict[str, Any] | None = None) -> AuditLogEntry:
     """Add an entry for ``principal`` doing ``action`` to a resource; the caller's transaction commits it."""
-    request_id = getattr(request.state, "request_id", None)
+    client_request_id = getattr(request.state, "client_request_id", None)
     entry = AuditLogEntry(
         tenant_id=principal.tenant_id, key_id=principal.key_id, key_prefix=principal.key_prefix,
         action=action, resource_type=resource_type, resource_id=resource_id, details=details or {},
-        request_id=request_id[:MAX_REQUEST_ID] if request_id else None,
+        # Ours, never the client's: a client must not be able to make its entry claim another request's id.
+        request_id=getattr(request.state, "request_id", None),
+        client_request_id=client_request_id[:MAX_REQUEST_ID] if client_request_id else None,
     )
     session.add(entry)
     return entry

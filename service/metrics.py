@@ -52,7 +52,11 @@ class _JobsCollector:
 
 
 class RequestMiddleware:
-    """Gives every request an id (``X-Request-ID``) and records its count and latency."""
+    """Gives every request an id of the server's own (``X-Request-ID``) and records its count and latency.
+
+    A client's ``X-Request-ID`` is kept apart (``client_request_id``, printable, at most 100
+    characters): ids in logs and the audit log must be ones the client cannot choose.
+    """
 
     def __init__(self, app: ASGIApp, metrics: Callable[[], Metrics]):
         self.app = app
@@ -62,8 +66,9 @@ class RequestMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = _header(scope, b"x-request-id") or uuid.uuid4().hex
-        scope.setdefault("state", {})["request_id"] = request_id
+        request_id = uuid.uuid4().hex
+        state = scope.setdefault("state", {})
+        state["request_id"], state["client_request_id"] = request_id, _header(scope, b"x-request-id")
         status = 500
         start = time.perf_counter()
 

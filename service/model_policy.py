@@ -37,7 +37,8 @@ _REVISION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,127}$")
 _BUILTIN = re.compile(r"^builtin:[a-z0-9][a-z0-9._-]{0,63}$")
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
 
-SourceKind = Literal["builtin", "hub", "local", "gguf"]
+SourceKind = Literal["builtin", "hub", "local", "gguf", "finetune"]
+_FINETUNE = re.compile(r"^finetune:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 
 class SourceRefused(ValueError):
@@ -102,6 +103,10 @@ class ModelPolicy:
         if any(unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") for ch in source):
             raise SourceRefused(source, "no_control_characters",
                                 "control, format or line-separator characters (NUL, newline, ...) are not allowed")
+        if source.startswith("finetune:"):  # the tenant's own fine-tuned model; the worker finds its directory
+            if not _FINETUNE.match(source):
+                raise SourceRefused(source, "malformed_finetune", "expected finetune:<job id> (a lower-case UUID)")
+            return CheckedSource(source, "finetune")
         if source.startswith("builtin:"):
             if not _BUILTIN.match(source):
                 raise SourceRefused(source, "malformed_builtin", "expected builtin:<name> in lower case, e.g. builtin:smollm2")
@@ -177,6 +182,12 @@ class ModelPolicy:
 def tenant_model_root(artifact_dir: os.PathLike[str] | str, tenant_id: object) -> str:
     """The tenant's job artifact folder, where its fine-tunes write models it may register and load."""
     return os.path.join(os.path.abspath(os.fspath(artifact_dir)), str(tenant_id), "jobs")
+
+
+def finetune_model_dir(artifact_dir: os.PathLike[str] | str, tenant_id: object, source: str) -> str:
+    """The directory a ``finetune:<job id>`` source names: where that fine-tune of the tenant wrote its model."""
+    return os.path.join(tenant_model_root(artifact_dir, tenant_id), source.removeprefix("finetune:"), "finetune",
+                        "model")
 
 
 def check_for_tenant(settings: Any, tenant_id: object, source: str) -> CheckedSource:

@@ -247,5 +247,6 @@ class AuditLogEntry(Base):
     resource_type: Mapped[str] = mapped_column(sa.String(32))
     resource_id: Mapped[uuid.UUID | None] = mapped_column(sa.Uuid)
     details: Mapped[dict[str, Any]] = mapped_column(default=dict)
-    request_id: Mapped[str | None] = mapped_column(sa.String(200))
+    request_id: Mapped[str | None] = mapped_column(sa.String(200))  # made by the server (X-Request-ID it answered)
+    client_request_id: Mapped[str | None] = mapped_column(sa.String(200))  # what the client sent, if anything
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -18,6 +18,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from sqlalchemy.exc import OperationalError as DatabaseError
 from sqlalchemy.orm import Session, sessionmaker
 
+from service.model_policy import finetune_model_dir
 from service.models import JobStatus
 from service.settings import Settings
 from ssah_engine.data import Dataset, DatasetError
@@ -27,6 +28,7 @@ from worker import glue
 from worker.lifecycle import Cancelled, Claim, Progress, Superseded, claim_job, finish_job, heartbeat
 from worker.model_size import check_model_size
 from worker.provenance import provenance
+from worker.public_errors import public_error
 from worker.store import ArtifactStore, job_key
 
 log = logging.getLogger(__name__)
@@ -93,7 +95,11 @@ class JobRun:
         """The job's model from this process's cache; ``fresh`` loads a private copy (for training)."""
         if self.claim.model_source is None:
             raise ModelLoadError(f"job {self.id} has no model (was it deleted?)")
-        checked = glue.checked_source(self.settings, tenant_id=self.claim.tenant_id, source=self.claim.model_source)
+        registered = glue.checked_source(self.settings, tenant_id=self.claim.tenant_id, source=self.claim.model_source)
+        checked = registered
+        if registered.kind == "finetune":  # the tenant's own fine-tune: its directory, checked like any local path
+            directory = finetune_model_dir(self.settings.artifact_dir, self.claim.tenant_id, registered.source)
+            checked = glue.checked_source(self.settings, tenant_id=self.claim.tenant_id, source=directory)
         source = checked.source
         self.progress("loading model", 0.0)
         options = glue.load_options(self.settings, dtype=dtype)
@@ -104,7 +110,7 @@ class JobRun:
             loaded = load_model(source, options)
         else:
             loaded = glue.model_cache(self.settings).get(source, options)
-        self.loaded_model = provenance(checked)
+        self.loaded_model = {**provenance(checked), "source": registered.source}  # never the server path
         return loaded
 
     def unit_map(self, audit_id: str) -> UnitMap:
@@ -151,26 +157,31 @@ def run_job(job_id: str | uuid.UUID, kind: str, body: Body, *, settings: Setting
     except TRANSIENT:
         raise
     except SoftTimeLimitExceeded:
-        return _fail(factory, store, claim,
+        return _fail(factory, store, claim, settings,
                      f"time limit exceeded ({settings.task_soft_time_limit} s, task_soft_time_limit)")
     except USER_ERRORS as exc:
         log.info("job %s failed: %s", claim.job_id, exc)
-        return _fail(factory, store, claim, str(exc))
+        return _fail(factory, store, claim, settings, str(exc))
     except Exception as exc:
         if out_of_space(exc):
             # Not retried: only an operator can free space; the user resubmits then. Said plainly, since
             # the raw error ("SafetensorError: ... os error 28") does not name the artifact store.
             log.error("job %s: the artifact store is out of space: %s", claim.job_id, exc)
-            return _fail(factory, store, claim, f"the artifact store is out of space ({type(exc).__name__}: {exc}); "
+            return _fail(factory, store, claim, settings, f"the artifact store is out of space ({type(exc).__name__}: {exc}); "
                          "free space there and submit the job again")
         log.exception("job %s failed", claim.job_id)
-        return _fail(factory, store, claim, f"{type(exc).__name__}: {exc}")
+        return _fail(factory, store, claim, settings, f"{type(exc).__name__}: {exc}")
     log.info("job %s succeeded", claim.job_id)
     return "succeeded"
 
 
-def _fail(factory: sessionmaker[Session], store: ArtifactStore, claim: Claim, error: str) -> str:
-    """Mark the job failed and delete what this attempt published: no result row refers to it."""
+def _fail(factory: sessionmaker[Session], store: ArtifactStore, claim: Claim, settings: Settings, error: str) -> str:
+    """Mark the job failed and delete what this attempt published: no result row refers to it.
+
+    The error is stored as the tenant may read it (``public_errors``); the log keeps the full one.
+    """
+    error = public_error(error, artifact_dir=settings.artifact_dir, tenant_id=claim.tenant_id,
+                         model_source=claim.model_source)
     outcome = _end(factory, claim, JobStatus.failed, error=error)
     if outcome == JobStatus.failed.value:  # still ours (not superseded): the artifacts are ours to drop
         try:

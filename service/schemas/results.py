@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class ClassSummary(BaseModel):
@@ -45,8 +45,15 @@ class ScoreRead(BaseModel):
     job_id: uuid.UUID
     protocol_hash: str
     metrics: dict[str, Any]
-    records_uri: str | None
+    records_uri: str | None = Field(description="Where to download the records: an API URL (never a server path).")
     created_at: datetime
+
+    @model_validator(mode="after")
+    def _api_url(self) -> ScoreRead:
+        # The row holds the artifact key (tenant id and all); callers get the route that serves it.
+        if self.records_uri is not None:
+            self.records_uri = f"/v1/evaluations/{self.job_id}/records"
+        return self
 
 
 class FinetuneResultRead(BaseModel):
@@ -54,8 +61,18 @@ class FinetuneResultRead(BaseModel):
 
     job_id: uuid.UUID
     loss_curve: dict[str, Any]
-    output_model_uri: str | None
+    output_model_uri: str | None = Field(description="Where to download the trained model: an API URL (a tar).")
+    output_model_source: str | None = Field(None, description="The model source that registers the trained model "
+                                                              "(POST /v1/models), e.g. `finetune:<job id>`.")
     created_at: datetime
+
+    @model_validator(mode="after")
+    def _api_url(self) -> FinetuneResultRead:
+        # The row holds where the worker wrote the model (an absolute server path): never shown.
+        if self.output_model_uri is not None:
+            self.output_model_uri = f"/v1/finetunes/{self.job_id}/model"
+            self.output_model_source = f"finetune:{self.job_id}"
+        return self
 
 
 class ComparisonRead(BaseModel):

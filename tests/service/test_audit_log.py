@@ -19,9 +19,12 @@ def entries(client: TestClient, tenant: Tenant_, query: str = "") -> list[dict]:
 
 
 def test_every_state_change_is_logged_with_key_and_request_id(client: TestClient, alice: Tenant_):
+    served: list[str] = []
+
     def post(path: str, request_id: str, **kwargs):
         r = client.post(path, headers={**alice.headers, "X-Request-ID": request_id}, **kwargs)
         assert r.status_code in (200, 201, 202), r.text
+        served.append(r.headers["x-request-id"])
         return r.json()["id"]
 
     model = post("/v1/models", "req-model", json={"name": "smol", "source": "builtin:smollm2"})
@@ -30,7 +33,8 @@ def test_every_state_change_is_logged_with_key_and_request_id(client: TestClient
     post(f"/v1/audits/{audit}/cancel", "req-cancel")
 
     log = entries(client, alice)
-    assert [(e["action"], e["resource_type"], e["resource_id"], e["request_id"]) for e in log] == [
+    assert [e["request_id"] for e in log] == served[::-1]  # the server's ids, as its answers said
+    assert [(e["action"], e["resource_type"], e["resource_id"], e["client_request_id"]) for e in log] == [
         ("job.cancel", "audit", audit, "req-cancel"),  # newest first
         ("job.submit", "audit", audit, "req-audit"),
         ("dataset.upload", "dataset", dataset, "req-data"),
@@ -87,4 +91,16 @@ def test_the_logged_request_id_is_the_one_the_response_reports(make_app: Callabl
                            headers={**alice.headers, "X-Request-ID": "r" * 500})
         assert [e["request_id"] for e in entries(client, alice)] == [long.headers["x-request-id"],
                                                                     generated.headers["x-request-id"]]
-        assert 0 < len(long.headers["x-request-id"]) <= 200
+        assert [e["client_request_id"] for e in entries(client, alice)] == ["r" * 100, None]
+
+
+def test_a_client_cannot_choose_the_logged_request_id(client: TestClient, alice: Tenant_):
+    # The attack: reuse another request's id (or forge one) so the audit log points at the wrong request.
+    first = client.post("/v1/models", json={"name": "a", "source": "builtin:smollm2"}, headers=alice.headers)
+    forged = first.headers["x-request-id"]
+    second = client.post("/v1/models", json={"name": "b", "source": "builtin:smollm2"},
+                         headers={**alice.headers, "X-Request-ID": forged})
+    assert second.headers["x-request-id"] != forged
+    newest = entries(client, alice)[0]
+    assert (newest["request_id"], newest["client_request_id"]) == (second.headers["x-request-id"], forged)
+    assert len({e["request_id"] for e in entries(client, alice)}) == 2

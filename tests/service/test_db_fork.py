@@ -6,7 +6,9 @@ import os
 
 import sqlalchemy as sa
 
-from service.db import get_sessionmaker, make_engine
+from sqlalchemy.orm import sessionmaker
+
+from service.db import make_engine
 
 
 def _backend_pid(factory) -> int:
@@ -15,7 +17,8 @@ def _backend_pid(factory) -> int:
 
 
 def test_a_forked_child_opens_its_own_connection_while_the_parent_keeps_using_its_own(database_url: str) -> None:
-    factory = get_sessionmaker(database_url)
+    # The service's own factory, with a pool of one so "the parent's connection" is one connection.
+    factory = sessionmaker(make_engine(database_url, pool_size=1, max_overflow=0))
     parent_pid = _backend_pid(factory)  # the connection now waits in the pool, inherited by the child
     read, write = os.pipe()
     child = os.fork()
@@ -34,6 +37,7 @@ def test_a_forked_child_opens_its_own_connection_while_the_parent_keeps_using_it
     assert os.waitstatus_to_exitcode(status) == 0
     assert child_pid and child_pid != parent_pid  # its own PostgreSQL session, not the parent's socket
     assert _backend_pid(factory) == parent_pid  # and the parent's pooled connection still works
+    factory.kw["bind"].dispose()
 
 
 def test_every_engine_is_made_fork_safe(database_url: str) -> None:

@@ -109,3 +109,22 @@ def test_the_estimate_is_close_for_a_real_config_and_the_default_limit_is_the_ma
     assert 0.95 * 134.5e6 < found.parameters < 1.05 * 134.5e6
     assert model_size.memory_limit(settings) > 0
     assert model_size.memory_limit(settings.model_copy(update={"max_model_bytes": 123})) == 123
+
+
+def test_a_finetune_source_loads_the_tenants_own_trained_model(db, tenant, settings, factory, store):
+    import uuid as uuid_
+
+    from service.model_policy import finetune_model_dir
+
+    trained = f"finetune:{uuid_.uuid4()}"
+    model, tokenizer = tiny_model("llama")
+    directory = Path(finetune_model_dir(settings.artifact_dir, tenant, trained))
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    audit = add_job(db, tenant, "audit", {**AUDIT, "max_length": 512}, add_model(db, tenant, trained))
+    assert _run(audit, "audit", settings, factory, store) == "succeeded", reload(db, audit).error
+    summary = db.scalars(sa.select(UnitMap.summary).where(UnitMap.job_id == audit)).one()
+    assert summary["model"]["loaded"]["source"] == trained
+    other = add_job(db, tenant, "audit", AUDIT, add_model(db, tenant, f"finetune:{uuid_.uuid4()}"))
+    assert _run(other, "audit", settings, factory, store) == "failed"
+    assert str(tenant) not in reload(db, other).error and str(settings.artifact_dir) not in reload(db, other).error

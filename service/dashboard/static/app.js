@@ -240,7 +240,7 @@ async function showFinetune(id) {
       : h("p", { class: "muted" }, "The fine-tune was not evaluated."));
     parts.push(h("h2", {}, "Downloads"), h("p", {}, downloadButton("result (JSON)", `/v1/finetunes/${id}/result`, `finetune-${shortId(id)}.json`),
       result.output_model_uri ? [" · ", downloadButton("model (tar)", `/v1/finetunes/${id}/model`, `finetune-${shortId(id)}.tar`),
-        h("span", { class: "muted" }, ` · stored at ${result.output_model_uri}`)] : ""));
+        h("span", { class: "muted" }, ` · register it as the model source ${result.output_model_source}`)] : ""));
   }
   page().replaceChildren(...parts);
 }
