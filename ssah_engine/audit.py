@@ -22,6 +22,8 @@ from .units import UnitSpace
 
 logger = logging.getLogger(__name__)
 
+SAMPLINGS = ("shuffle", "first")
+
 # (stage, fraction of the whole audit done in [0, 1])
 ProgressFn = Callable[[str, float], None]
 
@@ -36,6 +38,12 @@ class AuditConfig:
     max_length: int = field(default=512, metadata={"help": "tokens per pair; longer responses are cut"})
     batch_size: int = field(default=8, metadata={"help": "pairs per forward pass"})
     system_prompt: str | None = field(default=None, metadata={"help": "system message for the chat template"})
+    sampling: str = field(
+        default="shuffle",
+        metadata={"help": "shuffle: a seeded random sample, as the authors drew it (shuffle(seed).select(range(N))); "
+                  "first: the first N pairs"},
+    )
+    seed: int = field(default=0, metadata={"help": "seed of the shuffled sample (authors: 0)"})
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -46,9 +54,20 @@ class AuditConfig:
             raise ValueError(f"max_length must be at least 8, got {self.max_length}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
+        if self.sampling not in SAMPLINGS:
+            raise ValueError(f"sampling must be one of {', '.join(SAMPLINGS)}, got {self.sampling!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"seed must be a non-negative int, got {self.seed!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def _calibration_subset(dataset: Dataset, config: AuditConfig) -> Dataset:
+    """The pairs an audit scores: a seeded sample (the authors' draw) or the first N."""
+    if config.sampling == "shuffle":
+        return dataset.sample(config.samples, config.seed)
+    return dataset.take(config.samples)
 
 
 def run_audit(
@@ -65,7 +84,7 @@ def run_audit(
     data_used = {}
     scores = {}
     for stage, (name, dataset) in enumerate((("safety", safety), ("utility", utility))):
-        subset = dataset.take(config.samples)
+        subset = _calibration_subset(dataset, config)
         pairs = [(example.prompt, example.response) for example in subset.examples if example.response]
         if not pairs:
             raise ValueError(f"the {name} set {dataset.name} has no (prompt, response) pairs")
@@ -88,6 +107,8 @@ def run_audit(
         data_used[name] = {
             "name": dataset.name,
             "sha256": subset.sha256,
+            "sampling": config.sampling,
+            "seed": config.seed if config.sampling == "shuffle" else None,
             "pairs": len(encoded),
             "response_tokens": scores[name].tokens,
         }

@@ -38,7 +38,9 @@ def audit_config(params: dict[str, Any]) -> AuditConfig:
     """The engine config of an audit job (``AuditCreate`` parameters)."""
     cuts = params.get("cuts") or {}
     return AuditConfig(method=params.get("method", "wifv"), samples=int(params.get("samples", 128)),
-                       max_length=int(params.get("max_length", 512)), cuts=Cuts(**cuts) if cuts else Cuts())
+                       max_length=int(params.get("max_length", 512)), cuts=Cuts(**cuts) if cuts else Cuts(),
+                       # a job queued before seeded sampling existed drew the first N pairs
+                       sampling=params.get("sampling", "first"), seed=int(params.get("seed", 0)))
 
 
 def evaluation_protocol(params: dict[str, Any], *, harmful: str | None, instructions: str | None,

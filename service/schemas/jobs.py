@@ -37,6 +37,9 @@ class AuditCreate(BaseModel):
     max_length: int = Field(512, ge=8, le=131_072, description="Tokens per pair; see max_sequence_length.")
     method: Literal["wifv", "wanda", "snip"] = "wifv"
     cuts: Cuts = Field(default_factory=Cuts)
+    sampling: Literal["shuffle", "first"] = Field(
+        "shuffle", description="Which pairs: a seeded random sample, as the paper's authors drew it, or the first N.")
+    seed: int = Field(0, ge=0, le=2**32 - 1, description="Seed of the shuffled sample (the authors': 0).")
 
 
 class EvaluationCreate(BaseModel):

@@ -28,6 +28,9 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--cuts", default="0.10,0.01,0.10", help="parameter fractions RU,SCU,UCU")
     parser.add_argument("--max-length", type=int, default=512, help="tokens per pair")
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--sampling", choices=("shuffle", "first"), default="shuffle",
+                        help="which pairs: a seeded random sample, as the authors drew it (default), or the first N")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the shuffled sample (authors: 0)")
     parser.add_argument("--out", type=Path, required=True, help="directory for the unit map")
     parser.set_defaults(run=lambda args: run_guarded(run, args))
 
@@ -56,6 +59,8 @@ def run(args: argparse.Namespace) -> int:
         cuts=Cuts.parse(args.cuts),
         max_length=args.max_length,
         batch_size=args.batch_size,
+        sampling=args.sampling,
+        seed=args.seed,
     )
     safety = load_data(args.safety_data, require_response=True)
     utility = load_data(args.utility_data, require_response=True)

@@ -7,6 +7,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Iterable
 
+import numpy as np
+
 
 @dataclass(frozen=True)
 class Example:
@@ -73,6 +75,18 @@ class Dataset:
         if n >= len(self.examples):
             return self
         return Dataset(name=self.name, examples=self.examples[:n])
+
+    def sample(self, n: int | None, seed: int = 0) -> "Dataset":
+        """``n`` examples in seeded random order (all of them, shuffled, when ``n`` is None or larger).
+
+        The same draw as Hugging Face's ``shuffle(seed=seed).select(range(n))``, which the SSAH
+        authors used: numpy's ``default_rng(seed).permutation``.
+        """
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise ValueError(f"sample(seed): seed must be a non-negative int, got {seed!r}")
+        order = np.random.default_rng(seed).permutation(len(self.examples))
+        count = len(self.take(n))  # take validates n
+        return Dataset(name=self.name, examples=tuple(self.examples[i] for i in order[:count]))
 
 
 class DatasetError(ValueError):

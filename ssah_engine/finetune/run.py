@@ -193,7 +193,8 @@ def run_finetune(
         from ..transfer import role_transfer
 
         saved = dict(unit_map.config)
-        audit_config = AuditConfig(**{**saved, "cuts": Cuts(**saved.get("cuts", {}))})
+        # A unit map from before seeded sampling drew the first N pairs: re-audit it the same way.
+        audit_config = AuditConfig(**{"sampling": "first", **saved, "cuts": Cuts(**saved.get("cuts", {}))})
         after = run_audit(loaded, audit_sets[0], audit_sets[1], audit_config)
         after.save(out_dir / "unit_map_after")
         transfer = role_transfer(unit_map, after)
