@@ -72,7 +72,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.key_lookups = {}  # key hash -> the lookup in flight (see deps._authenticate)
     app.state.rate_limiter = RateLimiter.from_settings(settings)
     app.state.metrics = Metrics()
-    app.state.metrics.watch_jobs(lambda: app.state.sessionmaker)
+    app.state.metrics.watch_jobs(lambda: app.state.sessionmaker, cache_seconds=settings.metrics_cache_seconds)
     install_error_handlers(app)
     app.add_exception_handler(BodyTooLarge, on_body_too_large)
     app.add_middleware(BodyGuard)  # innermost of ours: the request id exists when it refuses

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -12,7 +13,9 @@ from prometheus_client.core import GaugeMetricFamily
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.models import Job
+from service.models import Job, JobStatus
+
+ACTIVE = (JobStatus.queued.value, JobStatus.running.value)
 
 
 class Metrics:
@@ -27,22 +30,44 @@ class Metrics:
             buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10), registry=self.registry,
         )
 
-    def watch_jobs(self, factory: Callable[[], sessionmaker[Session]]) -> None:
-        """Expose ``ssah_jobs`` (jobs by kind and status), counted at scrape time."""
-        self.registry.register(_JobsCollector(factory))
+    def watch_jobs(self, factory: Callable[[], sessionmaker[Session]], *, cache_seconds: float = 15.0) -> None:
+        """Expose ``ssah_jobs`` (queued and running jobs by kind and status), counted at most every ``cache_seconds``."""
+        self.registry.register(_JobsCollector(factory, cache_seconds))
 
 
 class _JobsCollector:
-    def __init__(self, factory: Callable[[], sessionmaker[Session]]):
-        self.factory = factory
+    """Active jobs only, all tenants summed, no tenant label: what an operator needs, nothing a tenant could mine.
+
+    The count reads queued and running rows through the status index, so its cost follows the
+    work in flight (bounded by the per-tenant job limit), not the table's history; and it runs at
+    most once per ``cache_seconds`` however often /metrics (which needs no key) is scraped.
+    """
+
+    def __init__(self, factory: Callable[[], sessionmaker[Session]], cache_seconds: float, clock=time.monotonic):
+        self.factory, self.cache_seconds, self.clock = factory, cache_seconds, clock
+        self._counted: list[tuple[str, str, int]] = []
+        self._counted_at = float("-inf")
+        self._lock = threading.Lock()
+
+    def _counts(self) -> list[tuple[str, str, int]]:
+        with self._lock:
+            if self.clock() - self._counted_at >= self.cache_seconds:
+                self._counted_at = self.clock()  # also after a failure: an outage must not cost a query per scrape
+                with self.factory()() as session:
+                    rows = session.execute(
+                        sa.select(Job.kind, Job.status, sa.func.count())
+                        .where(Job.status.in_(ACTIVE))
+                        .group_by(Job.kind, Job.status)
+                    )
+                    self._counted = [(kind, status, count) for kind, status, count in rows]
+            return self._counted
 
     def collect(self) -> Iterable[GaugeMetricFamily]:
-        gauge = GaugeMetricFamily("ssah_jobs", "Jobs by kind and status (all tenants).", labels=["kind", "status"])
+        gauge = GaugeMetricFamily("ssah_jobs", "Jobs queued or running, by kind and status (all tenants together).",
+                                  labels=["kind", "status"])
         try:
-            with self.factory()() as session:
-                rows = session.execute(sa.select(Job.kind, Job.status, sa.func.count()).group_by(Job.kind, Job.status))
-                for kind, status, count in rows:
-                    gauge.add_metric([kind, status], count)
+            for kind, status, count in self._counts():
+                gauge.add_metric([kind, status], count)
         except sa.exc.SQLAlchemyError:
             pass  # /readyz reports the database; a scrape must not fail because of it
         yield gauge

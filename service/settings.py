@@ -29,6 +29,8 @@ class Settings(BaseSettings):
     db_pool_size: int = 10
     db_max_overflow: int = 20
     log_level: str = "INFO"
+    metrics_cache_seconds: float = 15.0  # /metrics counts jobs at most this often (it needs no key)
+    metrics_token: str | None = None  # set: /metrics answers only to "Authorization: Bearer <token>"
     # Worker side (worker/ reads these; the API ignores them).
     # fsspec URL of the artifact store (s3://bucket/prefix, memory://x); None: the local artifact_dir.
     artifact_url: str | None = None

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hmac
+
 import sqlalchemy as sa
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.concurrency import run_in_threadpool
 
-from service.errors import ServiceUnavailable
+from service.errors import ServiceUnavailable, Unauthorized
 from service.queue import ping
 from service.schemas.common import problem_responses
 
@@ -39,8 +41,14 @@ def get_readiness(request: Request) -> dict[str, object]:
 
 
 @router.get("/metrics", response_class=Response,
-            responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text format."}})
+            responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text format."},
+                       **problem_responses(401)})
 async def get_metrics(request: Request) -> Response:
-    """Expose Prometheus metrics: requests by route and status, latency, jobs by status."""
+    """Expose Prometheus metrics: requests by route and status, latency, queued and running jobs."""
+    token = request.app.state.settings.metrics_token
+    if token is not None:
+        sent = request.headers.get("authorization", "")
+        if not hmac.compare_digest(sent.encode(), f"Bearer {token}".encode()):
+            raise Unauthorized("this deployment's /metrics needs 'Authorization: Bearer <metrics token>'")
     body = await run_in_threadpool(generate_latest, request.app.state.metrics.registry)
     return Response(body, media_type=CONTENT_TYPE_LATEST)
