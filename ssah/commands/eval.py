@@ -47,6 +47,12 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--compare-to", type=Path, metavar="EVALUATION_JSON",
                         help="an earlier evaluation.json on the same prompts: adds paired differences with intervals")
     parser.add_argument("--units", type=Path, help="unit map directory from `ssah audit`")
+    parser.add_argument("--direction", type=Path, metavar="PROBE_DIR",
+                        help="refusal direction from `ssah probe` (its --out/model directory); with one of:")
+    parser.add_argument("--ablate-direction", action="store_true",
+                        help="project the direction out of the residual stream at every layer")
+    parser.add_argument("--add-direction", type=float, metavar="ALPHA",
+                        help="add ALPHA x the direction at its layer (on every prompt: induces refusal)")
     parser.add_argument("--out", type=Path, required=True, help="directory for evaluation.json and protocol.json")
     parser.set_defaults(run=lambda args: run_guarded(run, args))
 
@@ -142,11 +148,16 @@ def run(args: argparse.Namespace) -> int:
         from ssah_engine.unitmap import UnitMap
 
         unit_map = UnitMap.load(args.units)
+    from .direction_flags import direction_intervention
+
     loaded = load_model_from_args(args)
     started = time.perf_counter()
     bar = ProgressBar("eval")
     try:
-        result = evaluate(loaded, protocol, progress=bar, ablation=ablation, unit_map=unit_map)
+        with direction_intervention(loaded.model, args) as intervention:
+            result = evaluate(loaded, protocol, progress=bar, ablation=ablation, unit_map=unit_map)
+        if intervention:
+            result["direction_intervention"] = intervention
         if earlier is not None:
             result["comparison"] = compare(earlier, result) | {"against": str(args.compare_to)}
     except (DatasetError, ValueError) as error:
