@@ -84,6 +84,12 @@ async def _on_validation(request: Request, exc: Exception) -> JSONResponse:
 
 async def _on_http(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    if isinstance(exc.__cause__, RecursionError):  # FastAPI's body parser hit "[[[[...": the body is the problem
+        return problem_response(
+            request, status=422, title="Unprocessable Content", slug="validation",
+            detail="body: JSON nested too deeply to parse",
+            extra={"errors": [{"loc": "body", "msg": "JSON nested too deeply to parse", "type": "json_too_deep"}]},
+        )
     title = HTTPStatus(exc.status_code).phrase
     detail = exc.detail if isinstance(exc.detail, str) else title
     return problem_response(

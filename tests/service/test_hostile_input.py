@@ -110,3 +110,10 @@ def test_nul_bytes_and_control_characters_in_names_are_422(client: TestClient, a
 def test_a_nul_byte_in_a_dashboard_path_is_404(client: TestClient, path: str) -> None:
     r = client.get(path)
     assert r.status_code == 404, r.text
+
+
+@pytest.mark.parametrize("body", [b"[" * 100_000 + b"]" * 100_000,
+                                  b'{"model_id": ' + b"[" * 5_000 + b"]" * 5_000 + b"}"])
+def test_a_deeply_nested_json_body_is_422(client: TestClient, alice: Tenant_, body: bytes) -> None:
+    r = client.post("/v1/audits", content=body, headers={**alice.headers, "content-type": "application/json"})
+    assert r.status_code == 422 and r.json()["errors"][0]["type"] == "json_too_deep", r.text
