@@ -31,15 +31,24 @@ class Family:
     up: str = "mlp.up_proj"
     gate_up: str | None = None  # fused gate/up projection, rows in gate, up order
     down: str = "mlp.down_proj"
+    # Norms a head's output passes through (pre-attention, q/k norms, a post-attention norm) and
+    # those a neuron's passes through: training them changes a frozen unit's function.
+    head_norms: tuple[str, ...] = ("input_layernorm",)
+    neuron_norms: tuple[str, ...] = ("post_attention_layernorm",)  # Llama-style: the pre-MLP norm
 
+
+QK_NORMS = ("self_attn.q_norm", "self_attn.k_norm")
+GEMMA_HEAD_NORMS = ("input_layernorm", "post_attention_layernorm")
+GEMMA_NEURON_NORMS = ("pre_feedforward_layernorm", "post_feedforward_layernorm")
 
 FAMILIES: tuple[Family, ...] = (
     Family("llama", ("llama",)),
     Family("mistral", ("mistral",)),
     Family("qwen2", ("qwen2",)),
-    Family("qwen3", ("qwen3",)),
-    Family("gemma2", ("gemma2",)),
-    Family("gemma3", ("gemma3", "gemma3_text")),
+    Family("qwen3", ("qwen3",), head_norms=("input_layernorm", *QK_NORMS)),
+    Family("gemma2", ("gemma2",), head_norms=GEMMA_HEAD_NORMS, neuron_norms=GEMMA_NEURON_NORMS),
+    Family("gemma3", ("gemma3", "gemma3_text"), head_norms=(*GEMMA_HEAD_NORMS, *QK_NORMS),
+           neuron_norms=GEMMA_NEURON_NORMS),
     Family("phi3", ("phi3",), qkv="self_attn.qkv_proj", gate_up="mlp.gate_up_proj"),
 )
 
@@ -74,6 +83,8 @@ class LayerProjections:
     up: RowSlice
     down: nn.Linear
     down_path: str
+    head_norms: tuple[str, ...] = ()  # module paths of the norms every head of the layer passes through
+    neuron_norms: tuple[str, ...] = ()  # and those every neuron passes through
 
 
 @dataclass(frozen=True)
@@ -123,6 +134,11 @@ def _text_config(model: nn.Module):
     return getattr(config, "text_config", None) or config
 
 
+def _checked_path(layer: nn.Module, prefix: str, name: str) -> str:
+    layer.get_submodule(name)  # raises AttributeError if a checkpoint lacks the norm its family has
+    return prefix + name
+
+
 def describe(model: nn.Module) -> ModelLayout:
     """Read the unit layout of ``model``; raises UnsupportedArchitectureError for other families."""
     family = family_of(model)
@@ -160,6 +176,8 @@ def describe(model: nn.Module) -> ModelLayout:
                 up=up,
                 down=layer.get_submodule(family.down),
                 down_path=prefix + family.down,
+                head_norms=tuple(_checked_path(layer, prefix, name) for name in family.head_norms),
+                neuron_norms=tuple(_checked_path(layer, prefix, name) for name in family.neuron_norms),
             )
         )
     layout = ModelLayout(

@@ -34,6 +34,13 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--budget", type=float, default=0.20, help="budget: parameter fraction of RU to train")
     parser.add_argument("--utility-data", default=DEFAULT_UTILITY, help="budget without --units: set that finds RU")
     parser.add_argument("--freeze-layers", default="", help="freeze whole layers, e.g. 0-5,10")
+    parser.add_argument("--freeze-rule", choices=("function", "rows"), default="function",
+                        help="function (default): a frozen head also freezes its KV group's k/v rows and the norms "
+                             "it passes through, so its output is bit-identical; rows: the older rule (k/v only "
+                             "when the whole group is frozen, norms train)")
+    parser.add_argument("--paper-schedule", action="store_true",
+                        help="the paper's schedule: freeze settings train twice the epochs (or --max-steps), "
+                             "setting i after one epoch of setting ii; full mode is the plain arm")
     for part in ("embeddings", "norms", "lm-head"):
         parser.add_argument(f"--train-{part}", action=argparse.BooleanOptionalAction, default=None,
                             help=f"train the {part} (default: yes, except in budget mode)")
@@ -52,6 +59,15 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--gradient-checkpointing", action="store_true", help="CUDA only")
     parser.add_argument("--checkpoint-every", type=int, default=0, help="resumable checkpoint every N steps")
     parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    parser.add_argument("--track-refusal", action="store_true",
+                        help="refusal margin on harmful calibration prompts and over-refusal margin on harmless "
+                             "ones every --track-every steps (no generation), stored in loss.json")
+    parser.add_argument("--track-every", type=int, default=10, help="steps between two tracked margins")
+    parser.add_argument("--track-prompts", type=int, default=16, help="prompts of each tracking set")
+    parser.add_argument("--track-harmful", default="builtin:safety", help="harmful calibration prompts tracked")
+    parser.add_argument("--track-harmless", default="builtin:utility", help="harmless prompts tracked")
+    parser.add_argument("--stop-if-refusal-below", type=float, default=None, metavar="MARGIN",
+                        help="stop when the mean tracked refusal margin falls below MARGIN (implies --track-refusal)")
     parser.add_argument("--evaluate", action="store_true", help="evaluate safety and utility before and after")
     parser.add_argument("--eval-protocol", default=None, help="protocol JSON for --evaluate (default protocol if absent)")
     parser.add_argument("--reaudit", action="store_true", help="re-audit the result and write the role transfer")
@@ -84,6 +100,10 @@ def run(args: argparse.Namespace) -> int:
         max_length=args.max_length, system_prompt=args.system_prompt, seed=args.seed, bf16=not args.no_bf16,
         gradient_checkpointing=args.gradient_checkpointing, checkpoint_every=args.checkpoint_every,
         resume=args.resume, evaluate=args.evaluate, eval_protocol=args.eval_protocol, reaudit=args.reaudit,
+        freeze_rule=args.freeze_rule, paper_schedule=args.paper_schedule,
+        track_refusal=args.track_refusal or args.stop_if_refusal_below is not None, track_every=args.track_every,
+        track_prompts=args.track_prompts, track_harmful=args.track_harmful, track_harmless=args.track_harmless,
+        stop_if_refusal_below=args.stop_if_refusal_below,
     )
     if args.mode == "freeze" and args.units is None:
         raise CommandError("--mode freeze needs --units (a unit map from `ssah audit`)")
@@ -107,6 +127,24 @@ def run(args: argparse.Namespace) -> int:
           f"({100 * masks['frozen_unit_fraction']:.2f} % of units)")
     if losses:
         print(f"loss: first {losses[0]:.4f}, last {losses[-1]:.4f}, min {min(losses):.4f} over {len(losses)} steps")
+    beyond = masks.get("frozen_beyond_rows_rule", {}).get("parameters", 0)
+    if beyond:
+        print(f"freeze rule {masks['freeze_rule']}: {beyond:,} parameters frozen beyond the rows rule "
+              f"(k/v rows {masks['frozen_beyond_rows_rule']['kv_rows']:,}, norms {masks['frozen_beyond_rows_rule']['norms']:,})")
+    if result.schedule.get("name") == "paper":
+        phases = ", ".join(f"setting {p['setting']} steps {p['first_step']}-{p['last_step']}"
+                           for p in result.schedule["phases"])
+        print(f"paper schedule ({result.schedule['arm']} arm): {phases or 'plain'}")
+    if result.tracking:
+        tracked = [entry for entry in result.history if "refusal_margin" in entry]
+        base = result.tracking["baseline"]
+        last = tracked[-1] if tracked else base
+        print(f"refusal margin: step 0 {base['refusal_margin']:.3f} -> step {last['step']} {last['refusal_margin']:.3f}; "
+              f"over-refusal margin {base['over_refusal_margin']:.3f} -> {last['over_refusal_margin']:.3f}")
+        if result.tracking["stop"]:
+            stop = result.tracking["stop"]
+            print(f"stopped at step {stop['step']}: refusal margin {stop['refusal_margin']:.3f} "
+                  f"below {stop['threshold']:.3f}")
     for stage in ("before", "after"):
         if stage in result.evaluation:
             print(f"evaluation {stage}: {_headline(result.evaluation[stage])}")

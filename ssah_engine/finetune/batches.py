@@ -29,7 +29,7 @@ class StepBatches:
         self.grad_accum = config.grad_accum
         micro_batches = math.ceil(len(self.encoded) / config.batch_size)
         self.steps_per_epoch = math.ceil(micro_batches / config.grad_accum)
-        self.total_steps = config.max_steps or config.epochs * self.steps_per_epoch
+        self.total_steps = (config.max_steps or config.epochs * self.steps_per_epoch) * config.length_factor
 
     def _order(self, epoch: int) -> list[int]:
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)

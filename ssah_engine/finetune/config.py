@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 
 from ..classify import canonical_class
+from .masks import FREEZE_RULES
 
 MODES = ("full", "freeze", "budget")
 SETTINGS = {"i": None, "ii": ("SCU", "CU")}  # setting (i) is SCU + the top of CU, see cu_top
@@ -52,6 +53,17 @@ class FinetuneConfig:
     )
     budget_samples: int = field(default=128, metadata={"help": "budget mode: utility pairs scored to find RU"})
     freeze_layers: str = field(default="", metadata={"help": "freeze whole decoder layers, e.g. '0-5,10'"})
+    freeze_rule: str = field(
+        default="function",
+        metadata={"help": "function: a frozen unit also freezes its KV group's k/v rows and the norms it passes "
+                          "through (its output on a fixed layer input stays bit-identical); rows: only its own "
+                          "rows, k/v only when the whole group is frozen, norms train"},
+    )
+    paper_schedule: bool = field(
+        default=False,
+        metadata={"help": "the paper's schedule: freeze settings train twice the epochs (or max_steps) of plain "
+                          "fine-tuning, setting (i) after one epoch under setting (ii); full mode is the plain arm"},
+    )
     train_embeddings: bool | None = field(
         default=None, metadata={"help": "train the input embeddings (default: yes, except in budget mode)"}
     )
@@ -81,6 +93,18 @@ class FinetuneConfig:
     keep_checkpoints: int = field(default=1, metadata={"help": "checkpoints kept on disk (the newest)"})
     resume: bool = field(default=False, metadata={"help": "continue from the newest checkpoint in the output dir"})
     log_every: int = field(default=10, metadata={"help": "log the loss every N steps"})
+    track_refusal: bool = field(
+        default=False,
+        metadata={"help": "every track_every steps, the refusal margin on harmful calibration prompts and the "
+                          "over-refusal margin on harmless ones (no generation), stored in the loss curve"},
+    )
+    track_every: int = field(default=10, metadata={"help": "optimizer steps between two refusal measurements"})
+    track_prompts: int = field(default=16, metadata={"help": "prompts of each tracking set (the first N)"})
+    track_harmful: str = field(default="builtin:safety", metadata={"help": "harmful calibration prompts tracked"})
+    track_harmless: str = field(default="builtin:utility", metadata={"help": "harmless prompts tracked"})
+    stop_if_refusal_below: float | None = field(
+        default=None, metadata={"help": "stop when the mean tracked refusal margin falls below this (needs tracking)"}
+    )
     evaluate: bool = field(default=False, metadata={"help": "evaluate safety and utility before and after"})
     eval_protocol: str | None = field(default=None, metadata={"help": "protocol JSON file for evaluation.evaluate (None: its default)"})
     reaudit: bool = field(default=False, metadata={"help": "re-audit the result with the unit map's data and cuts"})
@@ -103,7 +127,14 @@ class FinetuneConfig:
                 raise ValueError(f"{name} must be a fraction in [0, 1], got {getattr(self, name)}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
-        for name in ("epochs", "batch_size", "grad_accum", "budget_samples", "keep_checkpoints", "log_every"):
+        if self.freeze_rule not in FREEZE_RULES:
+            raise ValueError(f"freeze_rule must be one of {', '.join(FREEZE_RULES)}, got {self.freeze_rule!r}")
+        if self.paper_schedule and not (self.mode == "full" or self.setting):
+            raise ValueError("paper_schedule applies to full mode (the plain arm) and freeze settings 'i'/'ii'")
+        if self.stop_if_refusal_below is not None and not self.track_refusal:
+            raise ValueError("stop_if_refusal_below needs track_refusal")
+        for name in ("epochs", "batch_size", "grad_accum", "budget_samples", "keep_checkpoints", "log_every",
+                     "track_every", "track_prompts"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.max_steps is not None and self.max_steps < 1:
@@ -119,6 +150,11 @@ class FinetuneConfig:
         if self.max_length < 8:
             raise ValueError(f"max_length must be at least 8, got {self.max_length}")
         parse_layer_range(self.freeze_layers)
+
+    @property
+    def length_factor(self) -> int:
+        """How many times the run's epochs (or max_steps) it trains: 2 for a freeze arm of the paper schedule."""
+        return 2 if self.paper_schedule and self.mode == "freeze" else 1
 
     @property
     def layers_frozen(self) -> tuple[int, ...]:

@@ -1,8 +1,16 @@
 """Per-tensor training masks at unit granularity, built from a set of frozen units.
 
-A frozen head owns its q rows and o columns; its KV group's k/v rows freeze only when every
-query head of the group is frozen (the method page). A frozen neuron owns its gate and up rows
-and its down column; fused Phi-3 projections are handled through the layout's row offsets.
+A frozen head owns its q rows and o columns; a frozen neuron owns its gate and up rows and its
+down column; fused Phi-3 projections are handled through the layout's row offsets.
+
+Two rules say what else a frozen unit holds still. ``function`` (the default) keeps the unit's
+function of its layer's input: a frozen head also freezes its KV group's k/v rows, which it
+reads, and the norms its output passes through (the pre-attention norm, Qwen3/Gemma3 q_norm and
+k_norm, Gemma's post-attention norm); a frozen neuron freezes the pre-MLP norm and Gemma's
+post-FFN norm. These are shared, so heads and neurons beside a frozen one lose them too; the
+result states how many parameters that froze beyond ``rows``. ``rows`` is the older rule: k/v
+rows freeze only when every query head of the group is frozen, and norms always train, so under
+grouped-query attention a "frozen" head's attention still changes.
 Every tensor ends up in one of three states: trainable, frozen whole (requires_grad=False), or
 partly frozen along one dimension (rows or columns, kept as an index).
 """
@@ -21,6 +29,7 @@ from ..architectures import ModelLayout, describe
 from ..units import UnitSpace
 
 MASKS_FILE = "masks.safetensors"
+FREEZE_RULES = ("function", "rows")
 
 
 @dataclass(frozen=True)
@@ -39,6 +48,9 @@ class ParamMasks:
     frozen_kv_groups: torch.Tensor  # bool [layers, kv heads]
     whole: set[str] = field(default_factory=set)  # no trainable element
     slices: dict[str, SliceMask] = field(default_factory=dict)  # partly frozen
+    rule: str = "function"
+    # Parameters frozen by the rule beyond what ``rows`` freezes: {"kv_rows": n, "norms": n}.
+    beyond_rows: dict[str, int] = field(default_factory=dict)
 
     def trainable(self, name: str, shape: torch.Size) -> torch.Tensor:
         """Dense bool mask of the trainable elements of parameter ``name``."""
@@ -55,17 +67,21 @@ class ParamMasks:
         for name, parameter in model.named_parameters():
             parameter.requires_grad_(name not in self.whole)
 
+    def trainable_numel(self, name: str, parameter: torch.Tensor) -> int:
+        """How many elements of ``parameter`` train."""
+        if name in self.whole:
+            return 0
+        frozen = 0
+        if name in self.slices:
+            part = self.slices[name]
+            frozen = part.index.numel() * parameter.numel() // parameter.shape[part.dim]
+        return parameter.numel() - frozen
+
     def summary(self, model: nn.Module, space: UnitSpace) -> dict:
         total = trainable = 0
         for name, parameter in model.named_parameters():
             total += parameter.numel()
-            if name in self.whole:
-                continue
-            frozen = 0
-            if name in self.slices:
-                part = self.slices[name]
-                frozen = part.index.numel() * parameter.numel() // parameter.shape[part.dim]
-            trainable += parameter.numel() - frozen
+            trainable += self.trainable_numel(name, parameter)
         weights = space.param_weights()
         return {
             "parameters": total,
@@ -77,6 +93,8 @@ class ParamMasks:
             "frozen_kv_groups": int(self.frozen_kv_groups.sum()),
             "frozen_tensors": len(self.whole),
             "partly_frozen_tensors": len(self.slices),
+            "freeze_rule": self.rule,
+            "frozen_beyond_rows_rule": {**self.beyond_rows, "parameters": sum(self.beyond_rows.values())},
         }
 
     def save(self, path: str | Path) -> Path:
@@ -84,7 +102,8 @@ class ParamMasks:
         tensors = {"frozen_units": self.frozen_units, "frozen_kv_groups": self.frozen_kv_groups}
         for name, part in self.slices.items():
             tensors[f"{'rows' if part.dim == 0 else 'columns'}/{name}"] = part.index.contiguous()
-        metadata = {"format_version": "1", "whole": json.dumps(sorted(self.whole))}
+        metadata = {"format_version": "1", "whole": json.dumps(sorted(self.whole)), "rule": self.rule,
+                    "beyond_rows": json.dumps(self.beyond_rows)}
         save_file(tensors, str(path), metadata=metadata)
         return path
 
@@ -100,7 +119,11 @@ class ParamMasks:
             kind, _, name = key.partition("/")
             if kind in ("rows", "columns"):
                 slices[name] = SliceMask(0 if kind == "rows" else 1, index)
-        return cls(tensors["frozen_units"], tensors["frozen_kv_groups"], set(json.loads(metadata["whole"])), slices)
+        return cls(
+            tensors["frozen_units"], tensors["frozen_kv_groups"], set(json.loads(metadata["whole"])), slices,
+            rule=metadata.get("rule", "rows"),  # files written before the rule existed used "rows"
+            beyond_rows=json.loads(metadata.get("beyond_rows", "{}")),
+        )
 
 
 def _unit_rows(frozen: torch.Tensor, width: int, offset: int = 0) -> torch.Tensor:
@@ -118,12 +141,16 @@ def build_masks(
     train_norms: bool = True,
     train_lm_head: bool = True,
     layout: ModelLayout | None = None,
+    rule: str = "function",
 ) -> ParamMasks:
     """Masks for freezing ``frozen_units`` (bool [units], flat order) and whole layers ``freeze_layers``.
 
     ``train_norms`` covers every tensor that is not a unit weight, an embedding or the LM head
     (norms, o/down biases). A tied embedding/LM head trains only if both flags allow it.
+    ``rule``: what a frozen unit holds still beyond its own rows (module docstring).
     """
+    if rule not in FREEZE_RULES:
+        raise ValueError(f"rule must be one of {', '.join(FREEZE_RULES)}, got {rule!r}")
     layout = layout or describe(model)
     space = UnitSpace.from_layout(layout)
     if frozen_units.shape != (space.size,):
@@ -136,7 +163,8 @@ def build_masks(
     for layer in freeze_layers:
         heads[layer] = True
         neurons[layer] = True
-    kv_groups = heads.reshape(layout.num_layers, layout.num_kv_heads, layout.group_size).all(2)
+    by_group = heads.reshape(layout.num_layers, layout.num_kv_heads, layout.group_size)
+    kv_groups = by_group.any(2) if rule == "function" else by_group.all(2)
 
     names = {id(parameter): name for name, parameter in model.named_parameters()}
     frozen_index: dict[tuple[str, int], list[torch.Tensor]] = {}  # (weight name, dim) -> index pieces
@@ -160,7 +188,7 @@ def build_masks(
             frozen_index.setdefault((names[id(linear.weight)], 1), []).append(index)
 
     parameters = dict(model.named_parameters())
-    masks = ParamMasks(frozen_units, kv_groups)
+    masks = ParamMasks(frozen_units, kv_groups, rule=rule)
 
     def freeze(name: str, dim: int, index: torch.Tensor) -> None:
         index = torch.unique(index)
@@ -180,8 +208,14 @@ def build_masks(
     output = model.get_output_embeddings()
     lm_head = {names[id(output.weight)]} if output is not None else set()
     frozen_layer_prefixes = tuple(f"{layout.layers_path}.{layer}." for layer in freeze_layers)
+    held_norms: tuple[str, ...] = ()  # module paths + "." of the norms frozen units pass through
+    for projections in layout.layers if rule == "function" else ():
+        if heads[projections.index].any():
+            held_norms += tuple(f"{path}." for path in projections.head_norms)
+        if neurons[projections.index].any():
+            held_norms += tuple(f"{path}." for path in projections.neuron_norms)
     for name in parameters:
-        if name.startswith(frozen_layer_prefixes):
+        if name.startswith(frozen_layer_prefixes) or (held_norms and name.startswith(held_norms)):
             masks.whole.add(name)
         elif name in unit_tensors:
             continue
@@ -192,4 +226,23 @@ def build_masks(
             masks.whole.add(name)
     for name in masks.whole:
         masks.slices.pop(name, None)
+    if rule != "rows":
+        masks.beyond_rows = _beyond_rows(masks, model, frozen_units, freeze_layers, train_embeddings, train_norms,
+                                         train_lm_head, layout)
     return masks
+
+
+def _beyond_rows(masks: ParamMasks, model: nn.Module, *rows_arguments) -> dict[str, int]:
+    """Parameters ``masks`` freezes that the ``rows`` rule would train, as k/v rows and as norms."""
+    frozen_units, freeze_layers, train_embeddings, train_norms, train_lm_head, layout = rows_arguments
+    rows = build_masks(model, frozen_units, freeze_layers=freeze_layers, train_embeddings=train_embeddings,
+                       train_norms=train_norms, train_lm_head=train_lm_head, layout=layout, rule="rows")
+    kv = {id(part.linear.weight) for p in layout.layers for part in (p.k, p.v)}
+    kv |= {id(part.linear.bias) for p in layout.layers for part in (p.k, p.v) if part.linear.bias is not None}
+    counts = {"kv_rows": 0, "norms": 0}
+    for name, parameter in model.named_parameters():
+        extra = rows.trainable_numel(name, parameter) - masks.trainable_numel(name, parameter)
+        if extra:
+            # Phi-3's fused qkv counts as k/v: q rows freeze by the same rule under both.
+            counts["kv_rows" if id(parameter) in kv else "norms"] += extra
+    return counts

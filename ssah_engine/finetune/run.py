@@ -8,7 +8,8 @@ Output directory::
     model/                    save_pretrained weights (safetensors) and tokenizer
     finetune_config.json      config, model, data hash, mask summary, library versions
     masks.safetensors         frozen units, KV groups, frozen rows/columns per tensor
-    loss.json                 loss and learning rate per optimizer step
+    loss.json                 loss and learning rate per optimizer step (+ tracked refusal margins)
+    refusal_track.json        with track_refusal: the prompts tracked, the step-0 margins, the stop reason
     budget_units/             budget mode without a unit map: the utility-only unit map used
     evaluation.json           before/after scores (with evaluate)
     unit_map_after/, role_transfer.json   (with reaudit)
@@ -20,7 +21,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -34,7 +35,9 @@ from .batches import StepBatches
 from .checkpoint import latest_checkpoint
 from .config import FinetuneConfig
 from .masks import MASKS_FILE, build_masks
+from .schedule import paper_phases
 from .selection import find_redundant_units, frozen_units_for
+from .tracking import TRACK_FILE, RefusalTracker
 from .trainer import ProgressFn, train
 
 logger = logging.getLogger(__name__)
@@ -55,6 +58,8 @@ class FinetuneResult:
     masks: dict  # ParamMasks.summary()
     evaluation: dict = field(default_factory=dict)  # {"before": ..., "after": ...} with evaluate
     transfer: dict | None = None  # role_transfer(before, after) with reaudit
+    schedule: dict = field(default_factory=dict)  # which schedule ran: "equal" epochs or "paper", its phases
+    tracking: dict | None = None  # with track_refusal: sets, step-0 margins, stop (None: ran to the end)
 
 
 def _default_evaluate(config: FinetuneConfig) -> EvaluateFn:
@@ -75,7 +80,12 @@ def _audit_sets(unit_map: UnitMap) -> tuple[Dataset, Dataset]:
         entry = unit_map.data.get(name)
         if not entry:
             raise ValueError(f"the unit map records no {name} set; pass audit_sets to re-audit")
-        subset = load_dataset(entry["name"], require_response=True).take(unit_map.config.get("samples"))
+        dataset, samples = load_dataset(entry["name"], require_response=True), unit_map.config.get("samples")
+        # The audit's own draw: a seeded shuffle, or the first N (maps written before sampling existed).
+        if entry.get("sampling", "first") == "shuffle":
+            subset = dataset.sample(samples, entry.get("seed") or 0)
+        else:
+            subset = dataset.take(samples)
         if subset.sha256 != entry["sha256"]:
             raise ValueError(f"{entry['name']} changed since the audit (sha256 differs); pass audit_sets")
         sets.append(subset)
@@ -115,6 +125,7 @@ def run_finetune(
     utility: Dataset | None = None,
     audit_sets: tuple[Dataset, Dataset] | None = None,
     evaluate_fn: EvaluateFn | None = None,
+    track_sets: tuple[Dataset, Dataset] | None = None,
 ) -> FinetuneResult:
     """Fine-tune ``loaded.model`` in place on ``dataset`` and write everything into ``out_dir``.
 
@@ -122,6 +133,7 @@ def run_finetune(
     ``utility`` finds the redundant units in budget mode when no unit map is given.
     ``audit_sets`` (safety, utility) re-audit; by default the sets named in the unit map.
     ``evaluate_fn(loaded) -> dict`` scores before/after; by default ``evaluation.evaluate``.
+    ``track_sets`` (harmful, harmless) for track_refusal; by default the sets the config names.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -144,15 +156,27 @@ def run_finetune(
             unit_map = find_redundant_units(loaded, utility, config)
             unit_map.save(out_dir / "budget_units")
         frozen_units = frozen_units_for(config, space, unit_map)
-    masks = build_masks(
-        model,
-        frozen_units,
-        freeze_layers=config.layers_frozen,
-        train_embeddings=config.trains("embeddings"),
-        train_norms=config.trains("norms"),
-        train_lm_head=config.trains("lm_head"),
-        layout=layout,
-    )
+    def masks_for(units: torch.Tensor):
+        return build_masks(
+            model,
+            units,
+            freeze_layers=config.layers_frozen,
+            train_embeddings=config.trains("embeddings"),
+            train_norms=config.trains("norms"),
+            train_lm_head=config.trains("lm_head"),
+            layout=layout,
+            rule=config.freeze_rule,
+        )
+
+    masks = masks_for(frozen_units)
+    if config.paper_schedule and custom_unit_set:
+        raise ValueError("paper_schedule derives its phases from the unit map's settings, not from frozen_units")
+    phases, schedule = paper_phases(config, data, masks, lambda setting: masks_for(
+        frozen_units_for(replace(config, setting=setting), space, unit_map)), model, space)
+    tracker = None
+    if config.track_refusal:
+        harmful, harmless = track_sets or _track_sets(config)
+        tracker = RefusalTracker(tokenizer, harmful, harmless, config)
     record = {
         "config": config.to_dict(),
         "model": {"source": loaded.source, "resolved": loaded.resolved, "family": layout.family},
@@ -161,6 +185,8 @@ def run_finetune(
         "custom_unit_set": custom_unit_set,
         "masks": masks.summary(model, space),
         "steps": data.total_steps,
+        "schedule": schedule,
+        "tracking": tracker.describe() if tracker else None,
         "versions": library_versions(),
     }
     _check_resume(out_dir, record, config)
@@ -177,11 +203,25 @@ def run_finetune(
             evaluation = {"protocol": config.eval_protocol, "before": evaluate_fn(loaded)}
             _write_json(evaluation_path, evaluation)
 
-    history = train(model, data, masks, config, out_dir, progress)
+    tracking = None
+    if tracker is not None:
+        track_path = out_dir / TRACK_FILE
+        saved = json.loads(track_path.read_text()) if config.resume and track_path.is_file() else {}
+        # Step 0 is measured on the base model; a resumed run keeps the first run's measurement.
+        tracking = {**tracker.describe(), "baseline": saved.get("baseline") or {"step": 0, **tracker.measure(model)},
+                    "stop": None}
+        _write_json(track_path, tracking)
+    history = train(model, data, masks, config, out_dir, progress, phases=phases, tracker=tracker)
     model_dir = out_dir / "model"
     model.save_pretrained(model_dir)
     tokenizer.save_pretrained(model_dir)
     _write_json(out_dir / LOSS_FILE, history)
+    if tracker is not None:
+        tracking["stop"] = tracker.stop
+        _write_json(out_dir / TRACK_FILE, tracking)
+        if tracker.stop:
+            logger.info("stopped at step %d: refusal margin %.3f below %.3f", tracker.stop["step"],
+                        tracker.stop["refusal_margin"], tracker.stop["threshold"])
 
     if evaluate_fn is not None:
         evaluation["after"] = evaluate_fn(loaded)
@@ -199,4 +239,11 @@ def run_finetune(
         after.save(out_dir / "unit_map_after")
         transfer = role_transfer(unit_map, after)
         _write_json(out_dir / TRANSFER_FILE, transfer)
-    return FinetuneResult(out_dir, model_dir, data.total_steps, history, record["masks"], evaluation, transfer)
+    return FinetuneResult(out_dir, model_dir, len(history), history, record["masks"], evaluation, transfer,
+                          schedule, tracking)
+
+
+def _track_sets(config: FinetuneConfig) -> tuple[Dataset, Dataset]:
+    from ..data import load_dataset
+
+    return load_dataset(config.track_harmful), load_dataset(config.track_harmless)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -75,10 +75,28 @@ def train(
     config: FinetuneConfig,
     out_dir: Path,
     progress: ProgressFn | None = None,
+    *,
+    phases: Sequence[tuple[int, ParamMasks]] = (),
+    tracker=None,
 ) -> list[dict]:
-    """Train ``model`` in place; return the loss curve (one entry per optimizer step)."""
+    """Train ``model`` in place; return the loss curve (one entry per optimizer step).
+
+    ``phases``: (first step, masks) pairs when the masks change during the run (the paper's
+    schedule); by default ``masks`` for every step. The optimizer covers every tensor that trains
+    in some phase; a tensor frozen whole in the current phase has no gradient, so AdamW leaves it.
+    ``tracker`` (a ``RefusalTracker``): its margins join the entries of every ``track_every``-th
+    step and the last, and its stop rule may end the run early.
+    """
     device = next(model.parameters()).device
-    masks.apply(model)
+    phases = list(phases) or [(0, masks)]
+    trains_somewhere = {name: any(name not in part.whole for _, part in phases) for name, _ in model.named_parameters()}
+
+    def train_all_phases() -> None:
+        """requires_grad on every tensor some phase trains: what the optimizer and checkpoints hold."""
+        for name, parameter in model.named_parameters():
+            parameter.requires_grad_(trains_somewhere[name])
+
+    train_all_phases()
     torch.manual_seed(config.seed)
     if device.type == "cuda" and config.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -90,24 +108,44 @@ def train(
         start, history = load_checkpoint(checkpoint, model, optimizer, scheduler)
     elif config.resume:
         logger.info("no checkpoint in %s: starting from step 0", out_dir)
-    frozen = FrozenSlices(model, masks)  # snapshot after any resume, from the weights actually trained
-    logger.info(
-        "training %d steps (%d per epoch), %d partly frozen tensors, %d frozen whole",
-        data.total_steps, data.steps_per_epoch, len(frozen), len(masks.whole),
-    )
+
+    def enter(step: int) -> tuple[FrozenSlices, int]:
+        """Masks of the phase holding ``step``; the snapshot comes from the weights actually trained."""
+        number = max(i for i, (first, _) in enumerate(phases) if first <= step)
+        phases[number][1].apply(model)
+        frozen = FrozenSlices(model, phases[number][1])
+        logger.info(
+            "training steps %d-%d of %d (%d per epoch), %d partly frozen tensors, %d frozen whole",
+            step + 1, phases[number + 1][0] if number + 1 < len(phases) else data.total_steps, data.total_steps,
+            data.steps_per_epoch, len(frozen), len(phases[number][1].whole),
+        )
+        return frozen, number
+
+    frozen, phase = enter(start)
     model.train()
     try:
         for step in range(start, data.total_steps):
+            if phase + 1 < len(phases) and step >= phases[phase + 1][0]:
+                frozen, phase = enter(step)
             lr = optimizer.param_groups[0]["lr"]
             loss = train_step(model, optimizer, data.window(step), frozen, config)
             scheduler.step()
-            history.append({"step": step + 1, "loss": loss, "lr": lr})
-            if (step + 1) % config.log_every == 0 or step + 1 == data.total_steps:
+            entry = {"step": step + 1, "loss": loss, "lr": lr}
+            history.append(entry)
+            done = step + 1 == data.total_steps
+            if tracker is not None and ((step + 1) % config.track_every == 0 or done):
+                entry.update(tracker.measure(model))
+                done = tracker.should_stop(step + 1, entry) or done
+            if (step + 1) % config.log_every == 0 or done:
                 logger.info("step %d/%d loss %.4f lr %.2e", step + 1, data.total_steps, loss, lr)
-            if config.checkpoint_every and (step + 1) % config.checkpoint_every == 0 and step + 1 < data.total_steps:
+            if config.checkpoint_every and (step + 1) % config.checkpoint_every == 0 and not done:
+                train_all_phases()
                 save_checkpoint(out_dir, step + 1, model, optimizer, scheduler, history, config.keep_checkpoints)
+                phases[phase][1].apply(model)
             if progress:
                 progress(f"step {step + 1}/{data.total_steps} loss {loss:.4f}", (step + 1) / data.total_steps)
+            if done:
+                break
     finally:
         model.eval()
         if device.type == "cuda" and config.gradient_checkpointing:

@@ -88,12 +88,16 @@ def unit_slices(model, space: UnitSpace):
     return pieces
 
 
-def assert_units(model, before: dict, space: UnitSpace, frozen_units: torch.Tensor):
-    """Every frozen unit's slices are bit-identical; every trainable unit's slices changed."""
+def assert_units(model, before: dict, space: UnitSpace, frozen_units: torch.Tensor, rule: str = "function"):
+    """Every frozen unit's slices are bit-identical; every trainable unit's slices changed.
+
+    A KV group is frozen when any of its query heads is (rule "function") or all of them ("rows").
+    """
     names = {id(p): name for name, p in model.named_parameters()}
     checked = {"frozen": 0, "trainable": 0}
+    group_frozen = (lambda units: units.any()) if rule == "function" else (lambda units: units.all())
     for (kind, key), label, weight, view in unit_slices(model, space):
-        frozen = bool(frozen_units[list(key)].all()) if kind == "group" else bool(frozen_units[key])
+        frozen = bool(group_frozen(frozen_units[list(key)])) if kind == "group" else bool(frozen_units[key])
         old, new = view(before[names[id(weight)]]), view(weight.detach())
         if frozen:
             assert torch.equal(old, new), (kind, key, label)
@@ -117,14 +121,25 @@ CASES = {
 }
 
 
+def norm_stays(name: str, space: UnitSpace, frozen: torch.Tensor, rule: str) -> bool:
+    """Llama/Phi-3 layer norms under rule "function": the pre-attention norm is held by any frozen head
+    of its layer, the pre-MLP norm by any frozen neuron; rule "rows" holds none."""
+    if rule != "function" or ".layers." not in name:
+        return False
+    layer = int(name.split(".layers.")[1].split(".")[0])
+    heads, neurons = space.split(frozen)
+    return bool(heads[layer].any()) if "input_layernorm" in name else bool(neurons[layer].any())
+
+
+@pytest.mark.parametrize("rule", ["function", "rows"])
 @pytest.mark.parametrize("family", ["llama", "phi3"])
 @pytest.mark.parametrize("case", list(CASES))
-def test_frozen_elements_stay_and_trainable_units_move(family, case, tmp_path):
+def test_frozen_elements_stay_and_trainable_units_move(family, case, rule, tmp_path):
     loaded = loaded_model(family)
     model = loaded.model
     space = UnitSpace.from_layout(describe(model))
     unit_map = planted_map(space)
-    config = FinetuneConfig(**CASES[case], **TRAIN)
+    config = FinetuneConfig(**CASES[case], **TRAIN, freeze_rule=rule)
     before = snapshot(model)
     result = run_finetune(loaded, sft_set(), config, unit_map, tmp_path)
 
@@ -144,14 +159,18 @@ def test_frozen_elements_stay_and_trainable_units_move(family, case, tmp_path):
         heads[1], neurons[1] = True, True
     masks = ParamMasks.load(tmp_path / "masks.safetensors")
     assert torch.equal(masks.frozen_units, expected)
-    checked = assert_units(model, before, space, expected)
+    checked = assert_units(model, before, space, expected, rule)
     assert checked["trainable"] > 0 and (case == "full" or checked["frozen"] > 0)
 
-    # Tensors outside units: trainable by default except in budget mode; a frozen layer keeps its norms.
+    # Tensors outside units: trainable by default except in budget mode; a frozen layer keeps its norms,
+    # and under rule "function" so does a layer norm a frozen unit passes through.
     for name, parameter in model.named_parameters():
         if "norm" in name or "embed" in name or "lm_head" in name:
             stays = case == "budget" or (case == "layers" and ".layers.1." in name)
+            stays = stays or norm_stays(name, space, expected, rule)
             assert torch.equal(parameter, before[name]) == stays, name
+    assert result.masks["freeze_rule"] == rule
+    assert (result.masks["frozen_beyond_rows_rule"]["parameters"] > 0) == (rule == "function" and case not in ("full", "layers"))
     assert result.history[-1]["loss"] < result.history[0]["loss"]
 
 
@@ -168,7 +187,25 @@ def test_setting_i_freezes_scu_plus_top_cu_by_safety_score():
     assert torch.equal(frozen & (unit_map.labels != CU), unit_map.labels == SCU)
 
 
-def test_kv_group_freezes_only_when_every_query_head_is_frozen():
+def test_kv_group_freezes_when_any_query_head_is_frozen():
+    model, _ = tiny_model("phi3")  # fused qkv: k/v rows sit after the q rows
+    layout = describe(model)
+    space = UnitSpace.from_layout(layout)
+    units = torch.zeros(space.size, dtype=torch.bool)
+    heads, _ = space.split(units)
+    heads[0] = torch.tensor([True, False, False, False])  # group 0 half, group 1 free
+    masks = build_masks(model, units)
+    assert masks.frozen_kv_groups.tolist() == [[True, False], [False, False]]
+    name = "model.layers.0.self_attn.qkv_proj.weight"
+    rows = masks.trainable(name, model.get_parameter(name).shape).all(1)
+    hd, q_size, kv_size = layout.head_dim, layout.num_heads * layout.head_dim, layout.num_kv_heads * layout.head_dim
+    for start in (q_size, q_size + kv_size):  # k, then v: group 0 frozen, group 1 trains
+        assert not rows[start : start + hd].any() and rows[start + hd : start + 2 * hd].all()
+    # Two k/v heads of hd rows, 32 columns each, plus the layer's pre-attention norm (32).
+    assert masks.beyond_rows == {"kv_rows": 2 * hd * 32, "norms": 32}
+
+
+def test_rows_rule_freezes_a_kv_group_only_when_every_query_head_is_frozen():
     model, _ = tiny_model("phi3")  # fused qkv: k/v rows sit after the q rows
     layout = describe(model)
     space = UnitSpace.from_layout(layout)
@@ -176,7 +213,7 @@ def test_kv_group_freezes_only_when_every_query_head_is_frozen():
     heads, _ = space.split(units)
     heads[0] = torch.tensor([True, True, False, True])  # group 0 whole, group 1 half
     heads[1] = torch.tensor([True, False, True, False])  # no whole group
-    masks = build_masks(model, units)
+    masks = build_masks(model, units, rule="rows")
     assert masks.frozen_kv_groups.tolist() == [[True, False], [False, False]]
     hd, q_size, kv_size = layout.head_dim, layout.num_heads * layout.head_dim, layout.num_kv_heads * layout.head_dim
     name = "model.layers.0.self_attn.qkv_proj.weight"

@@ -54,7 +54,8 @@ def test_finetune_freeze_with_evaluation_and_reaudit(tmp_path, capsys):
         trainable = masks.trainable(name, parameter.shape)
         after = tuned.get_parameter(name).detach()
         assert torch.equal(after[~trainable], parameter.detach()[~trainable]), name
-        assert not torch.equal(after[trainable], parameter.detach()[trainable]), name
+        if trainable.any():  # norms of layers with frozen units are frozen whole (rule "function")
+            assert not torch.equal(after[trainable], parameter.detach()[trainable]), name
 
 
 def test_freeze_without_a_unit_map_is_refused(tmp_path, capsys):
