@@ -18,8 +18,9 @@ from service.settings import Settings
 
 ACTIVE_STATUSES = (JobStatus.queued.value, JobStatus.running.value)
 # Request fields measured in tokens, per job kind (the engine's own names).
-SEQUENCE_FIELDS = {"audit": ("max_length",), "evaluation": ("max_new_tokens",), "finetune": ("max_length",)}
-SAMPLE_FIELDS = {"audit": ("samples",), "evaluation": ("samples",)}
+SEQUENCE_FIELDS = {"audit": ("max_length",), "evaluation": ("max_new_tokens",), "finetune": ("max_length",),
+                   "probe": ("max_length",)}
+SAMPLE_FIELDS = {"audit": ("samples",), "evaluation": ("samples",), "probe": ("queries", "calibration")}
 # (setting, the request fields it bounds per job kind, its unit in messages)
 SIZE_LIMITS = (("max_sequence_length", SEQUENCE_FIELDS, "tokens"),
                ("max_samples_per_request", SAMPLE_FIELDS, "samples per request"))

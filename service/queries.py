@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from service.models import (
-    Comparison, Dataset, FinetuneResult, IdempotencyKey, Job, JobStatus, ModelSource, Score, UnitMap,
+    Comparison, Dataset, FinetuneResult, IdempotencyKey, Job, JobStatus, ModelSource, ProbeResult, Score, UnitMap,
 )
 
 T = TypeVar("T")
@@ -145,6 +145,11 @@ def get_finetune_result(session: Session, *, job_id: uuid.UUID) -> FinetuneResul
 def get_comparison(session: Session, *, job_id: uuid.UUID) -> Comparison | None:
     """Return the cross-tab of comparison job ``job_id``, or None."""
     return session.scalars(sa.select(Comparison).where(Comparison.job_id == job_id)).one_or_none()
+
+
+def get_probe_result(session: Session, *, job_id: uuid.UUID) -> ProbeResult | None:
+    """Return the result of probe job ``job_id``, or None."""
+    return session.scalars(sa.select(ProbeResult).where(ProbeResult.job_id == job_id)).one_or_none()
 
 
 def get_idempotency_key(session: Session, *, tenant_id: uuid.UUID, key: str) -> IdempotencyKey | None:

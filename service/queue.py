@@ -15,6 +15,7 @@ TASKS: dict[str, tuple[str, str]] = {
     "evaluation": ("ssah.evaluation", "gpu"),
     "finetune": ("ssah.finetune", "gpu"),
     "comparison": ("ssah.comparison", "cpu"),
+    "probe": ("ssah.probe", "gpu"),
 }
 
 

@@ -17,6 +17,7 @@ from .data import Dataset
 from .encoding import encode_pairs, make_batches
 from .loading import LoadedModel
 from .scoring import METHODS, score_dataset
+from .scoring.stats import ESTIMATORS
 from .unitmap import UnitMap
 from .units import UnitSpace
 
@@ -44,6 +45,11 @@ class AuditConfig:
                   "first: the first N pairs"},
     )
     seed: int = field(default=0, metadata={"help": "seed of the shuffled sample (authors: 0)"})
+    estimator: str = field(
+        default="pooled",
+        metadata={"help": "activation variance: pooled (over all response tokens) or flap (the authors' running "
+                  "update, quirks included; wifv only)"},
+    )
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -58,6 +64,10 @@ class AuditConfig:
             raise ValueError(f"sampling must be one of {', '.join(SAMPLINGS)}, got {self.sampling!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"seed must be a non-negative int, got {self.seed!r}")
+        if self.estimator not in ESTIMATORS:
+            raise ValueError(f"estimator must be one of {', '.join(ESTIMATORS)}, got {self.estimator!r}")
+        if self.estimator == "flap" and self.method != "wifv":
+            raise ValueError(f"the flap estimator serves method wifv only, not {self.method!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -100,8 +110,10 @@ def run_audit(
         scores[name] = score_dataset(
             model,
             layout,
-            make_batches(encoded, config.batch_size, tokenizer.pad_token_id),
+            # flap's running update depends on the order: the sampled order, as the authors fed it
+            make_batches(encoded, config.batch_size, tokenizer.pad_token_id, sort=config.estimator != "flap"),
             method=config.method,
+            estimator=config.estimator,
             progress=report,
         )
         data_used[name] = {

@@ -80,9 +80,12 @@ def encode_pairs(tokenizer, pairs: Sequence[tuple[str, str]], **kwargs) -> list[
     return [pair for pair in encoded if pair is not None]
 
 
-def make_batches(pairs: Sequence[EncodedPair], batch_size: int, pad_id: int) -> Iterator[Batch]:
-    """Right-padded batches of similar length (sorted by length, so little compute goes to padding)."""
-    ordered = sorted(pairs, key=lambda pair: len(pair.input_ids))
+def make_batches(pairs: Sequence[EncodedPair], batch_size: int, pad_id: int, *, sort: bool = True) -> Iterator[Batch]:
+    """Right-padded batches of similar length (sorted by length, so little compute goes to padding).
+
+    ``sort=False`` keeps the pairs' order, for statistics that depend on it (the flap estimator).
+    """
+    ordered = sorted(pairs, key=lambda pair: len(pair.input_ids)) if sort else list(pairs)
     for start in range(0, len(ordered), batch_size):
         chunk = ordered[start : start + batch_size]
         width = max(len(pair.input_ids) for pair in chunk)

@@ -83,6 +83,12 @@ def comparison(self, job_id: str) -> str:
     return _run(self, job_id, "comparison", jobs.comparison)
 
 
+@app.task(name="ssah.probe", **RETRY)
+def probe(self, job_id: str) -> str:
+    """Run probe job ``job_id``."""
+    return _run(self, job_id, "probe", jobs.probe)
+
+
 _reconciler = None
 
 

@@ -8,7 +8,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from service.models import Comparison, FinetuneResult, Score, UnitMap
+from service.models import Comparison, FinetuneResult, ProbeResult, Score, UnitMap
 
 
 def _replace(session: Session, model: type, job_id: uuid.UUID, **values: Any) -> None:
@@ -36,3 +36,8 @@ def put_finetune_result(session: Session, *, job_id: uuid.UUID, loss_curve: dict
 def put_comparison(session: Session, *, job_id: uuid.UUID, crosstab: dict[str, Any]) -> None:
     """The role cross-tab of comparison ``job_id``."""
     _replace(session, Comparison, job_id, crosstab=crosstab)
+
+
+def put_probe_result(session: Session, *, job_id: uuid.UUID, summary: dict[str, Any], artifact_uri: str) -> None:
+    """The distance curves, refusal direction and unit writes of probe ``job_id``."""
+    _replace(session, ProbeResult, job_id, summary=summary, artifact_uri=artifact_uri)

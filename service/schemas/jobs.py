@@ -40,6 +40,10 @@ class AuditCreate(BaseModel):
     sampling: Literal["shuffle", "first"] = Field(
         "shuffle", description="Which pairs: a seeded random sample, as the paper's authors drew it, or the first N.")
     seed: int = Field(0, ge=0, le=2**32 - 1, description="Seed of the shuffled sample (the authors': 0).")
+    responses: Literal["dataset", "self"] = Field(
+        "dataset", description="dataset: score the written responses; self: the model's own greedy answers "
+                               "(its refusals of the harmful prompts, its other answers to the benign ones).")
+    self_response_tokens: int = Field(64, ge=1, le=4096, description="New tokens per own answer in self mode.")
 
 
 class EvaluationCreate(BaseModel):
@@ -106,11 +110,24 @@ class FinetuneCreate(BaseModel):
     epochs: int = Field(1, ge=1, le=100)
     lr: float = Field(2e-5, gt=0, le=1)
     max_length: int = Field(512, ge=8, le=131_072, description="Tokens per pair; see max_sequence_length.")
+    freeze_rule: Literal["function", "rows"] = Field(
+        "function", description="function: a frozen head also freezes its KV group's k/v rows and the norms it "
+                                "passes through (its output stays bit-identical); rows: the older rule.")
+    paper_schedule: bool = Field(False, description="Freeze settings train twice the epochs, setting i after one "
+                                                    "epoch of setting ii (the paper's schedule).")
+    track_refusal: bool = Field(False, description="Refusal margin on harmful calibration prompts and over-refusal "
+                                                   "margin on harmless ones every track_every steps, in the loss curve.")
+    track_every: int = Field(10, ge=1, le=100_000, description="Steps between two tracked margins.")
+    stop_if_refusal_below: float | None = Field(
+        None, ge=-1000, le=1000, description="Stop when the mean tracked refusal margin falls below this (needs "
+                                             "track_refusal).")
 
     @model_validator(mode="after")
     def _mode_needs_audit(self) -> FinetuneCreate:
         if self.mode != "full" and self.audit_id is None:
             raise ValueError(f"mode {self.mode!r} needs audit_id")
+        if self.stop_if_refusal_below is not None and not self.track_refusal:
+            raise ValueError("stop_if_refusal_below needs track_refusal")
         return self
 
 

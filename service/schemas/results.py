@@ -75,6 +75,16 @@ class FinetuneResultRead(BaseModel):
         return self
 
 
+class ProbeResultRead(BaseModel):
+    """What a probe measured: distances per k and layer, the refusal direction, unit writes along it."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    job_id: uuid.UUID
+    summary: dict[str, Any] = Field(description="distances (refusal, compliance, gap per k), direction, unit_writes.")
+    created_at: datetime
+
+
 class ComparisonRead(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 

@@ -31,6 +31,9 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--sampling", choices=("shuffle", "first"), default="shuffle",
                         help="which pairs: a seeded random sample, as the authors drew it (default), or the first N")
     parser.add_argument("--seed", type=int, default=0, help="seed of the shuffled sample (authors: 0)")
+    parser.add_argument("--estimator", choices=("pooled", "flap"), default="pooled",
+                        help="activation variance: pooled over all response tokens, or flap (the authors' running "
+                             "update, to reproduce their labels; wifv only)")
     parser.add_argument("--out", type=Path, required=True, help="directory for the unit map")
     parser.set_defaults(run=lambda args: run_guarded(run, args))
 
@@ -61,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         sampling=args.sampling,
         seed=args.seed,
+        estimator=args.estimator,
     )
     safety = load_data(args.safety_data, require_response=True)
     utility = load_data(args.utility_data, require_response=True)

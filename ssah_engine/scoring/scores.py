@@ -23,7 +23,7 @@ from ..architectures import ModelLayout
 from ..encoding import Batch
 from ..kv_cache import cache_argument, returned_cache
 from ..units import UnitSpace
-from .stats import ChannelStats
+from .stats import ESTIMATORS
 
 logger = logging.getLogger(__name__)
 
@@ -51,23 +51,29 @@ def zscore(values: torch.Tensor) -> torch.Tensor:
 
 
 @contextmanager
-def record_unit_inputs(layout: ModelLayout, device: torch.device):
-    """Collect ChannelStats of every o_proj and down_proj input on the tokens marked in ``mask``.
+def record_unit_inputs(layout: ModelLayout, device: torch.device, estimator: str = "pooled"):
+    """Collect channel statistics of every o_proj and down_proj input on the tokens marked in ``mask``.
 
     Yields ``(head_stats, neuron_stats, select)``; call ``select(response_mask)`` with the
-    batch's [batch, seq] mask before each forward pass.
+    batch's [batch, seq] mask before each forward pass. ``estimator`` picks the statistic
+    (``stats.ESTIMATORS``): pooled over all tokens, or FLAP's per-pair running update.
     """
-    head_stats = [ChannelStats(layer.o.in_features, device) for layer in layout.layers]
-    neuron_stats = [ChannelStats(layer.down.in_features, device) for layer in layout.layers]
-    rows: list[torch.Tensor | None] = [None]  # flat [batch * seq] indices of the scored tokens
+    if estimator not in ESTIMATORS:
+        raise ValueError(f"unknown estimator {estimator!r}; choose one of {', '.join(ESTIMATORS)}")
+    stats_class = ESTIMATORS[estimator]
+    head_stats = [stats_class(layer.o.in_features, device) for layer in layout.layers]
+    neuron_stats = [stats_class(layer.down.in_features, device) for layer in layout.layers]
+    rows: list = [None, None]  # flat [batch * seq] indices of the scored tokens; tokens per row (flap only)
 
     def select(response_mask: torch.Tensor) -> None:
         rows[0] = response_mask.reshape(-1).nonzero().squeeze(1)
+        # Per-pair counts sync a GPU, so only the per-pair estimator asks for them.
+        rows[1] = response_mask.sum(1).tolist() if estimator == "flap" else None
 
-    def hook_for(stats: ChannelStats):
+    def hook_for(stats):
         def hook(_module: nn.Module, args: tuple) -> None:
             inputs = args[0].detach()
-            stats.update(inputs.reshape(-1, inputs.shape[-1]).index_select(0, rows[0]))
+            stats.update(inputs.reshape(-1, inputs.shape[-1]).index_select(0, rows[0]), rows[1])
 
         return hook
 
@@ -94,20 +100,25 @@ def score_dataset(
     method: str = "wifv",
     progress: Progress | None = None,
     share_prefix: bool = True,
+    estimator: str = "pooled",
 ) -> DatasetScores:
     """Score all units of ``model`` on ``batches`` with ``method`` (wifv, wanda or snip).
 
     ``share_prefix`` runs the prefix common to every pair once (WIFV and Wanda only).
+    ``estimator`` is the activation statistic: ``pooled`` (population variance over all response
+    tokens) or ``flap`` (the authors' running update, WIFV only; feed batches in pair order).
     """
     if method not in METHODS:
         raise ValueError(f"unknown scoring method {method!r}; choose one of {', '.join(METHODS)}")
+    if estimator == "flap" and method != "wifv":
+        raise ValueError(f"the flap estimator serves wifv only, not {method}")
     device = next(model.parameters()).device
     space = UnitSpace.from_layout(layout)
     snip_heads = torch.zeros(space.num_layers, space.num_heads, dtype=torch.float64)
     snip_neurons = torch.zeros(space.num_layers, space.intermediate_size, dtype=torch.float64)
 
     batches = list(batches)
-    with record_unit_inputs(layout, device) as (head_stats, neuron_stats, select):
+    with record_unit_inputs(layout, device, estimator) as (head_stats, neuron_stats, select):
         if method == "snip":
             for done, batch in enumerate(batches, start=1):
                 batch = batch.to(device)

@@ -3,9 +3,9 @@
 from fastapi import APIRouter
 
 from service.api.v1 import (
-    audit_log, audits, comparisons, datasets, evaluations, finetunes, jobs, models, unit_maps,
+    audit_log, audits, comparisons, datasets, evaluations, finetunes, jobs, models, probes, unit_maps,
 )
 
 router = APIRouter(prefix="/v1")
-for module in (models, datasets, audits, unit_maps, evaluations, finetunes, comparisons, jobs, audit_log):
+for module in (models, datasets, audits, unit_maps, evaluations, finetunes, comparisons, probes, jobs, audit_log):
     router.include_router(module.router)
