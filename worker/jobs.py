@@ -1,4 +1,4 @@
-"""The four job bodies: each calls one engine function and stores what it returned.
+"""The job bodies: each calls one engine function and stores what it returned.
 
 A body gets a ``JobRun`` (worker/runner.py) that already marked the job running; it ends by
 ``run.succeed(...)``, which writes the results and the final status in one transaction.
@@ -12,6 +12,7 @@ import shutil
 from ssah_engine.audit import run_audit
 from ssah_engine.evaluation import evaluate
 from ssah_engine.finetune import run_finetune
+from ssah_engine.probe import ProbeConfig, run_probe
 from ssah_engine.transfer import role_transfer
 from worker import glue, results
 from worker.runner import Body, JobRun
@@ -81,4 +82,27 @@ def comparison(run: JobRun) -> None:
     run.succeed(lambda s: results.put_comparison(s, job_id=run.id, crosstab=crosstab))
 
 
-BODIES: dict[str, Body] = {"audit": audit, "evaluation": evaluation, "finetune": finetune, "comparison": comparison}
+# ProbeCreate fields that are engine settings (the others name rows: model, audit, datasets).
+PROBE_SETTINGS = ("ks", "pool", "queries", "calibration", "prompt_format", "max_length")
+
+
+def probe(run: JobRun) -> None:
+    """Probe the model (distance curves, refusal direction; unit writes per class with an audit); store the result."""
+    params = run.params
+    config = ProbeConfig.from_dict({name: params[name] for name in PROBE_SETTINGS if name in params})
+    harmful = run.dataset(params.get("harmful_dataset_id"), default=glue.DEFAULT_SAFETY)
+    harmless = run.dataset(params.get("harmless_dataset_id"), default=glue.DEFAULT_UTILITY, require_response=False)
+    unit_map = run.unit_map(params["audit_id"]) if params.get("audit_id") else None
+    report = run_probe(run.model(), harmful, harmless, config, unit_map=unit_map, progress=run.progress)
+    report.data["model"]["loaded"] = run.loaded_model
+    report.data["model"].pop("resolved", None)  # a server path; ``loaded`` says what ran
+    if params.get("audit_id"):
+        report.data["unit_map"] = {"audit_id": params["audit_id"]}
+    directory = report.save(run.scratch / "probe")
+    archive = shutil.make_archive(str(run.scratch / "probe"), "zip", directory)
+    uri = run.publish(archive, "probe.zip")
+    run.succeed(lambda s: results.put_probe_result(s, job_id=run.id, summary=report.data, artifact_uri=uri))
+
+
+BODIES: dict[str, Body] = {"audit": audit, "evaluation": evaluation, "finetune": finetune, "comparison": comparison,
+                           "probe": probe}

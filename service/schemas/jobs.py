@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-JobKindName = Literal["audit", "evaluation", "finetune", "comparison"]
+JobKindName = Literal["audit", "evaluation", "finetune", "comparison", "probe"]
 JobStatusName = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 # The paper's exclusive-unit names (ESU, EUU) are accepted as spellings of SCU and UCU.
 AblateClass = Literal["SCU", "ESU", "UCU", "EUU", "CU", "RU"]
@@ -138,6 +138,31 @@ class ComparisonCreate(BaseModel):
 
     before_audit_id: uuid.UUID
     after_audit_id: uuid.UUID
+
+
+class ProbeCreate(BaseModel):
+    """The paper's reasoning-direction probe, the refusal direction and (with audit_id) unit writes along it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model_id: uuid.UUID
+    audit_id: uuid.UUID | None = Field(None, description="A succeeded audit of this model: unit writes per class.")
+    harmful_dataset_id: uuid.UUID | None = Field(
+        None, description="Harmful prompts with refusals (probed queries, harmful calibration); absent: builtin safety set.")
+    harmless_dataset_id: uuid.UUID | None = Field(None, description="Harmless calibration prompts; absent: builtin utility set.")
+    ks: list[int] = Field([2, 4, 6, 8, 10], min_length=1, max_length=16, description="Continuation lengths k.")
+    pool: Literal["last", "mean"] = Field("last", description="Continuation state: last token or mean of the k.")
+    queries: int = Field(32, ge=1, le=100_000, description="Harmful queries probed.")
+    calibration: int = Field(64, ge=4, le=100_000, description="Harmful and harmless prompts each for the direction.")
+    prompt_format: Literal["chat", "no_inst", "raw"] = "chat"
+    max_length: int = Field(512, ge=8, le=131_072, description="Tokens per rendered prompt; see max_sequence_length.")
+
+    @field_validator("ks")
+    @classmethod
+    def _increasing(cls, ks: list[int]) -> list[int]:
+        if any(k < 1 or k > 64 for k in ks) or ks != sorted(set(ks)):
+            raise ValueError("ks must be distinct, increasing and between 1 and 64")
+        return ks
 
 
 class JobRead(BaseModel):
