@@ -80,7 +80,13 @@ def finetune_config(params: dict[str, Any]) -> FinetuneConfig:
     mode = params.get("mode", "full")
     return FinetuneConfig(mode=mode, setting=params.get("setting", "i") if mode == "freeze" else None,
                           epochs=int(params.get("epochs", 1)), lr=float(params.get("lr", 2e-5)),
-                          max_length=int(params.get("max_length", 512)))
+                          max_length=int(params.get("max_length", 512)),
+                          # a job queued before the rule existed ran under "rows"
+                          freeze_rule=params.get("freeze_rule", "rows"),
+                          paper_schedule=bool(params.get("paper_schedule", False)),
+                          track_refusal=bool(params.get("track_refusal", False)),
+                          track_every=int(params.get("track_every", 10)),
+                          stop_if_refusal_below=params.get("stop_if_refusal_below"))
 
 
 def dataset_file(session: Session, settings: Settings, *, tenant_id: uuid.UUID, dataset_id: str) -> tuple[str, str]:

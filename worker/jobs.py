@@ -70,7 +70,7 @@ def finetune(run: JobRun) -> None:
     run.publish(out, "finetune")
     model_uri = run.store.locate(job_key(run.claim.tenant_id, run.id, "finetune/model"))
     curve = {"steps": result.history, "masks": result.masks, "evaluation": result.evaluation,
-             "model": {"loaded": run.loaded_model}}
+             "model": {"loaded": run.loaded_model}, "schedule": result.schedule, "refusal_track": result.tracking}
     run.succeed(lambda s: results.put_finetune_result(s, job_id=run.id, loss_curve=curve,
                                                       output_model_uri=model_uri))
 
