@@ -144,6 +144,21 @@ def before_after_table(evaluation: dict) -> str:
     return _table(["metric", "before", "after", "change"], rows, "before-after")
 
 
+# Tracked margins drawn over the loss: (key in loss.json, name, colour).
+MARGIN_SERIES = (("refusal_margin", "refusal-margin", "#d62728"), ("over_refusal_margin", "over-refusal-margin", "#2ca02c"))
+
+
+def refusal_series(history: list[dict], baseline: dict | None) -> tuple:
+    """The tracked margins of a loss curve as chart series, the step-0 measurement first."""
+    series = []
+    for key, name, colour in MARGIN_SERIES:
+        line = [(0, baseline[key])] if baseline and key in baseline else []
+        line += [(row["step"], row[key]) for row in history if row.get(key) is not None]
+        if line:
+            series.append((name, line, colour))
+    return tuple(series)
+
+
 def finetune_sections(directory: Path) -> tuple[str, str]:
     body = []
     config = _read(directory / "finetune_config.json") if (directory / "finetune_config.json").is_file() else {}
@@ -156,7 +171,14 @@ def finetune_sections(directory: Path) -> tuple[str, str]:
     if (directory / "loss.json").is_file():
         history = _read(directory / "loss.json")
         points = [(row["step"], row["loss"]) for row in history if row.get("loss") is not None]
-        body += ["<h2>Training loss</h2>", line_chart(points)]
+        track = _read(directory / "refusal_track.json") if (directory / "refusal_track.json").is_file() else {}
+        series = refusal_series(history, track.get("baseline"))
+        title = "Training loss and refusal margins" if series else "Training loss"
+        body += [f"<h2>{title}</h2>", line_chart(points, series=series)]
+        if track.get("stop"):
+            stop = track["stop"]
+            body.append(f"<p>Stopped at step {stop['step']}: refusal margin {stop['refusal_margin']:.3f} "
+                        f"below {stop['threshold']:.3f}.</p>")
     if (directory / "evaluation.json").is_file():
         evaluation = _read(directory / "evaluation.json")
         body += ["<h2>Scores before and after</h2>", before_after_table(evaluation)]

@@ -59,17 +59,42 @@ def stacked_bars(layers: list[dict], part: str, *, width: int = 720, height: int
 
 
 def line_chart(points: list[tuple[float, float]], *, width: int = 720, height: int = 240,
-               x_label: str = "step", y_label: str = "loss") -> str:
-    """A polyline of ``points`` (x, y) with min/max labels on both axes."""
+               x_label: str = "step", y_label: str = "loss",
+               series: tuple[tuple[str, list[tuple[float, float]], str], ...] = (),
+               series_label: str = "margin") -> str:
+    """A polyline of ``points`` (x, y) with min/max labels on both axes.
+
+    ``series`` (name, points, colour) are drawn over it on a second scale shared between them, labelled
+    on the right (the refusal margins tracked beside the loss); each polyline carries its name as class.
+    """
     if not points:
         return '<p class="muted">no points</p>'
-    pad_left, pad_bottom, pad_top, pad_right = 56, 28, 10, 10
+    pad_left, pad_bottom, pad_top, pad_right = 56, 28, 10, 56 if series else 10
     plot_w, plot_h = width - pad_left - pad_right, height - pad_top - pad_bottom
-    xs, ys = [p[0] for p in points], [p[1] for p in points]
+    xs = [p[0] for p in points] + [p[0] for _, extra, _ in series for p in extra]
+    ys = [p[1] for p in points]
     x0, x1, y0, y1 = min(xs), max(xs), min(ys), max(ys)
     sx = lambda x: pad_left + plot_w * ((x - x0) / (x1 - x0) if x1 > x0 else 0.5)
-    sy = lambda y: pad_top + plot_h * (1 - ((y - y0) / (y1 - y0) if y1 > y0 else 0.5))
-    path = " ".join(f"{sx(x):.2f},{sy(y):.2f}" for x, y in points)
+
+    def scale(low: float, high: float):
+        return lambda y: pad_top + plot_h * (1 - ((y - low) / (high - low) if high > low else 0.5))
+
+    def polyline(line: list[tuple[float, float]], to_y, colour: str, attributes: str = "") -> str:
+        path = " ".join(f"{sx(x):.2f},{to_y(y):.2f}" for x, y in line)
+        return f'<polyline{attributes} fill="none" stroke="{colour}" stroke-width="1.5" points="{path}"/>'
+
+    extra_svg, legend = "", ""
+    margins = [p[1] for _, extra, _ in series for p in extra]
+    if margins:
+        m0, m1 = min(margins), max(margins)
+        right = width - pad_right + 4
+        extra_svg = (f'<text x="{right}" y="{pad_top + 10}" class="axis">{m1:.3g}</text>'
+                     f'<text x="{right}" y="{pad_top + plot_h}" class="axis">{m0:.3g}</text>')
+        for number, (name, extra, colour) in enumerate(series):
+            extra_svg += polyline(extra, scale(m0, m1), colour,
+                                  f' class="series {escape(name)}" data-series="{escape(name)}" data-points="{len(extra)}"')
+            legend += (f'<text x="{pad_left + 8 + 180 * number}" y="{pad_top + 12}" class="axis" fill="{colour}">'
+                       f'{escape(name)} ({escape(series_label)}, right)</text>')
     return (
         f'<svg class="chart line" data-points="{len(points)}" xmlns="http://www.w3.org/2000/svg" '
         f'width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img" '
@@ -80,7 +105,7 @@ def line_chart(points: list[tuple[float, float]], *, width: int = 720, height: i
         f'<text x="4" y="{pad_top + plot_h}" class="axis">{y0:.4g}</text>'
         f'<text x="{pad_left}" y="{height - 8}" class="axis">{x0:g}</text>'
         f'<text x="{width - pad_right}" y="{height - 8}" class="axis" text-anchor="end">{x1:g} {escape(x_label)}</text>'
-        f'<polyline fill="none" stroke="#1f77b4" stroke-width="1.5" points="{path}"/></svg>'
+        f'{polyline(points, scale(y0, y1), "#1f77b4")}{extra_svg}{legend}</svg>'
     )
 
 

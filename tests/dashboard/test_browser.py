@@ -100,7 +100,11 @@ def data(database_url: str, tiny_summary: dict) -> dict:
             UnitMap(job_id=audit.id, summary=tiny_summary, artifact_uri=None),
             Score(job_id=evaluation.id, protocol_hash="ab12cd34" * 8, metrics=metrics),
             FinetuneResult(job_id=finetune.id, loss_curve={
-                "steps": [{"step": s, "loss": 3 - 0.2 * s, "lr": 1e-4} for s in range(1, 11)],
+                "steps": [{"step": s, "loss": 3 - 0.2 * s, "lr": 1e-4,
+                           **({"refusal_margin": 2 - 0.3 * s, "over_refusal_margin": -3.0} if s % 2 == 0 else {})}
+                          for s in range(1, 11)],
+                "refusal_track": {"baseline": {"step": 0, "refusal_margin": 2.5, "over_refusal_margin": -3.0},
+                                  "stop": None},
                 "evaluation": {"before": metrics, "after": {**metrics, "safety": {"asr": 0.5, "over_refusal": 0.0}}},
             }),
             Comparison(job_id=comparison.id, crosstab=crosstab),
@@ -186,6 +190,7 @@ def test_every_page_renders_its_results(page, server, data):
     page.goto(f"{server}/dashboard/#/finetune/{data['finetune']}")
     page.wait_for_selector("svg.chart.line")
     assert page.get_attribute("svg.chart.line", "data-points") == "10"
+    assert page.get_attribute("polyline.series.refusal-margin", "data-points") == "6"  # step 0 + 5 tracked
     assert "0.1250" in page.inner_text("table.before-after")  # asr 0.375 -> 0.5
     screenshot(page, "finetune")
     page.goto(f"{server}/dashboard/#/comparison/{data['comparison']}")

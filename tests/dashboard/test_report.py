@@ -111,3 +111,20 @@ def test_cli_writes_the_report_and_rejects_unknown_directories(tmp_path, capsys)
 def test_kind_detection(tmp_path, name):
     expected = {"summary.json": "audit", "evaluation.json": "evaluation", "loss.json": "finetune"}[name]
     assert detect_kind(write(tmp_path, {name: {}})) == expected
+
+
+def test_finetune_report_draws_the_tracked_refusal_margins_over_the_loss(tmp_path):
+    loss = [{"step": step, "loss": 3.0 - 0.1 * step, "lr": 1e-4} for step in range(1, 11)]
+    for row in loss[1::2]:  # tracked every 2 steps
+        row.update(refusal_margin=2.0 - 0.3 * row["step"], over_refusal_margin=-3.0 + 0.01 * row["step"])
+    track = {"baseline": {"step": 0, "refusal_margin": 2.5, "over_refusal_margin": -3.0},
+             "stop": {"reason": "refusal_margin_below", "step": 10, "refusal_margin": -1.0, "threshold": -0.5}}
+    html = build_report(write(tmp_path / "ft", {"loss.json": loss, "refusal_track.json": track}))
+    refusal = re.search(r'<polyline class="series refusal-margin" data-series="refusal-margin" '
+                        r'data-points="(\d+)"[^>]* points="([^"]+)"', html)
+    assert refusal and refusal.group(1) == "6"  # step 0 and five tracked steps
+    ys = [float(point.split(",")[1]) for point in refusal.group(2).split()]
+    assert ys == sorted(ys)  # the margin falls step by step: SVG y grows downwards
+    assert 'data-series="over-refusal-margin" data-points="6"' in html
+    assert "Stopped at step 10: refusal margin -1.000 below -0.500." in html
+    assert "series" not in build_report(write(tmp_path / "plain", {"loss.json": loss[:1]}))

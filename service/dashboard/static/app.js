@@ -107,19 +107,40 @@ function stackedBars(layers, part, width = 900, height = 220) {
   return root;
 }
 
-function lineChart(points, width = 900, height = 240) {
+// series: [{ name, points, color }] drawn over the loss on a second, shared scale labelled on the right
+// (the refusal margins a fine-tune tracked); each polyline carries its name as class and data-series.
+function lineChart(points, width = 900, height = 240, series = []) {
   if (!points.length) return h("p", { class: "muted" }, "no loss recorded");
-  const left = 56, bottom = 28, top = 10, right = 10, plotW = width - left - right, plotH = height - top - bottom;
-  const xs = points.map((p) => p[0]), ys = points.map((p) => p[1]);
+  const extra = series.filter((s) => s.points.length);
+  const left = 56, bottom = 28, top = 10, right = extra.length ? 56 : 10, plotW = width - left - right, plotH = height - top - bottom;
+  const xs = [...points, ...extra.flatMap((s) => s.points)].map((p) => p[0]), ys = points.map((p) => p[1]);
   const [x0, x1, y0, y1] = [Math.min(...xs), Math.max(...xs), Math.min(...ys), Math.max(...ys)];
   const sx = (x) => left + plotW * (x1 > x0 ? (x - x0) / (x1 - x0) : 0.5);
-  const sy = (y) => top + plotH * (1 - (y1 > y0 ? (y - y0) / (y1 - y0) : 0.5));
-  return svg("svg", { class: "chart line", "data-points": points.length, width, height, viewBox: `0 0 ${width} ${height}` },
+  const scale = (lo, hi) => (y) => top + plotH * (1 - (hi > lo ? (y - lo) / (hi - lo) : 0.5));
+  const line = (pts, sy) => pts.map(([x, y]) => `${sx(x).toFixed(1)},${sy(y).toFixed(1)}`).join(" ");
+  const root = svg("svg", { class: "chart line", "data-points": points.length, width, height, viewBox: `0 0 ${width} ${height}` },
     svg("text", { x: 4, y: top + 10, class: "axis" }, fmt(y1)), svg("text", { x: 4, y: top + plotH, class: "axis" }, fmt(y0)),
     svg("text", { x: left, y: height - 8, class: "axis" }, x0),
     svg("text", { x: width - right, y: height - 8, class: "axis", "text-anchor": "end" }, `${x1} steps`),
-    svg("polyline", { fill: "none", stroke: "#1f77b4", "stroke-width": 1.5,
-      points: points.map(([x, y]) => `${sx(x).toFixed(1)},${sy(y).toFixed(1)}`).join(" ") }));
+    svg("polyline", { fill: "none", stroke: "#1f77b4", "stroke-width": 1.5, points: line(points, scale(y0, y1)) }));
+  if (extra.length) {
+    const ms = extra.flatMap((s) => s.points.map((p) => p[1])), [m0, m1] = [Math.min(...ms), Math.max(...ms)];
+    root.append(svg("text", { x: width - right + 4, y: top + 10, class: "axis" }, fmt(m1)),
+      svg("text", { x: width - right + 4, y: top + plotH, class: "axis" }, fmt(m0)));
+    extra.forEach((s, i) => root.append(
+      svg("polyline", { class: `series ${s.name}`, "data-series": s.name, "data-points": s.points.length, fill: "none",
+        stroke: s.color, "stroke-width": 1.5, points: line(s.points, scale(m0, m1)) }),
+      svg("text", { x: left + 8 + 180 * i, y: top + 12, class: "axis", fill: s.color }, `${s.name} (margin, right)`)));
+  }
+  return root;
+}
+
+// The margins a fine-tune tracked (--track-refusal), step 0 first, as lineChart series.
+function refusalSeries(steps, baseline) {
+  return [["refusal_margin", "refusal-margin", "#d62728"], ["over_refusal_margin", "over-refusal-margin", "#2ca02c"]]
+    .map(([key, name, color]) => ({ name, color, points: [
+      ...(baseline && baseline[key] != null ? [[0, baseline[key]]] : []),
+      ...steps.filter((s) => s[key] != null).map((s) => [s.step, s[key]])] }));
 }
 
 function heatmap(crosstab) {
@@ -229,7 +250,11 @@ async function showFinetune(id) {
   if (job.status === "succeeded") {
     const result = (await api(`/v1/finetunes/${id}/result`)).body;
     const steps = result.loss_curve.steps || [];
-    parts.push(h("h2", {}, "Training loss"), lineChart(steps.filter((s) => s.loss != null).map((s) => [s.step, s.loss])));
+    const track = result.loss_curve.refusal_track;
+    parts.push(h("h2", {}, track ? "Training loss and refusal margins" : "Training loss"),
+      lineChart(steps.filter((s) => s.loss != null).map((s) => [s.step, s.loss]), 900, 240, refusalSeries(steps, track?.baseline)));
+    if (track?.stop) parts.push(h("p", { class: "stop" },
+      `Stopped at step ${track.stop.step}: refusal margin ${fmt(track.stop.refusal_margin)} below ${fmt(track.stop.threshold)}.`));
     const evaluation = result.loss_curve.evaluation || {};
     const before = flatten({ safety: evaluation.before?.safety, utility: evaluation.before?.utility });
     const after = flatten({ safety: evaluation.after?.safety, utility: evaluation.after?.utility });
@@ -259,7 +284,8 @@ async function showComparison(id) {
 }
 
 // ---------------------------------------------------------------- router and key
-const ROUTES = { audit: showAudit, evaluation: showEvaluation, finetune: showFinetune, comparison: showComparison };
+const ROUTES = { audit: showAudit, evaluation: showEvaluation, finetune: showFinetune, comparison: showComparison,
+  probe: (id) => showProbe(id) };  // probe.js
 
 async function route() {
   clearInterval(pollTimer);
@@ -267,7 +293,7 @@ async function route() {
     page().replaceChildren(h("p", {}, "Enter an API key above (create one with ", h("code", {}, "ssah keys create"), ")."));
     return;
   }
-  const [, kind, id] = location.hash.split("/");
+  const [, kind, id] = location.hash.split("?")[0].split("/");
   try {
     await (ROUTES[kind] ? ROUTES[kind](id) : showJobs());
   } catch (error) {
