@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from .architectures import describe
 from .classify import Cuts, classify
 from .data import Dataset
-from .encoding import encode_pairs, make_batches
+from .encoding import RESPONSE_TOKENS, encode_pairs, make_batches
 from .loading import LoadedModel
 from .scoring import METHODS, score_dataset
 from .scoring.stats import ESTIMATORS
@@ -50,6 +50,11 @@ class AuditConfig:
         metadata={"help": "activation variance: pooled (over all response tokens) or flap (the authors' running "
                   "update, quirks included; wifv only)"},
     )
+    response_tokens: str = field(
+        default="template",
+        metadata={"help": "tokens scored: template (the assistant turn as the template writes it, end-of-turn "
+                  "marker and newline included) or content (the response's own words)"},
+    )
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -68,6 +73,8 @@ class AuditConfig:
             raise ValueError(f"estimator must be one of {', '.join(ESTIMATORS)}, got {self.estimator!r}")
         if self.estimator == "flap" and self.method != "wifv":
             raise ValueError(f"the flap estimator serves method wifv only, not {self.method!r}")
+        if self.response_tokens not in RESPONSE_TOKENS:
+            raise ValueError(f"response_tokens must be one of {', '.join(RESPONSE_TOKENS)}, got {self.response_tokens!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -98,7 +105,8 @@ def run_audit(
         pairs = [(example.prompt, example.response) for example in subset.examples if example.response]
         if not pairs:
             raise ValueError(f"the {name} set {dataset.name} has no (prompt, response) pairs")
-        encoded = encode_pairs(tokenizer, pairs, max_length=config.max_length, system_prompt=config.system_prompt)
+        encoded = encode_pairs(tokenizer, pairs, max_length=config.max_length, system_prompt=config.system_prompt,
+                               response_tokens=config.response_tokens)
         if not encoded:
             raise ValueError(f"every prompt of the {name} set is longer than max_length={config.max_length}")
         logger.info("scoring %d %s pairs (%s)", len(encoded), name, config.method)

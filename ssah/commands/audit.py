@@ -34,6 +34,9 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--estimator", choices=("pooled", "flap"), default="pooled",
                         help="activation variance: pooled over all response tokens, or flap (the authors' running "
                              "update, to reproduce their labels; wifv only)")
+    parser.add_argument("--response-tokens", choices=("template", "content"), default="template",
+                        help="tokens scored: the assistant turn as the template writes it (end-of-turn marker "
+                             "included) or the response's own words")
     parser.add_argument("--out", type=Path, required=True, help="directory for the unit map")
     parser.set_defaults(run=lambda args: run_guarded(run, args))
 
@@ -65,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
         sampling=args.sampling,
         seed=args.seed,
         estimator=args.estimator,
+        response_tokens=args.response_tokens,
     )
     safety = load_data(args.safety_data, require_response=True)
     utility = load_data(args.utility_data, require_response=True)
