@@ -11,9 +11,10 @@ from datetime import datetime, timezone
 from html import escape
 from pathlib import Path
 
+from .probe import probe_sections
 from .svg import CLASSES, heatmap_table, legend, line_chart, stacked_bars
 
-KINDS = ("audit", "evaluation", "finetune")
+KINDS = ("audit", "evaluation", "finetune", "probe")
 
 CSS = """
 body{font:14px/1.45 system-ui,sans-serif;margin:2rem auto;max-width:960px;color:#222;padding:0 1rem}
@@ -32,6 +33,8 @@ def detect_kind(directory: Path) -> str:
         return "finetune"
     if (directory / "summary.json").is_file():
         return "audit"
+    if (directory / "probe.json").is_file():
+        return "probe"
     if (directory / "evaluation.json").is_file():
         return "evaluation"
     raise FileNotFoundError(
@@ -190,7 +193,8 @@ def finetune_sections(directory: Path) -> tuple[str, str]:
     return f"Fine-tune of {model.get('source', directory.name)}", "".join(body)
 
 
-SECTIONS = {"audit": audit_sections, "evaluation": evaluation_sections, "finetune": finetune_sections}
+SECTIONS = {"audit": audit_sections, "evaluation": evaluation_sections, "finetune": finetune_sections,
+            "probe": probe_sections}
 
 
 def build_report(directory: str | Path, kind: str | None = None) -> str:
