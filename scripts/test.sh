@@ -17,6 +17,7 @@ export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 echo "== fast tests"
 python -m pytest -m "not slow and not gpu" -q --timeout 600 "$@"
 if [ "${SSAH_SKIP_SLOW:-0}" != "1" ]; then
+  bash scripts/setup.sh --aligned-model  # builtin:qwen2.5-coder-0.5b, for the slow step only
   echo "== slow tests (real model, real processes)"
   python -m pytest -m "slow and not gpu" -q --timeout 1200 "$@"
 fi

