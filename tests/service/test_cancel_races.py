@@ -12,8 +12,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
 from service.admin import create_api_key
-from service.auth import Principal
 from service.api.v1.common import load_job
+from service.auth import Principal
 from service.db import get_sessionmaker
 from service.errors import Conflict
 from service.jobs import cancel_job

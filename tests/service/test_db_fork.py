@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 
 import sqlalchemy as sa
-
 from sqlalchemy.orm import sessionmaker
 
 from service.db import make_engine

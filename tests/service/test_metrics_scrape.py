@@ -19,7 +19,9 @@ def test_scrapes_share_one_count_of_active_jobs_without_tenant_ids(
     db.commit()
     statements: list[str] = []
     connection = session_factory.kw["bind"]
-    listener = lambda conn, cursor, statement, *rest: statements.append(statement)  # noqa: E731
+    def listener(conn, cursor, statement, *rest) -> None:
+        statements.append(statement)
+
     sa.event.listen(connection, "before_cursor_execute", listener)
     try:
         with TestClient(make_app(metrics_cache_seconds=3600)) as client:

@@ -35,7 +35,7 @@ def embedded(tmp_path: Path) -> Iterator[tuple[Settings, TestClient, dict[str, s
 
 
 def test_fifteen_parallel_submits_with_limit_five_accept_exactly_five(embedded) -> None:
-    settings, client, headers = embedded
+    _, client, headers = embedded
     model = client.post("/v1/models", json={"name": "m", "source": "builtin:tiny-llama"}, headers=headers).json()["id"]
     barrier, statuses = threading.Barrier(15), []
 
