@@ -18,12 +18,14 @@ from .encoding import RESPONSE_TOKENS, encode_pairs, make_batches
 from .loading import LoadedModel
 from .scoring import METHODS, score_dataset
 from .scoring.stats import ESTIMATORS
+from .self_responses import self_calibration
 from .unitmap import UnitMap
 from .units import UnitSpace
 
 logger = logging.getLogger(__name__)
 
 SAMPLINGS = ("shuffle", "first")
+RESPONSES = ("dataset", "self")
 
 # (stage, fraction of the whole audit done in [0, 1])
 ProgressFn = Callable[[str, float], None]
@@ -55,6 +57,12 @@ class AuditConfig:
         metadata={"help": "tokens scored: template (the assistant turn as the template writes it, end-of-turn "
                   "marker and newline included) or content (the response's own words)"},
     )
+    responses: str = field(
+        default="dataset",
+        metadata={"help": "dataset: score the sets' written responses; self: the model's own greedy answers "
+                  "(its refusals of the harmful prompts, its non-refusals of the benign ones)"},
+    )
+    self_response_tokens: int = field(default=64, metadata={"help": "new tokens per own answer in self mode"})
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -75,6 +83,10 @@ class AuditConfig:
             raise ValueError(f"the flap estimator serves method wifv only, not {self.method!r}")
         if self.response_tokens not in RESPONSE_TOKENS:
             raise ValueError(f"response_tokens must be one of {', '.join(RESPONSE_TOKENS)}, got {self.response_tokens!r}")
+        if self.responses not in RESPONSES:
+            raise ValueError(f"responses must be one of {', '.join(RESPONSES)}, got {self.responses!r}")
+        if self.self_response_tokens < 1:
+            raise ValueError(f"self_response_tokens must be at least 1, got {self.self_response_tokens}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -100,11 +112,16 @@ def run_audit(
     space = UnitSpace.from_layout(layout)
     data_used = {}
     scores = {}
-    for stage, (name, dataset) in enumerate((("safety", safety), ("utility", utility))):
-        subset = _calibration_subset(dataset, config)
+    safety, utility = _calibration_subset(safety, config), _calibration_subset(utility, config)
+    self_report = None
+    if config.responses == "self":  # the same sampled prompts, answered in the model's own words
+        calibration = self_calibration(loaded, safety, utility, system_prompt=config.system_prompt,
+                                       max_new_tokens=config.self_response_tokens, batch_size=config.batch_size)
+        safety, utility, self_report = calibration.safety, calibration.utility, calibration.report
+    for stage, (name, subset) in enumerate((("safety", safety), ("utility", utility))):
         pairs = [(example.prompt, example.response) for example in subset.examples if example.response]
         if not pairs:
-            raise ValueError(f"the {name} set {dataset.name} has no (prompt, response) pairs")
+            raise ValueError(f"the {name} set {subset.name} has no (prompt, response) pairs")
         encoded = encode_pairs(tokenizer, pairs, max_length=config.max_length, system_prompt=config.system_prompt,
                                response_tokens=config.response_tokens)
         if not encoded:
@@ -125,7 +142,7 @@ def run_audit(
             progress=report,
         )
         data_used[name] = {
-            "name": dataset.name,
+            "name": subset.name,
             "sha256": subset.sha256,
             "sampling": config.sampling,
             "seed": config.seed if config.sampling == "shuffle" else None,
@@ -133,6 +150,8 @@ def run_audit(
             "response_tokens": scores[name].tokens,
         }
 
+    if self_report is not None:
+        data_used["self_responses"] = self_report
     labels = classify(scores["safety"].scores, scores["utility"].scores, space.param_weights(), config.cuts)
     unit_map = UnitMap(
         space=space,

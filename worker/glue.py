@@ -40,7 +40,9 @@ def audit_config(params: dict[str, Any]) -> AuditConfig:
     return AuditConfig(method=params.get("method", "wifv"), samples=int(params.get("samples", 128)),
                        max_length=int(params.get("max_length", 512)), cuts=Cuts(**cuts) if cuts else Cuts(),
                        # a job queued before seeded sampling existed drew the first N pairs
-                       sampling=params.get("sampling", "first"), seed=int(params.get("seed", 0)))
+                       sampling=params.get("sampling", "first"), seed=int(params.get("seed", 0)),
+                       responses=params.get("responses", "dataset"),
+                       self_response_tokens=int(params.get("self_response_tokens", 64)))
 
 
 def evaluation_protocol(params: dict[str, Any], *, harmful: str | None, instructions: str | None,

@@ -37,6 +37,10 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--response-tokens", choices=("template", "content"), default="template",
                         help="tokens scored: the assistant turn as the template writes it (end-of-turn marker "
                              "included) or the response's own words")
+    parser.add_argument("--responses", choices=("dataset", "self"), default="dataset",
+                        help="dataset: score the written responses; self: the model's own greedy answers "
+                             "(its refusals form the safety set, its other answers the utility set)")
+    parser.add_argument("--self-response-tokens", type=int, default=64, help="new tokens per own answer (self mode)")
     parser.add_argument("--out", type=Path, required=True, help="directory for the unit map")
     parser.set_defaults(run=lambda args: run_guarded(run, args))
 
@@ -69,6 +73,8 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         estimator=args.estimator,
         response_tokens=args.response_tokens,
+        responses=args.responses,
+        self_response_tokens=args.self_response_tokens,
     )
     safety = load_data(args.safety_data, require_response=True)
     utility = load_data(args.utility_data, require_response=True)

@@ -133,10 +133,32 @@ def test_evaluation_stores_scores_with_protocol_hash_and_records(db, tenant, set
     assert len(score.protocol_hash) == 64 and score.protocol_hash == score.metrics["protocol"]["hash"]
     settings_used = score.metrics["protocol"]["settings"]
     assert settings_used["max_new_tokens"] == 2 and settings_used["harmful"]["limit"] == 2
-    assert score.metrics["model"]["ablation"]["classes"] == ["SCU"]
+    assert score.metrics["ablation"]["classes"] == ["SCU"] and score.metrics["ablation"]["audit_id"] == str(audit_id)
+    assert score.metrics["ablation"]["compensation"] == "none" == settings_used["ablation_compensation"]
     assert 0.0 <= score.metrics["safety"]["asr"] <= 1.0 and "records" not in score.metrics
     records = json.loads((Path(settings.artifact_dir) / score.records_uri).read_text())["records"]
     assert len(records["harmful"]) == 2 * len(settings_used["conditions"])
+
+
+def test_evaluation_takes_format_conditions_compensation_and_a_random_control(db, tenant, settings, factory, store):
+    audit_id, _ = _audit(db, tenant, settings, factory, store)
+    model_id = reload(db, audit_id).model_id
+    params = {"model_id": str(model_id), "audit_id": str(audit_id), "ablate": ["SCU", "RU"], "control": "random",
+              "seed": 3, "compensation": "pooled", "prompt_format": "no_inst", "conditions": ["no_system"],
+              "max_new_tokens": 2}
+    job_id = add_job(db, tenant, "evaluation", params, model_id)
+    assert _run(job_id, "evaluation", settings, factory, store) == "succeeded"
+    metrics = db.scalars(sa.select(Score).where(Score.job_id == job_id)).one().metrics
+    used = metrics["protocol"]["settings"]
+    assert (used["prompt_format"], used["conditions"], used["ablation_compensation"]) == ("no_inst", ["no_system"], "pooled")
+    ablation = metrics["ablation"]
+    assert (ablation["classes"], ablation["control"], ablation["seed"]) == (["SCU", "RU"], "random", 3)
+    records = json.loads((Path(settings.artifact_dir) / metrics_records_uri(db, job_id)).read_text())["records"]
+    assert all(r["rendered_prompt"] == r["prompt"] + "\n" for r in records["harmful"])  # no_inst, no system prompt
+
+
+def metrics_records_uri(db, job_id):
+    return db.scalars(sa.select(Score).where(Score.job_id == job_id)).one().records_uri
 
 
 def test_finetune_trains_a_private_copy_and_stores_the_loss_curve(db, tenant, settings, factory, store):
