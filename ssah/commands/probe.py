@@ -8,7 +8,14 @@ import sys
 import time
 from pathlib import Path
 
-from .common import CommandError, ProgressBar, add_model_arguments, format_table, load_data, run_guarded
+from .common import (
+    CommandError,
+    ProgressBar,
+    add_model_arguments,
+    format_table,
+    load_data,
+    run_guarded,
+)
 
 DEFAULT_HARMFUL = "builtin:safety"
 DEFAULT_HARMLESS = "builtin:utility"
@@ -64,7 +71,12 @@ def curve_table(data: dict) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ssah_engine.probe import ProbeConfig, compare_probes, orthogonalize_weights, run_probe
+    from ssah_engine.probe import (
+        ProbeConfig,
+        compare_probes,
+        orthogonalize_weights,
+        run_probe,
+    )
 
     try:
         config = ProbeConfig(ks=tuple(int(k) for k in args.ks.split(",") if k.strip()), pool=args.pool,

@@ -18,8 +18,8 @@ def layer_curves(curves: list[tuple[str, list[float], str, bool]], *, label: str
     plot_w, plot_h = width - left - 8, height - top - bottom
     layers = max([len(values) for _, values, _, _ in curves] + [1])
     high = max([v for _, values, _, _ in curves for v in values] + [1e-9])
-    sx = lambda i: left + plot_w * (i / (layers - 1) if layers > 1 else 0.5)  # noqa: E731
-    sy = lambda v: top + plot_h * (1 - v / high)  # noqa: E731
+    sx = lambda i: left + plot_w * (i / (layers - 1) if layers > 1 else 0.5)
+    sy = lambda v: top + plot_h * (1 - v / high)
     dash = ' stroke-dasharray="4 3"'
     lines = "".join(
         f'<polyline class="curve" data-name="{escape(name)}" data-points="{len(values)}" fill="none" '

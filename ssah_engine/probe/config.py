@@ -72,7 +72,7 @@ class ProbeConfig:
         return data
 
     @classmethod
-    def from_dict(cls, data: dict) -> "ProbeConfig":
+    def from_dict(cls, data: dict) -> ProbeConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:

@@ -60,7 +60,7 @@ class RefusalDirection:
         return directory
 
     @classmethod
-    def load(cls, path: str | Path) -> "RefusalDirection":
+    def load(cls, path: str | Path) -> RefusalDirection:
         """Load from a directory holding direction.safetensors (a probe's output, or its model subfolder)."""
         path = Path(path)
         directory = path.parent if path.is_file() else path

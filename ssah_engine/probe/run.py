@@ -27,7 +27,11 @@ from .direction import RefusalDirection, fit_direction
 from .distances import probe_distances, summarize_distances
 from .forward import collect_states
 from .inputs import build_inputs, prompt_ids
-from .unit_writes import record_projection_inputs, summarize_unit_writes, unit_write_scores
+from .unit_writes import (
+    record_projection_inputs,
+    summarize_unit_writes,
+    unit_write_scores,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +57,7 @@ class ProbeReport:
         return directory
 
     @classmethod
-    def load(cls, directory: str | Path) -> "ProbeReport":
+    def load(cls, directory: str | Path) -> ProbeReport:
         directory = Path(directory)
         scores = load_file(str(directory / UNIT_WRITES_FILE)) if (directory / UNIT_WRITES_FILE).exists() else {}
         return cls(json.loads((directory / REPORT_FILE).read_text()), RefusalDirection.load(directory), scores)

@@ -14,7 +14,14 @@ from sqlalchemy.orm import Session
 from service.admin import create_api_key
 from service.main import create_app
 from service.models import Job, ModelSource, ProbeResult, Tenant
-from tests.dashboard.test_browser import browser, database_url, finished, page, screenshot, server  # noqa: F401
+from tests.dashboard.test_browser import (  # noqa: F401
+    browser,
+    database_url,
+    finished,
+    page,
+    screenshot,
+    server,
+)
 
 
 def test_probe_script_is_served_before_app_js():

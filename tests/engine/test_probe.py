@@ -10,8 +10,14 @@ import torch.nn.functional as F
 
 from ssah_engine.architectures import describe
 from ssah_engine.loading import LoadedModel
-from ssah_engine.probe import (ProbeConfig, ablate_direction, add_direction, orthogonalize_weights,
-                               probe_distances, run_probe)
+from ssah_engine.probe import (
+    ProbeConfig,
+    ablate_direction,
+    add_direction,
+    orthogonalize_weights,
+    probe_distances,
+    run_probe,
+)
 from ssah_engine.probe.inputs import build_inputs
 from ssah_engine.testing import tiny_model
 from tests.engine.conftest import FAMILIES, make_dataset

@@ -10,8 +10,15 @@ from fastapi.responses import FileResponse
 from service import queries
 from service.api.deps import IdempotencyDep, PageDep, PrincipalDep, SessionDep, poll_job
 from service.api.v1.common import (
-    JobFiltersDep, cancel_response, job_page, load_job, require_audit, require_dataset, require_model,
-    require_succeeded, submit_job,
+    JobFiltersDep,
+    cancel_response,
+    job_page,
+    load_job,
+    require_audit,
+    require_dataset,
+    require_model,
+    require_succeeded,
+    submit_job,
 )
 from service.artifacts import tenant_file
 from service.errors import NotFound, Unprocessable
