@@ -36,7 +36,7 @@ def test_audit_evaluation_finetune_and_comparison_run_to_success(client, headers
     assert evaluation["status"] == "succeeded", evaluation
     scores = client.get(f"/v1/evaluations/{evaluation['id']}/scores", headers=headers).json()
     assert len(scores) == 1 and len(scores[0]["protocol_hash"]) == 64
-    assert scores[0]["metrics"]["model"]["ablation"]["classes"] == ["SCU"]
+    assert scores[0]["metrics"]["ablation"]["classes"] == ["SCU"]
     records = client.get(f"/v1/evaluations/{evaluation['id']}/records", headers=headers)
     assert records.status_code == 200 and records.json()["records"]  # every prompt's answer, from the store
 

@@ -30,17 +30,30 @@ def test_evaluation_accepts_both_class_spellings(client: TestClient, db: Session
         r = client.post("/v1/evaluations", json={"model_id": alice_model, "audit_id": audit, "ablate": spelling},
                         headers=alice.headers)
         assert r.status_code == 202, r.text
-        assert r.json()["params"]["ablate"] == canonical
+        assert r.json()["params"]["ablate"] == [canonical]
         assert r.headers["location"] == f"/v1/evaluations/{r.json()['id']}"
     tasks = [json.loads(m)["headers"]["task"] for m in redis_client.lrange("gpu", 0, -1)]
     assert tasks.count("ssah.evaluation") == 4
+    r = client.post("/v1/evaluations", json={"model_id": alice_model, "audit_id": audit, "ablate": ["ESU", "SCU", "RU"],
+                                             "control": "random", "seed": 2, "compensation": "safety",
+                                             "prompt_format": "no_inst"}, headers=alice.headers)
+    assert r.status_code == 202, r.text
+    params = r.json()["params"]
+    assert (params["ablate"], params["control"], params["seed"]) == (["SCU", "RU"], "random", 2)
+    assert (params["compensation"], params["prompt_format"], params["conditions"]) == ("safety", "no_inst", ["system", "no_system"])
 
 
 def test_evaluation_rules(client: TestClient, db: Session, alice: Tenant_, alice_model: str):
     r = client.post("/v1/evaluations", json={"model_id": alice_model, "ablate": "SCU"}, headers=alice.headers)
     assert r.status_code == 422 and "ablate needs audit_id" in r.json()["detail"]
     r = client.post("/v1/evaluations", json={"model_id": alice_model, "ablate": "XYZ"}, headers=alice.headers)
-    assert r.status_code == 422 and r.json()["errors"][0]["loc"] == "body.ablate"
+    assert r.status_code == 422 and r.json()["errors"][0]["loc"].startswith("body.ablate")
+    for body, message in (({"control": "random"}, "control needs ablate"),
+                          ({"conditions": ["no_system", "suffix"]}, "suffixes_dataset_id"),
+                          ({"conditions": ["system", "system"]}, "conditions repeat"),
+                          ({"prompt_format": "inst"}, "prompt_format"), ({"compensation": "mean"}, "compensation")):
+        r = client.post("/v1/evaluations", json={"model_id": alice_model, **body}, headers=alice.headers)
+        assert r.status_code == 422 and message in r.text, (body, r.text)
     queued_audit = client.post("/v1/audits", json={"model_id": alice_model}, headers=alice.headers).json()["id"]
     r = client.post("/v1/evaluations", json={"model_id": alice_model, "audit_id": queued_audit, "ablate": "CU"},
                     headers=alice.headers)

@@ -57,7 +57,7 @@ def test_unknown_model_source_fails_with_the_loaders_message(db, tenant, setting
     assert outcome == "failed"
     job = reload(db, job_id)
     assert job.status == "failed"
-    assert job.error == "unknown builtin model 'builtin:nope'; builtins: builtin:smollm2, builtin:tiny-<family>"
+    assert job.error == "unknown builtin model 'builtin:nope'; builtins: builtin:smollm2, builtin:qwen2.5-coder-0.5b, builtin:tiny-<family>"
     assert db.scalars(sa.select(UnitMap).where(UnitMap.job_id == job_id)).all() == []
 
 
