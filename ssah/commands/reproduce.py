@@ -38,6 +38,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--compensations", help="Table 1 compensations, comma list of none,safety,utility,pooled "
                                                 "(default none,safety)")
     parser.add_argument("--control-seeds", help="seeds of each matched random control, comma list (default 0,1,2)")
+    parser.add_argument("--paper-schedule", action="store_true",
+                        help="downstream: freeze arms train twice the epochs, setting i after one epoch of setting ii")
     parser.add_argument("--stop-after", choices=("baseline", "alignment", "audit", "ablation", "downstream"),
                         help="end the run after this stage (its report then has the stages run so far)")
     parser.set_defaults(run=lambda args: run_guarded(run, args))
@@ -51,6 +53,8 @@ def build_plan(args: argparse.Namespace):
         ("model", args.model), ("seed", args.seed), ("eval_samples", args.samples),
         ("max_new_tokens", args.max_new_tokens),
     ) if value is not None}
+    if args.paper_schedule:
+        changes["paper_schedule"] = True
     if args.aligned_as_shipped or args.model in ALIGNED_BUILTINS:
         changes["aligned_as_shipped"] = True
     lists = (("prompt_formats", args.formats, str), ("compensations", args.compensations, str),

@@ -67,6 +67,9 @@ class Plan:
     downstream_epochs: int = field(default=2, metadata=_help("downstream epochs (all three arms alike)"))
     downstream_lr: float = field(default=1e-4, metadata=_help("downstream peak learning rate (the alignment's)"))
     cu_top: float = field(default=0.06, metadata=_help("setting (i): parameter fraction of CU frozen (paper: 6 %)"))
+    paper_schedule: bool = field(
+        default=False, metadata=_help("downstream: the paper's schedule (freeze arms twice the epochs, setting (i) "
+                                      "after one epoch of (ii)) instead of equal epochs"))
     # shared training settings
     batch_size: int = field(default=8, metadata=_help("pairs per optimizer step"))
     max_length: int = field(default=384, metadata=_help("tokens per training pair"))

@@ -350,19 +350,24 @@ def refresh_metrics(results: dict, out: Path) -> None:
         entry.update(metrics(json.loads(path.read_text())))
 
 
+def downstream_arms(plan: Plan) -> dict[str, FinetuneConfig]:
+    """The fine-tune settings of stage 5's arms; the schedule (equal epochs or the paper's) is in each config."""
+    common = {"epochs": plan.downstream_epochs, "lr": plan.downstream_lr, "reaudit": True,
+              "paper_schedule": plan.paper_schedule}
+    return {
+        "full": _finetune_config(plan, mode="full", **common),
+        "freeze_i": _finetune_config(plan, mode="freeze", setting="i", cu_top=plan.cu_top, **common),
+        "freeze_ii": _finetune_config(plan, mode="freeze", setting="ii", **common),
+    }
+
+
 def downstream(ctx: Context, aligned_model: str, unit_map_dir: str) -> dict:
     """Stage 5 (the paper's Table 2): benign fine-tuning of the aligned model, full vs freeze (i) vs (ii)."""
     plan, data = ctx.plan, downstream_data(ctx.plan)
     unit_map = UnitMap.load(unit_map_dir)
     audit_sets = calibration_sets(plan)
-    common = {"epochs": plan.downstream_epochs, "lr": plan.downstream_lr, "reaudit": True}
-    arms = {
-        "full": _finetune_config(plan, mode="full", **common),
-        "freeze_i": _finetune_config(plan, mode="freeze", setting="i", cu_top=plan.cu_top, **common),
-        "freeze_ii": _finetune_config(plan, mode="freeze", setting="ii", **common),
-    }
     results = {}
-    for arm, config in arms.items():
+    for arm, config in downstream_arms(plan).items():
         directory = ctx.out / "downstream" / arm
         loaded = ctx.load(aligned_model)
         trained = _train(ctx, loaded, data, config, unit_map, directory, f"fine-tune ({arm})", audit_sets=audit_sets)

@@ -167,3 +167,16 @@ def test_stop_after_ends_the_run_at_a_stage(tmp_path):
     control = next(row for row in table1 if row["arm"] == "random matched to SCU")
     assert control["seeds"] == [4, 5] and "asr_range" in control
     assert "(not run)" in (out / "results.md").read_text()
+
+
+def test_paper_schedule_reaches_every_downstream_arm():
+    from ssah.cli import build_parser
+    from ssah.commands.reproduce import build_plan
+    from ssah.reproduce.steps import downstream_arms
+
+    plan = build_plan(build_parser().parse_args(["reproduce", "--paper-schedule", "--out", "x"]))
+    arms = downstream_arms(plan)
+    assert plan.paper_schedule and all(config.paper_schedule for config in arms.values())
+    assert arms["freeze_i"].length_factor == arms["freeze_ii"].length_factor == 2 and arms["full"].length_factor == 1
+    assert not any(config.paper_schedule for config in downstream_arms(build_plan(
+        build_parser().parse_args(["reproduce", "--out", "x"]))).values())
