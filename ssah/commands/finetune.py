@@ -63,7 +63,7 @@ def add_parser(subparsers) -> None:
                         help="refusal margin on harmful calibration prompts and over-refusal margin on harmless "
                              "ones every --track-every steps (no generation), stored in loss.json")
     parser.add_argument("--track-every", type=int, default=10, help="steps between two tracked margins")
-    parser.add_argument("--track-prompts", type=int, default=16, help="prompts of each tracking set")
+    parser.add_argument("--track-prompts", type=int, default=8, help="prompts of each tracking set")
     parser.add_argument("--track-harmful", default="builtin:safety", help="harmful calibration prompts tracked")
     parser.add_argument("--track-harmless", default="builtin:utility", help="harmless prompts tracked")
     parser.add_argument("--stop-if-refusal-below", type=float, default=None, metavar="MARGIN",

@@ -99,7 +99,7 @@ class FinetuneConfig:
                           "over-refusal margin on harmless ones (no generation), stored in the loss curve"},
     )
     track_every: int = field(default=10, metadata={"help": "optimizer steps between two refusal measurements"})
-    track_prompts: int = field(default=16, metadata={"help": "prompts of each tracking set (the first N)"})
+    track_prompts: int = field(default=8, metadata={"help": "prompts of each tracking set (the first N)"})
     track_harmful: str = field(default="builtin:safety", metadata={"help": "harmful calibration prompts tracked"})
     track_harmless: str = field(default="builtin:utility", metadata={"help": "harmless prompts tracked"})
     stop_if_refusal_below: float | None = field(
