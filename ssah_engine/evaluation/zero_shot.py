@@ -5,10 +5,19 @@ lm-eval is optional: without it the result says so plainly instead of failing th
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Sequence
 
 logger = logging.getLogger(__name__)
+
+
+@functools.lru_cache(maxsize=8)
+def _task_manager(include_path: str | None):
+    """lm-eval's task index, built once per process: it parses every task YAML (a minute on a small CPU)."""
+    from lm_eval.tasks import TaskManager
+
+    return TaskManager(include_path=include_path)
 
 
 def zero_shot(
@@ -26,12 +35,10 @@ def zero_shot(
     except ImportError as error:
         logger.warning("zero-shot tasks skipped: lm-eval is not installed")
         return {"status": "unavailable", "reason": f"lm-eval is not installed ({error}); pip install lm-eval"}
-    from lm_eval.tasks import TaskManager
-
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
     try:
         output = lm_eval.simple_evaluate(
-            model=lm, tasks=list(tasks), num_fewshot=0, limit=limit, task_manager=TaskManager(include_path=include_path)
+            model=lm, tasks=list(tasks), num_fewshot=0, limit=limit, task_manager=_task_manager(include_path)
         )
     except (ConnectionError, FileNotFoundError) as error:  # task data not on this machine, and no network
         logger.warning("zero-shot tasks skipped: %s", error)
