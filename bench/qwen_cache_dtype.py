@@ -98,7 +98,8 @@ def main() -> None:
         if ref_labels is not None:
             labels = run_audit(loaded, safety, utility, config).labels
             agree = int((labels == ref_labels).sum())
-            print(f"{name}_audit_labels_agree={agree}/{labels.numel()} ({100 * agree / labels.numel():.3f} %)")
+            print(f"{name}_audit_labels_agree={agree}/{labels.numel()} ({100 * agree / labels.numel():.3f} %) "
+                  f"{name}_label_agreement_ratio={agree / labels.numel():.5f}")  # against the float32 cache
         del loaded
 
 
