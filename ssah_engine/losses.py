@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 
 from .encoding import encode_pairs, make_batches
+from .token_losses import next_token_losses
 
 
 @torch.inference_mode()
@@ -28,11 +28,7 @@ def response_nll(
     total, tokens = 0.0, 0
     for batch in make_batches(encoded, batch_size, tokenizer.pad_token_id):
         batch = batch.to(device)
-        logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False).logits
-        # Position t predicts token t+1: score a response token from the logits just before it.
-        targets = batch.input_ids[:, 1:]
-        scored = batch.response_mask[:, 1:]
-        losses = F.cross_entropy(logits[:, :-1].float().transpose(1, 2), targets, reduction="none")
-        total += losses[scored].sum().item()
-        tokens += int(scored.sum())
+        losses = next_token_losses(model, batch.input_ids, batch.attention_mask, batch.response_mask)
+        total += losses.sum().item()
+        tokens += losses.numel()
     return total / tokens

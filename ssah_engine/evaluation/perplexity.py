@@ -15,9 +15,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from ..special_tokens import encode_text
+from ..token_losses import next_token_losses
 
 
 @dataclass(frozen=True)
@@ -69,9 +69,7 @@ def perplexity(
             attention_mask[row, : len(ids)] = 1
             scored[row, first : len(ids)] = True
         input_ids, attention_mask, scored = input_ids.to(device), attention_mask.to(device), scored.to(device)
-        logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
-        losses = F.cross_entropy(logits[:, :-1].float().transpose(1, 2), input_ids[:, 1:], reduction="none")
-        total += losses[scored[:, 1:]].double().sum().item()
+        total += next_token_losses(model, input_ids, attention_mask, scored).double().sum().item()
         count += int(scored[:, 1:].sum())
     nll = total / count
     return Perplexity(math.exp(nll), nll, count)

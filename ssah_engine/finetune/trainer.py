@@ -8,15 +8,15 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..encoding import Batch
+from ..token_losses import next_token_losses
 from .batches import StepBatches
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import FinetuneConfig
 from .masks import ParamMasks
-from .optimizer import FrozenSlices, make_optimizer, make_scheduler
+from .optimizer import Anchor, FrozenSlices, make_optimizer, make_scheduler
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +42,7 @@ def train_step(
     window: list[Batch],
     frozen: FrozenSlices | None,
     config: FinetuneConfig,
+    anchor: Anchor | None = None,
 ) -> float:
     """One optimizer step over ``window`` (gradient accumulation); returns the mean response-token loss."""
     device = next(model.parameters()).device
@@ -51,10 +52,8 @@ def train_step(
     for batch in window:
         batch = batch.to(device)
         with autocast_for(device, config):
-            logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False).logits
-        # Position t predicts token t+1; sum over the window's response tokens, then one mean for the step.
-        losses = F.cross_entropy(logits[:, :-1].float().transpose(1, 2), batch.input_ids[:, 1:], reduction="none")
-        loss = losses[batch.response_mask[:, 1:]].sum()
+            # Summed over the window's response tokens, then one mean for the step.
+            loss = next_token_losses(model, batch.input_ids, batch.attention_mask, batch.response_mask).sum()
         (loss / tokens).backward()
         total += loss.item()
     if frozen is not None:
@@ -63,6 +62,8 @@ def train_step(
         trainable = [p for group in optimizer.param_groups for p in group["params"]]
         torch.nn.utils.clip_grad_norm_(trainable, config.max_grad_norm)
     optimizer.step()
+    if anchor is not None:
+        anchor.pull(optimizer.param_groups[0]["lr"])
     if frozen is not None:
         frozen.restore()
     return total / tokens
@@ -102,6 +103,7 @@ def train(
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     optimizer = make_optimizer(model, config)
     scheduler = make_scheduler(optimizer, data.total_steps, config)
+    anchor = Anchor(model, config.anchor) if config.anchor else None  # before a checkpoint is loaded
     start, history = 0, []
     checkpoint = latest_checkpoint(out_dir) if config.resume else None
     if checkpoint is not None:
@@ -128,7 +130,7 @@ def train(
             if phase + 1 < len(phases) and step >= phases[phase + 1][0]:
                 frozen, phase = enter(step)
             lr = optimizer.param_groups[0]["lr"]
-            loss = train_step(model, optimizer, data.window(step), frozen, config)
+            loss = train_step(model, optimizer, data.window(step), frozen, config, anchor)
             scheduler.step()
             entry = {"step": step + 1, "loss": loss, "lr": lr}
             history.append(entry)
