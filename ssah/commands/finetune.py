@@ -44,6 +44,10 @@ def add_parser(subparsers) -> None:
     for part in ("embeddings", "norms", "lm-head"):
         parser.add_argument(f"--train-{part}", action=argparse.BooleanOptionalAction, default=None,
                             help=f"train the {part} (default: yes, except in budget mode)")
+    parser.add_argument("--mix-data", default=None, help="pairs mixed into --data, e.g. builtin:align_refusal")
+    parser.add_argument("--mix-pairs", type=int, default=0, help="how many pairs of --mix-data to add (seeded draw)")
+    parser.add_argument("--anchor", type=float, default=0.0,
+                        help="decoupled L2 pull toward the starting weights: w -= lr * ANCHOR * (w - w_start)")
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--max-steps", type=int, default=None)
     parser.add_argument("--lr", type=float, default=2e-5)
@@ -103,7 +107,8 @@ def run(args: argparse.Namespace) -> int:
         freeze_rule=args.freeze_rule, paper_schedule=args.paper_schedule,
         track_refusal=args.track_refusal or args.stop_if_refusal_below is not None, track_every=args.track_every,
         track_prompts=args.track_prompts, track_harmful=args.track_harmful, track_harmless=args.track_harmless,
-        stop_if_refusal_below=args.stop_if_refusal_below,
+        stop_if_refusal_below=args.stop_if_refusal_below, mix_data=args.mix_data, mix_pairs=args.mix_pairs,
+        anchor=args.anchor,
     )
     if args.mode == "freeze" and args.units is None:
         raise CommandError("--mode freeze needs --units (a unit map from `ssah audit`)")

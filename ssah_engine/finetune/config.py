@@ -74,6 +74,15 @@ class FinetuneConfig:
     train_lm_head: bool | None = field(
         default=None, metadata={"help": "train the LM head (default: yes, except in budget mode); tied: frozen wins"}
     )
+    mix_data: str | None = field(
+        default=None, metadata={"help": "pairs mixed into the training data, e.g. builtin:align_refusal (refusals kept)"}
+    )
+    mix_pairs: int = field(default=0, metadata={"help": "how many pairs of mix_data to add (a draw seeded by seed)"})
+    anchor: float = field(
+        default=0.0,
+        metadata={"help": "pull trained weights back toward the starting ones: after each step w -= lr * anchor * "
+                          "(w - w_start), a decoupled L2 toward the aligned model (0: off)"},
+    )
     epochs: int = field(default=1, metadata={"help": "passes over the training set"})
     max_steps: int | None = field(default=None, metadata={"help": "stop after this many optimizer steps"})
     batch_size: int = field(default=4, metadata={"help": "pairs per micro-batch"})
@@ -137,6 +146,10 @@ class FinetuneConfig:
                      "track_every", "track_prompts"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.mix_pairs < 0 or (self.mix_pairs > 0) != bool(self.mix_data):
+            raise ValueError(f"give mix_data and mix_pairs >= 1 together, got {self.mix_data!r} and {self.mix_pairs}")
+        if self.anchor < 0:
+            raise ValueError(f"anchor must be >= 0, got {self.anchor}")
         if self.max_steps is not None and self.max_steps < 1:
             raise ValueError(f"max_steps must be at least 1, got {self.max_steps}")
         if self.checkpoint_every < 0:

@@ -46,6 +46,22 @@ class FrozenSlices:
             parameter.index_copy_(dim, index, snapshot)
 
 
+class Anchor:
+    """Decoupled L2 toward the starting weights: ``w -= lr * strength * (w - w_start)`` after each step.
+
+    The copy is taken before a resumed run loads its checkpoint, so it always holds the base model.
+    """
+
+    def __init__(self, model: nn.Module, strength: float):
+        self.strength = strength
+        self.parts = [(p, p.detach().clone()) for p in model.parameters() if p.requires_grad]
+
+    @torch.no_grad()
+    def pull(self, lr: float) -> None:
+        for parameter, start in self.parts:
+            parameter.sub_(parameter - start, alpha=lr * self.strength)
+
+
 def make_optimizer(model: nn.Module, config: FinetuneConfig) -> torch.optim.AdamW:
     """AdamW over the tensors that have a trainable element; no weight decay on vectors (norms, biases)."""
     trainable = [(name, p) for name, p in model.named_parameters() if p.requires_grad]

@@ -146,6 +146,9 @@ def run_finetune(
         raise ValueError("reaudit needs the unit map of a full audit (safety and utility) to compare against")
     if config.reaudit and audit_sets is None:
         audit_sets = _audit_sets(unit_map)
+    mixed = _mix_set(config)
+    if mixed is not None:
+        dataset = Dataset(f"{dataset.name}+{mixed.name}[{len(mixed)}]", dataset.examples + mixed.examples)
     data = StepBatches(tokenizer, dataset, config)
 
     custom_unit_set = frozen_units is not None
@@ -180,7 +183,8 @@ def run_finetune(
     record = {
         "config": config.to_dict(),
         "model": {"source": loaded.source, "resolved": loaded.resolved, "family": layout.family},
-        "data": {"name": dataset.name, "sha256": dataset.sha256, "pairs": len(data.encoded)},
+        "data": {"name": dataset.name, "sha256": dataset.sha256, "pairs": len(data.encoded),
+                 "mixed": {"name": mixed.name, "sha256": mixed.sha256, "pairs": len(mixed)} if mixed else None},
         "unit_map": {"model": unit_map.model, "data": unit_map.data, "config": unit_map.config} if unit_map else None,
         "custom_unit_set": custom_unit_set,
         "masks": masks.summary(model, space),
@@ -247,3 +251,15 @@ def _track_sets(config: FinetuneConfig) -> tuple[Dataset, Dataset]:
     from ..data import load_dataset
 
     return load_dataset(config.track_harmful), load_dataset(config.track_harmless)
+
+
+def _mix_set(config: FinetuneConfig) -> Dataset | None:
+    """``mix_pairs`` pairs of ``mix_data``, drawn with the run's seed (None when nothing is mixed)."""
+    if not config.mix_pairs:
+        return None
+    from ..data import load_dataset
+
+    mixed = load_dataset(config.mix_data, require_response=True)
+    if len(mixed) < config.mix_pairs:
+        raise ValueError(f"mix_data {config.mix_data} has {len(mixed)} pairs, fewer than mix_pairs={config.mix_pairs}")
+    return mixed.sample(config.mix_pairs, config.seed)
