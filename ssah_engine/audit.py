@@ -12,7 +12,8 @@ from dataclasses import asdict, dataclass, field
 
 
 from .architectures import describe
-from .classify import Cuts, classify
+from .classes import Cuts
+from .classify import classify
 from .data import Dataset
 from .encoding import RESPONSE_TOKENS, encode_pairs, make_batches
 from .loading import LoadedModel

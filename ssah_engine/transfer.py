@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .classify import CLASSES, LABEL
+from .classes import CLASSES, LABEL
 from .unitmap import UnitMap
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from .classify import CLASSES, LABEL, canonical_class
+from .classes import CLASSES, LABEL, canonical_class
 from .units import UnitSpace
 
 TENSORS_FILE = "unit_map.safetensors"

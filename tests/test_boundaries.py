@@ -9,9 +9,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 FORBIDDEN = {
     "ssah_engine": {"fastapi", "sqlalchemy", "celery", "service", "worker", "redis", "alembic"},
-    "service": {"torch", "transformers", "ssah_engine", "worker"},
+    "service": {"torch", "transformers", "worker"},
     "worker": {"fastapi"},
 }
+# The engine modules the API may import: the job configs its request schemas derive from, all torch-free.
+SERVICE_MAY_IMPORT = {"ssah_engine.settings_fields", "ssah_engine.finetune", "ssah_engine.data.builtin"}
 
 
 def imported_modules(path: Path) -> set[str]:
@@ -35,6 +37,18 @@ def test_package_imports_stay_inside_its_boundary(package):
     assert {path: bad for path, bad in offenders.items() if bad} == {}
 
 
+def test_the_service_imports_only_the_engine_configs():
+    imported = set()
+    for path in (ROOT / "service").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").startswith("ssah_engine"):
+                imported.add(node.module)
+            elif isinstance(node, ast.Import):
+                imported.update(alias.name for alias in node.names if alias.name.startswith("ssah_engine"))
+    assert imported, "the request schemas derive from the engine configs"
+    assert imported <= SERVICE_MAY_IMPORT
+
+
 def test_engine_never_reads_the_environment():
     for path in (ROOT / "ssah_engine").rglob("*.py"):
         source = path.read_text()
@@ -50,7 +64,7 @@ LOADED_FORBIDDEN = {
     "worker.app": {"fastapi", "starlette"},
     "ssah_engine.audit, ssah_engine.evaluation, ssah_engine.finetune, ssah_engine.ablation": {
         "fastapi", "starlette", "sqlalchemy", "celery", "service", "worker", "redis", "alembic"},
-    "service.main": {"torch", "transformers", "ssah_engine", "worker"},
+    "service.main": {"torch", "transformers", "worker"},
 }
 
 

@@ -12,6 +12,7 @@ import shutil
 import threading
 import uuid
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +21,11 @@ from sqlalchemy.orm import Session
 
 from service.model_policy import CheckedSource, check_for_tenant
 from service.models import Dataset as DatasetRow
+from service.schemas.jobs import FINETUNE_DATASET_SETTINGS
+from service.schemas.jobs import finetune_config as stored_finetune_config
 from service.settings import Settings
 from ssah_engine.audit import AuditConfig
-from ssah_engine.classify import Cuts
+from ssah_engine.classes import Cuts
 from ssah_engine.data import Dataset, DatasetError, load_dataset
 from ssah_engine.evaluation import AblationSpec, DataRef, Protocol
 from ssah_engine.finetune import FinetuneConfig
@@ -77,18 +80,16 @@ def ablation_spec(params: dict[str, Any]) -> AblationSpec | None:
     return AblationSpec(tuple(classes), control=params.get("control"), seed=int(params.get("seed", 0)))
 
 
-def finetune_config(params: dict[str, Any]) -> FinetuneConfig:
-    """The engine config of a fine-tune job (``FinetuneCreate`` parameters)."""
-    mode = params.get("mode", "full")
-    return FinetuneConfig(mode=mode, setting=params.get("setting", "i") if mode == "freeze" else None,
-                          epochs=int(params.get("epochs", 1)), lr=float(params.get("lr", 2e-5)),
-                          max_length=int(params.get("max_length", 512)),
-                          # a job queued before the rule existed ran under "rows"
-                          freeze_rule=params.get("freeze_rule", "rows"),
-                          paper_schedule=bool(params.get("paper_schedule", False)),
-                          track_refusal=bool(params.get("track_refusal", False)),
-                          track_every=int(params.get("track_every", 10)),
-                          stop_if_refusal_below=params.get("stop_if_refusal_below"))
+def finetune_config(params: dict[str, Any], dataset_path: Callable[[str], str]) -> FinetuneConfig:
+    """The engine config of a stored fine-tune job; ``dataset_path`` turns a dataset id into its file."""
+    params = {"freeze_rule": "rows", **params}  # a job queued before the rule existed ran under "rows"
+    if params.get("mode", "full") != "freeze":
+        params.pop("setting", None)  # jobs queued before the shared contract stored setting "i" in every mode
+    for name in FINETUNE_DATASET_SETTINGS:
+        value = params.get(name)
+        if value and not value.startswith("builtin:"):
+            params[name] = dataset_path(value)
+    return stored_finetune_config(params)
 
 
 def dataset_file(session: Session, settings: Settings, *, tenant_id: uuid.UUID, dataset_id: str) -> tuple[str, str]:

@@ -60,7 +60,7 @@ def evaluation(run: JobRun) -> None:
 def finetune(run: JobRun) -> None:
     """Fine-tune a private copy of the model; store the loss curve and the trained model."""
     params = run.params
-    config = glue.finetune_config(params)
+    config = glue.finetune_config(params, run.dataset_path)
     data = run.dataset(params["dataset_id"])
     unit_map = run.unit_map(params["audit_id"]) if params.get("audit_id") else None
     utility = run.dataset(None, default=glue.DEFAULT_UTILITY) if config.mode == "budget" and unit_map is None else None

@@ -6,7 +6,12 @@ import uuid
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
+
+from ssah_engine.data.builtin import BUILTIN_PREFIX, builtin_names
+from ssah_engine.finetune import FinetuneConfig
+
+from .engine_settings import setting_names, settings_fields
 
 JobKindName = Literal["audit", "evaluation", "finetune", "comparison", "probe"]
 JobStatusName = Literal["queued", "running", "succeeded", "failed", "cancelled"]
@@ -97,38 +102,65 @@ class EvaluationCreate(BaseModel):
         return self
 
 
-class FinetuneCreate(BaseModel):
-    """Fine-tune a model; ``freeze`` and ``budget`` keep an audit's safety units intact."""
+# FinetuneConfig fields the API keeps to itself: a server path, and checkpointing, which the worker owns.
+FINETUNE_SERVER_ONLY = ("eval_protocol", "resume", "checkpoint_every", "keep_checkpoints", "log_every")
+# Settings that name a dataset: ``builtin:NAME`` or the id of one of the tenant's uploads.
+FINETUNE_DATASET_SETTINGS = ("mix_data", "track_harmful", "track_harmless")
+# What a job may cost on this service (the engine's own bounds are checked by FinetuneConfig).
+FINETUNE_LIMITS = {
+    "epochs": {"le": 100}, "max_steps": {"le": 1_000_000}, "batch_size": {"le": 1024}, "grad_accum": {"le": 1024},
+    "lr": {"le": 1}, "max_length": {"le": 131_072, "description": "Tokens per pair; see max_sequence_length."},
+    "budget_samples": {"le": 100_000}, "mix_pairs": {"le": 100_000}, "track_every": {"le": 100_000},
+    "track_prompts": {"le": 1024}, "stop_if_refusal_below": {"ge": -1000, "le": 1000},
+}
+
+
+class _FinetuneJob(BaseModel):
+    """Fine-tune a model; ``freeze`` and ``budget`` keep an audit's safety units intact.
+
+    Every other field is a setting of ``FinetuneConfig``, with the names, defaults and meaning of
+    ``ssah finetune``'s flags.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
     model_id: uuid.UUID
     dataset_id: uuid.UUID
-    mode: Literal["full", "freeze", "budget"] = "full"
     audit_id: uuid.UUID | None = Field(None, description="Audit whose units guide freeze/budget.")
-    setting: Literal["i", "ii"] = "i"
-    epochs: int = Field(1, ge=1, le=100)
-    lr: float = Field(2e-5, gt=0, le=1)
-    max_length: int = Field(512, ge=8, le=131_072, description="Tokens per pair; see max_sequence_length.")
-    freeze_rule: Literal["function", "rows"] = Field(
-        "function", description="function: a frozen head also freezes its KV group's k/v rows and the norms it "
-                                "passes through (its output stays bit-identical); rows: the older rule.")
-    paper_schedule: bool = Field(False, description="Freeze settings train twice the epochs, setting i after one "
-                                                    "epoch of setting ii (the paper's schedule).")
-    track_refusal: bool = Field(False, description="Refusal margin on harmful calibration prompts and over-refusal "
-                                                   "margin on harmless ones every track_every steps, in the loss curve.")
-    track_every: int = Field(10, ge=1, le=100_000, description="Steps between two tracked margins.")
-    stop_if_refusal_below: float | None = Field(
-        None, ge=-1000, le=1000, description="Stop when the mean tracked refusal margin falls below this (needs "
-                                             "track_refusal).")
+
+    @field_validator(*FINETUNE_DATASET_SETTINGS, check_fields=False)
+    @classmethod
+    def _dataset_reference(cls, value: str | None) -> str | None:
+        if value is None or value.startswith(BUILTIN_PREFIX):
+            if value is not None and value.removeprefix(BUILTIN_PREFIX) not in builtin_names():
+                raise ValueError(f"no builtin dataset {value!r}; builtins: {', '.join(builtin_names())}")
+            return value
+        try:
+            return str(uuid.UUID(value))
+        except ValueError:
+            raise ValueError(f"name a dataset as builtin:NAME or by its id, got {value!r}") from None
 
     @model_validator(mode="after")
-    def _mode_needs_audit(self) -> FinetuneCreate:
+    def _valid_config(self) -> _FinetuneJob:
         if self.mode != "full" and self.audit_id is None:
             raise ValueError(f"mode {self.mode!r} needs audit_id")
-        if self.stop_if_refusal_below is not None and not self.track_refusal:
-            raise ValueError("stop_if_refusal_below needs track_refusal")
+        self.engine_config()  # the engine's own checks, answered as 422 before the job is queued
         return self
+
+    def engine_config(self) -> FinetuneConfig:
+        return finetune_config(self.model_dump(mode="json"))
+
+
+FinetuneCreate = create_model(
+    "FinetuneCreate", __base__=_FinetuneJob, __module__=__name__,
+    **settings_fields(FinetuneConfig, exclude=FINETUNE_SERVER_ONLY, limits=FINETUNE_LIMITS),
+)
+
+
+def finetune_config(params: dict[str, Any]) -> FinetuneConfig:
+    """The engine config of a stored fine-tune job's parameters (dataset ids not yet resolved to files)."""
+    names = setting_names(FinetuneConfig, exclude=FINETUNE_SERVER_ONLY)
+    return FinetuneConfig.from_dict({name: params[name] for name in names if name in params})
 
 
 class ComparisonCreate(BaseModel):

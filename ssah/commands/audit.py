@@ -61,7 +61,7 @@ def class_table(summary: dict) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from ssah_engine.audit import AuditConfig, run_audit
-    from ssah_engine.classify import Cuts
+    from ssah_engine.classes import Cuts
 
     config = AuditConfig(
         method=args.method,

@@ -6,7 +6,10 @@ import argparse
 import sys
 from pathlib import Path
 
+from ssah_engine.finetune import FinetuneConfig
+
 from .common import CommandError, ProgressBar, add_model_arguments, load_data, load_model_from_args, run_guarded
+from .config_flags import add_config_flags, config_values
 
 DEFAULT_UTILITY = "builtin:utility"
 
@@ -24,59 +27,14 @@ def add_parser(subparsers) -> None:
     add_model_arguments(parser)
     parser.add_argument("--data", required=True, help="training pairs: .jsonl, Alpaca/Dolly .json, builtin:NAME")
     parser.add_argument("--limit", type=int, default=None, help="use only the first N pairs")
-    parser.add_argument("--mode", choices=("full", "freeze", "budget"), default="full")
     parser.add_argument("--units", type=Path, help="unit map directory from `ssah audit` (freeze, budget)")
-    parser.add_argument("--setting", choices=("i", "ii"), help="freeze: i = SCU + top CU by z_S (default), ii = SCU + CU")
-    parser.add_argument("--freeze-classes", help="freeze: comma-separated classes instead of a setting, e.g. SCU,UCU")
-    parser.add_argument("--cu-top", type=float, default=0.06, help="setting i: parameter fraction of CU frozen")
-    parser.add_argument("--cu-top-of", choices=("model", "cu"), default="model",
-                        help="--cu-top is a fraction of all unit parameters or of CU's")
-    parser.add_argument("--budget", type=float, default=0.20, help="budget: parameter fraction of RU to train")
     parser.add_argument("--utility-data", default=DEFAULT_UTILITY, help="budget without --units: set that finds RU")
-    parser.add_argument("--freeze-layers", default="", help="freeze whole layers, e.g. 0-5,10")
-    parser.add_argument("--freeze-rule", choices=("function", "rows"), default="function",
-                        help="function (default): a frozen head also freezes its KV group's k/v rows and the norms "
-                             "it passes through, so its output is bit-identical; rows: the older rule (k/v only "
-                             "when the whole group is frozen, norms train)")
-    parser.add_argument("--paper-schedule", action="store_true",
-                        help="the paper's schedule: freeze settings train twice the epochs (or --max-steps), "
-                             "setting i after one epoch of setting ii; full mode is the plain arm")
-    for part in ("embeddings", "norms", "lm-head"):
-        parser.add_argument(f"--train-{part}", action=argparse.BooleanOptionalAction, default=None,
-                            help=f"train the {part} (default: yes, except in budget mode)")
-    parser.add_argument("--mix-data", default=None, help="pairs mixed into --data, e.g. builtin:align_refusal")
-    parser.add_argument("--mix-pairs", type=int, default=0, help="how many pairs of --mix-data to add (seeded draw)")
-    parser.add_argument("--anchor", type=float, default=0.0,
-                        help="decoupled L2 pull toward the starting weights: w -= lr * ANCHOR * (w - w_start)")
-    parser.add_argument("--epochs", type=int, default=1)
-    parser.add_argument("--max-steps", type=int, default=None)
-    parser.add_argument("--lr", type=float, default=2e-5)
-    parser.add_argument("--weight-decay", type=float, default=0.0)
-    parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--grad-accum", type=int, default=1)
-    parser.add_argument("--schedule", choices=("cosine", "linear", "constant"), default="cosine")
-    parser.add_argument("--warmup-ratio", type=float, default=0.03)
-    parser.add_argument("--max-length", type=int, default=512)
-    parser.add_argument("--system-prompt", default=None)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--no-bf16", action="store_true", help="no bf16 autocast on CUDA")
-    parser.add_argument("--gradient-checkpointing", action="store_true", help="CUDA only")
-    parser.add_argument("--checkpoint-every", type=int, default=0, help="resumable checkpoint every N steps")
-    parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
-    parser.add_argument("--track-refusal", action="store_true",
-                        help="refusal margin on harmful calibration prompts and over-refusal margin on harmless "
-                             "ones every --track-every steps (no generation), stored in loss.json")
-    parser.add_argument("--track-every", type=int, default=10, help="steps between two tracked margins")
-    parser.add_argument("--track-prompts", type=int, default=8, help="prompts of each tracking set")
-    parser.add_argument("--track-harmful", default="builtin:safety", help="harmful calibration prompts tracked")
-    parser.add_argument("--track-harmless", default="builtin:utility", help="harmless prompts tracked")
-    parser.add_argument("--stop-if-refusal-below", type=float, default=None, metavar="MARGIN",
-                        help="stop when the mean tracked refusal margin falls below MARGIN (implies --track-refusal)")
-    parser.add_argument("--evaluate", action="store_true", help="evaluate safety and utility before and after")
-    parser.add_argument("--eval-protocol", default=None, help="protocol JSON for --evaluate (default protocol if absent)")
-    parser.add_argument("--reaudit", action="store_true", help="re-audit the result and write the role transfer")
+    # Every setting of the run: flags, defaults, choices and help come from FinetuneConfig's fields.
+    names = add_config_flags(parser, FinetuneConfig, help_overrides={
+        "stop_if_refusal_below": "stop when the mean tracked refusal margin falls below this (implies --track-refusal)",
+    })
     parser.add_argument("--out", type=Path, required=True, help="output directory")
-    parser.set_defaults(run=lambda args: run_guarded(run, args))
+    parser.set_defaults(run=lambda args: run_guarded(run, args), config_fields=names)
 
 
 def _headline(evaluation: dict) -> str:
@@ -89,27 +47,21 @@ def _headline(evaluation: dict) -> str:
     return ", ".join(parts) or "see evaluation.json"
 
 
+def config_from_args(args: argparse.Namespace) -> FinetuneConfig:
+    """The run's FinetuneConfig from the parsed flags (the API derives the same config from a request body)."""
+    values = config_values(args, args.config_fields)
+    values["track_refusal"] = values["track_refusal"] or values["stop_if_refusal_below"] is not None
+    try:
+        return FinetuneConfig.from_dict(values)
+    except ValueError as error:
+        raise CommandError(str(error)) from None
+
+
 def run(args: argparse.Namespace) -> int:
-    from ssah_engine.finetune import FinetuneConfig, run_finetune
+    from ssah_engine.finetune import run_finetune
     from ssah_engine.unitmap import UnitMap
 
-    classes = tuple(filter(None, (args.freeze_classes or "").split(",")))
-    setting = args.setting or ("i" if args.mode == "freeze" and not classes else None)
-    config = FinetuneConfig(
-        mode=args.mode, setting=setting, freeze_classes=classes, cu_top=args.cu_top, cu_top_of=args.cu_top_of,
-        budget=args.budget, freeze_layers=args.freeze_layers, train_embeddings=args.train_embeddings,
-        train_norms=args.train_norms, train_lm_head=args.train_lm_head, epochs=args.epochs,
-        max_steps=args.max_steps, batch_size=args.batch_size, grad_accum=args.grad_accum, lr=args.lr,
-        weight_decay=args.weight_decay, warmup_ratio=args.warmup_ratio, schedule=args.schedule,
-        max_length=args.max_length, system_prompt=args.system_prompt, seed=args.seed, bf16=not args.no_bf16,
-        gradient_checkpointing=args.gradient_checkpointing, checkpoint_every=args.checkpoint_every,
-        resume=args.resume, evaluate=args.evaluate, eval_protocol=args.eval_protocol, reaudit=args.reaudit,
-        freeze_rule=args.freeze_rule, paper_schedule=args.paper_schedule,
-        track_refusal=args.track_refusal or args.stop_if_refusal_below is not None, track_every=args.track_every,
-        track_prompts=args.track_prompts, track_harmful=args.track_harmful, track_harmless=args.track_harmless,
-        stop_if_refusal_below=args.stop_if_refusal_below, mix_data=args.mix_data, mix_pairs=args.mix_pairs,
-        anchor=args.anchor,
-    )
+    config = config_from_args(args)
     if args.mode == "freeze" and args.units is None:
         raise CommandError("--mode freeze needs --units (a unit map from `ssah audit`)")
     unit_map = UnitMap.load(args.units) if args.units else None

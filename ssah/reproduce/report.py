@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ssah_engine.classify import CLASSES
+from ssah_engine.classes import CLASSES
 
 # The paper's numbers on Llama-2-7B-Chat (arXiv 2410.10862; docs/reproduce.md cites the tables), for the
 # rows that have a counterpart. Keyword ASR on AdvBench; utility = mean of six zero-shot tasks.

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from ssah_engine.audit import AuditConfig, run_audit
-from ssah_engine.classify import CLASSES
+from ssah_engine.classes import CLASSES
 from ssah_engine.data import Dataset, load_dataset
 from ssah_engine.evaluation import AblationSpec, DataRef, Protocol, compare, evaluate, load_pinned
 from ssah_engine.evaluation.refusal import opens_with

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from ..classify import canonical_class
+from ..classes import canonical_class
 from ..controls import matched_random
 from ..unitmap import UnitMap
 

@@ -2,29 +2,32 @@
 
 ``run_finetune`` runs a whole job; ``build_masks`` and ``FrozenSlices`` are the pieces that keep
 frozen rows and columns bit-identical under AdamW (weight decay and momentum included).
+Names load on first use, so ``FinetuneConfig`` (command-line flags, API schemas) comes without torch.
 """
 
-from .config import FinetuneConfig, parse_layer_range
-from .masks import FREEZE_RULES, ParamMasks, SliceMask, build_masks
-from .optimizer import FrozenSlices, make_optimizer, make_scheduler
-from .run import FinetuneResult, run_finetune
-from .selection import find_redundant_units, frozen_units_for, top_cu_by_safety
-from .tracking import RefusalTracker
+import importlib
 
-__all__ = [
-    "FREEZE_RULES",
-    "FinetuneConfig",
-    "FinetuneResult",
-    "FrozenSlices",
-    "ParamMasks",
-    "RefusalTracker",
-    "SliceMask",
-    "build_masks",
-    "find_redundant_units",
-    "frozen_units_for",
-    "make_optimizer",
-    "make_scheduler",
-    "parse_layer_range",
-    "run_finetune",
-    "top_cu_by_safety",
-]
+_EXPORTS = {
+    "FREEZE_RULES": ".config",
+    "FinetuneConfig": ".config",
+    "parse_layer_range": ".config",
+    "ParamMasks": ".masks",
+    "SliceMask": ".masks",
+    "build_masks": ".masks",
+    "FrozenSlices": ".optimizer",
+    "make_optimizer": ".optimizer",
+    "make_scheduler": ".optimizer",
+    "FinetuneResult": ".run",
+    "run_finetune": ".run",
+    "find_redundant_units": ".selection",
+    "frozen_units_for": ".selection",
+    "top_cu_by_safety": ".selection",
+    "RefusalTracker": ".tracking",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name], __name__), name)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
 
-from ..classify import canonical_class
-from .masks import FREEZE_RULES
+from ..classes import canonical_class
 
 MODES = ("full", "freeze", "budget")
+FREEZE_RULES = ("function", "rows")  # see masks.build_masks
 SETTINGS = {"i": None, "ii": ("SCU", "CU")}  # setting (i) is SCU + the top of CU, see cu_top
 SCHEDULES = ("cosine", "linear", "constant")
 CU_TOP_OF = ("model", "cu")
@@ -34,9 +34,13 @@ def parse_layer_range(text: str) -> tuple[int, ...]:
 class FinetuneConfig:
     """What to train and how; every field is saved with the run so it can be reproduced."""
 
-    mode: str = field(default="full", metadata={"help": "full | freeze (keep safety units) | budget (train RU only)"})
+    mode: str = field(
+        default="full", metadata={"help": "full | freeze (keep safety units) | budget (train RU only)", "choices": MODES}
+    )
     setting: str | None = field(
-        default=None, metadata={"help": "freeze mode: 'i' = SCU + top of CU by z_S, 'ii' = SCU + all CU"}
+        default=None,
+        metadata={"help": "freeze mode: 'i' = SCU + top of CU by z_S (the default), 'ii' = SCU + all CU",
+                  "choices": tuple(SETTINGS)},
     )
     freeze_classes: tuple[str, ...] = field(
         default=(), metadata={"help": "freeze mode: freeze these classes instead of a setting (ESU/EUU accepted)"}
@@ -46,7 +50,8 @@ class FinetuneConfig:
     )
     cu_top_of: str = field(
         default="model",
-        metadata={"help": "cu_top is a fraction of all unit parameters ('model', the paper's ~7.5 %) or of CU's ('cu')"},
+        metadata={"help": "cu_top is a fraction of all unit parameters ('model', the paper's ~7.5 %) or of CU's ('cu')",
+                  "choices": CU_TOP_OF},
     )
     budget: float = field(
         default=0.20, metadata={"help": "budget mode: parameter fraction of redundant units to train (utility-only scoring)"}
@@ -57,7 +62,8 @@ class FinetuneConfig:
         default="function",
         metadata={"help": "function: a frozen unit also freezes its KV group's k/v rows and the norms it passes "
                           "through (its output on a fixed layer input stays bit-identical); rows: only its own "
-                          "rows, k/v only when the whole group is frozen, norms train"},
+                          "rows, k/v only when the whole group is frozen, norms train",
+                  "choices": FREEZE_RULES},
     )
     paper_schedule: bool = field(
         default=False,
@@ -84,15 +90,17 @@ class FinetuneConfig:
                           "(w - w_start), a decoupled L2 toward the aligned model (0: off)"},
     )
     epochs: int = field(default=1, metadata={"help": "passes over the training set"})
-    max_steps: int | None = field(default=None, metadata={"help": "stop after this many optimizer steps"})
+    max_steps: int | None = field(default=None, metadata={"help": "stop after this many optimizer steps (none: the epochs decide)"})
     batch_size: int = field(default=4, metadata={"help": "pairs per micro-batch"})
     grad_accum: int = field(default=1, metadata={"help": "micro-batches per optimizer step"})
     lr: float = field(default=2e-5, metadata={"help": "peak learning rate (AdamW)"})
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW decoupled weight decay on matrices"})
     betas: tuple[float, float] = field(default=(0.9, 0.999), metadata={"help": "AdamW betas"})
     warmup_ratio: float = field(default=0.03, metadata={"help": "fraction of steps of linear warm-up"})
-    schedule: str = field(default="cosine", metadata={"help": "decay after warm-up: cosine | linear | constant"})
-    max_grad_norm: float | None = field(default=1.0, metadata={"help": "clip the gradient norm (None: no clipping)"})
+    schedule: str = field(
+        default="cosine", metadata={"help": "decay after warm-up: cosine | linear | constant", "choices": SCHEDULES}
+    )
+    max_grad_norm: float | None = field(default=1.0, metadata={"help": "clip the gradient norm (none: no clipping)"})
     max_length: int = field(default=512, metadata={"help": "tokens per pair; longer responses are cut"})
     system_prompt: str | None = field(default=None, metadata={"help": "system message for the chat template"})
     seed: int = field(default=0, metadata={"help": "seed of data order, dropout and everything random"})
@@ -115,7 +123,7 @@ class FinetuneConfig:
         default=None, metadata={"help": "stop when the mean tracked refusal margin falls below this (needs tracking)"}
     )
     evaluate: bool = field(default=False, metadata={"help": "evaluate safety and utility before and after"})
-    eval_protocol: str | None = field(default=None, metadata={"help": "protocol JSON file for evaluation.evaluate (None: its default)"})
+    eval_protocol: str | None = field(default=None, metadata={"help": "protocol JSON file for evaluation.evaluate (none: its default)"})
     reaudit: bool = field(default=False, metadata={"help": "re-audit the result with the unit map's data and cuts"})
 
     def __post_init__(self):
@@ -183,10 +191,15 @@ class FinetuneConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> "FinetuneConfig":
+        """A config from user settings (CLI flags, an API body): unknown keys are errors; freeze mode with
+        neither a setting nor classes means setting 'i'."""
         known = {item.name for item in fields(cls)}
         unknown = set(values) - known
         if unknown:
             raise ValueError(f"unknown finetune settings: {', '.join(sorted(unknown))}")
+        values = dict(values)
+        if values.get("mode") == "freeze" and not values.get("setting") and not values.get("freeze_classes"):
+            values["setting"] = "i"
         return cls(**values)
 
     # Fields that may differ between a run and its resumption without changing the result.

@@ -27,9 +27,9 @@ from torch import nn
 
 from ..architectures import ModelLayout, describe
 from ..units import UnitSpace
+from .config import FREEZE_RULES
 
 MASKS_FILE = "masks.safetensors"
-FREEZE_RULES = ("function", "rows")
 
 
 @dataclass(frozen=True)

@@ -233,7 +233,7 @@ def run_finetune(
     transfer = None
     if config.reaudit:
         from ..audit import AuditConfig, run_audit
-        from ..classify import Cuts
+        from ..classes import Cuts
         from ..transfer import role_transfer
 
         saved = dict(unit_map.config)

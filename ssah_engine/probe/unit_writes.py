@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from ..architectures import ModelLayout
-from ..classify import CLASSES
+from ..classes import CLASSES
 from ..controls import matched_random
 from ..unitmap import UnitMap
 from ..units import UnitSpace

@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from ssah_engine.classify import LABEL, Cuts, canonical_class, classify, select_by_weight
+from ssah_engine.classes import LABEL, Cuts, canonical_class
+from ssah_engine.classify import classify, select_by_weight
 
 
 def test_both_spellings_are_accepted():

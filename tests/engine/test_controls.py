@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from ssah_engine.audit import AuditConfig, run_audit
-from ssah_engine.classify import Cuts
+from ssah_engine.classes import Cuts
 from ssah_engine.controls import matched_random
 from ssah_engine.evaluation import AblationSpec, DataRef, Protocol, evaluate
 from ssah_engine.unitmap import UnitMap

@@ -328,7 +328,7 @@ def test_sequence_judge_identity_and_verdicts_are_stored(tiny_llama, eval_files,
 def test_evaluate_measures_an_ablated_model_and_ablation_is_reversible(tiny_llama, eval_files, safety_set, utility_set):
     from ssah_engine.ablation import ablate
     from ssah_engine.audit import AuditConfig, run_audit
-    from ssah_engine.classify import Cuts
+    from ssah_engine.classes import Cuts
 
     protocol = eval_files.replace(conditions=("no_system",), instructions=None)
     unit_map = run_audit(tiny_llama, safety_set, utility_set, AuditConfig(samples=12, cuts=Cuts.parse("0.1,0.05,0.1")))

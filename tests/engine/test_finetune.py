@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from ssah_engine.architectures import describe
-from ssah_engine.classify import LABEL
+from ssah_engine.classes import LABEL
 from ssah_engine.finetune import FinetuneConfig, FrozenSlices, ParamMasks, build_masks, run_finetune
 from ssah_engine.finetune.batches import StepBatches
 from ssah_engine.finetune.optimizer import make_optimizer

@@ -3,7 +3,7 @@ import torch
 
 from ssah_engine.architectures import describe
 from ssah_engine.audit import AuditConfig, run_audit
-from ssah_engine.classify import LABEL, Cuts
+from ssah_engine.classes import LABEL, Cuts
 from ssah_engine.encoding import encode_pairs, make_batches
 from ssah_engine.scoring import score_dataset, zscore
 from ssah_engine.scoring.scores import shared_prefix_length

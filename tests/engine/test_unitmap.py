@@ -3,7 +3,7 @@ import json
 import torch
 
 from ssah_engine.audit import AuditConfig, run_audit
-from ssah_engine.classify import Cuts
+from ssah_engine.classes import Cuts
 from ssah_engine.transfer import role_transfer
 from ssah_engine.unitmap import UnitMap
 

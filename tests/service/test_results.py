@@ -97,7 +97,7 @@ def test_finetune_modes_and_result(client: TestClient, db: Session, alice: Tenan
     assert r.status_code == 422 and "needs audit_id" in r.json()["detail"]
     audit = succeeded_audit(client, db, alice, alice_model)
     r = client.post("/v1/finetunes", json={"model_id": alice_model, "dataset_id": data, "mode": "budget",
-                                           "audit_id": audit, "setting": "ii", "epochs": 2, "lr": 1e-4},
+                                           "audit_id": audit, "epochs": 2, "lr": 1e-4},
                     headers=alice.headers)
     assert r.status_code == 202, r.text
     job = r.json()["id"]

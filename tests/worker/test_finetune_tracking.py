@@ -31,6 +31,7 @@ def test_finetune_job_tracks_the_refusal_margin_and_stops(db, tenant, settings, 
 
 def test_finetune_params_reach_the_engine_config():
     config = glue.finetune_config({"mode": "freeze", "setting": "i", "freeze_rule": "function", "paper_schedule": True,
-                                   "track_refusal": True, "track_every": 5, "stop_if_refusal_below": -2.5})
+                                   "track_refusal": True, "track_every": 5, "stop_if_refusal_below": -2.5},
+                                  dataset_path=lambda dataset_id: f"/data/{dataset_id}.jsonl")
     assert (config.freeze_rule, config.paper_schedule, config.track_refusal) == ("function", True, True)
     assert (config.track_every, config.stop_if_refusal_below) == (5, -2.5)

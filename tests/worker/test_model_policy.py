@@ -55,7 +55,7 @@ def test_trust_remote_code_is_off_unless_the_deployment_enables_it(settings):
 def test_request_limits_reach_the_engine_configs():
     assert glue.audit_config({"samples": 8, "max_length": 256}).max_length == 256
     assert glue.audit_config({}).max_length == 512
-    assert glue.finetune_config({"mode": "full", "max_length": 128}).max_length == 128
+    assert glue.finetune_config({"mode": "full", "max_length": 128}, dataset_path=str).max_length == 128
     capped = glue.evaluation_protocol({"samples": 3}, harmful=None, instructions=None, sample_limit=None)
     assert all(ref.limit is not None and ref.limit <= 3 for ref in capped.datasets().values())
     worker_cap = glue.evaluation_protocol({"samples": 50}, harmful=None, instructions=None, sample_limit=2)

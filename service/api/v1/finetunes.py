@@ -23,7 +23,7 @@ from service.api.v1.common import (
 from service.artifacts import tar_stream, tenant_path
 from service.errors import NotFound
 from service.schemas.common import NOT_MODIFIED, Page, problem_responses
-from service.schemas.jobs import FinetuneCreate, JobRead
+from service.schemas.jobs import FINETUNE_DATASET_SETTINGS, FinetuneCreate, JobRead
 from service.schemas.results import FinetuneResultRead
 
 router = APIRouter(prefix="/finetunes", tags=["finetunes"], responses=problem_responses(401, 422))
@@ -37,6 +37,10 @@ def create_finetune(request: Request, body: FinetuneCreate, session: SessionDep,
         return replay
     require_model(session, principal, body.model_id, settings=request.app.state.settings)
     require_dataset(session, principal, body.dataset_id, loc="body.dataset_id")
+    for name in FINETUNE_DATASET_SETTINGS:  # a setting that names an upload rather than a builtin
+        value = getattr(body, name)
+        if value and not value.startswith("builtin:"):
+            require_dataset(session, principal, uuid.UUID(value), loc=f"body.{name}")
     if body.audit_id is not None:
         require_audit(session, principal, body.audit_id, loc="body.audit_id")
     return submit_job(request, session, principal, idem, kind="finetune", body=body, model_id=body.model_id,

@@ -1,0 +1,101 @@
+"""One contract: the same settings given to `ssah finetune` and to POST /v1/finetunes reach the engine as
+equal configs, and every engine setting the server does not keep to itself is accepted by both."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy.orm import Session
+
+from service.schemas.jobs import FINETUNE_SERVER_ONLY, FinetuneCreate
+from ssah.cli import build_parser
+from ssah.commands.finetune import config_from_args
+from ssah_engine.finetune import FinetuneConfig
+from ssah_engine.settings_fields import setting_fields
+from tests.service.conftest import Tenant_, succeeded_audit
+from worker import glue
+
+# Every value differs from its default, so a setting dropped anywhere on the way shows.
+FREEZE = {
+    "mode": "freeze", "setting": "ii", "cu_top": 0.05, "cu_top_of": "cu", "budget": 0.3, "budget_samples": 64,
+    "freeze_layers": "0-1", "freeze_rule": "rows", "paper_schedule": True, "train_embeddings": False,
+    "train_norms": True, "train_lm_head": False, "mix_data": "builtin:align_refusal", "mix_pairs": 5,
+    "anchor": 3.0, "epochs": 2, "max_steps": 7, "batch_size": 2, "grad_accum": 3, "lr": 1e-4,
+    "weight_decay": 0.01, "betas": [0.8, 0.99], "warmup_ratio": 0.1, "schedule": "linear", "max_grad_norm": None,
+    "max_length": 256, "system_prompt": "Be careful.", "seed": 3, "bf16": False, "gradient_checkpointing": True,
+    "track_refusal": True, "track_every": 2, "track_prompts": 4, "track_harmful": "builtin:harmful_eval",
+    "track_harmless": "builtin:harmless_eval", "stop_if_refusal_below": -1.0, "evaluate": True, "reaudit": True,
+}
+CLASSES = {"mode": "freeze", "freeze_classes": ["SCU", "UCU"], "lr": 3e-5, "max_steps": 3}
+FULL = {"mode": "full", "epochs": 3}
+
+
+def cli_flags(values: dict) -> list[str]:
+    """The command line a researcher types for ``values`` (names with dashes, --x/--no-x, comma lists)."""
+    flags = []
+    for name, value in values.items():
+        flag = "--" + name.replace("_", "-")
+        if isinstance(value, bool):
+            flags.append(flag if value else f"--no-{name.replace('_', '-')}")
+        elif isinstance(value, list):
+            flags += [flag, ",".join(map(str, value))]
+        else:
+            flags += [flag, "none" if value is None else str(value)]
+    return flags
+
+
+def test_every_engine_setting_is_a_flag_and_a_request_field():
+    names = {setting.name for setting in setting_fields(FinetuneConfig)}
+    assert set(FinetuneCreate.model_fields) == (names - set(FINETUNE_SERVER_ONLY)) | {"model_id", "dataset_id", "audit_id"}
+    args = build_parser().parse_args(["finetune", "--model", "m", "--data", "d", "--out", "o"])
+    assert set(args.config_fields) == names
+    assert set(FREEZE) | set(FINETUNE_SERVER_ONLY) | {"freeze_classes"} == names  # the test covers every field
+
+
+@pytest.mark.parametrize("values", [FREEZE, CLASSES, FULL], ids=["setting", "classes", "full"])
+def test_cli_and_api_give_the_engine_the_same_config(values, client: TestClient, db: Session, alice: Tenant_,
+                                                      alice_model: str):
+    args = build_parser().parse_args(["finetune", "--model", "m", "--data", "d", "--out", "o", *cli_flags(values)])
+    from_cli = config_from_args(args)
+
+    dataset = client.post("/v1/datasets", files={"file": ("t.jsonl", b'{"prompt": "a", "response": "b"}\n')},
+                          headers=alice.headers).json()["id"]
+    body = {"model_id": alice_model, "dataset_id": dataset, **values}
+    if values["mode"] != "full":
+        body["audit_id"] = succeeded_audit(client, db, alice, alice_model)
+    r = client.post("/v1/finetunes", json=body, headers=alice.headers)
+    assert r.status_code == 202, r.text
+    stored = r.json()["params"]
+    from_api = glue.finetune_config(stored, dataset_path=lambda dataset_id: pytest.fail("no dataset id in settings"))
+    assert from_api == from_cli
+    assert {name: stored[name] for name in values} == values  # the stored params round-trip
+
+
+def test_an_uploaded_dataset_may_be_named_in_a_setting_and_reaches_the_worker_as_its_file(
+        client: TestClient, alice: Tenant_, alice_model: str):
+    upload = client.post("/v1/datasets", files={"file": ("r.jsonl", b'{"prompt": "a", "response": "b"}\n')},
+                         headers=alice.headers).json()["id"]
+    body = {"model_id": alice_model, "dataset_id": upload, "mix_data": upload, "mix_pairs": 1}
+    r = client.post("/v1/finetunes", json=body, headers=alice.headers)
+    assert r.status_code == 202, r.text
+    config = glue.finetune_config(r.json()["params"], dataset_path=lambda dataset_id: f"/store/{dataset_id}.jsonl")
+    assert config.mix_data == f"/store/{upload}.jsonl"
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"mix_data": "builtin:nope", "mix_pairs": 1}, "no builtin dataset"),
+    ({"mix_data": "/etc/passwd", "mix_pairs": 1}, "builtin:NAME or by its id"),
+    ({"mix_data": "00000000-0000-0000-0000-000000000000", "mix_pairs": 1}, "dataset"),
+    ({"mix_pairs": 2}, "together"),  # the engine's own check, answered before the job is queued
+    ({"warmup_ratio": 1.5}, "warmup_ratio"),
+    ({"epochs": 101}, "less than or equal to 100"),  # the service's cost limit
+    ({"mode": "sideways"}, "full"),
+])
+def test_bad_settings_are_refused_with_the_reason(values, message, client: TestClient, alice: Tenant_,
+                                                   alice_model: str):
+    dataset = client.post("/v1/datasets", files={"file": ("t.jsonl", b'{"prompt": "a", "response": "b"}\n')},
+                          headers=alice.headers).json()["id"]
+    r = client.post("/v1/finetunes", json={"model_id": alice_model, "dataset_id": dataset, **values},
+                    headers=alice.headers)
+    assert r.status_code in (404, 422), r.text
+    assert message in r.text
