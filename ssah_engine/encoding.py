@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .audit_config import RESPONSE_TOKENS
 from .special_tokens import encode_text
 
 PLAIN_PROMPT_FORMAT = "### Instruction:\n{prompt}\n\n### Response:\n"
@@ -22,7 +23,6 @@ CHAT_MARKERS = (
     "<start_of_turn>", "<end_of_turn>", "<|user|>", "<|assistant|>", "<|system|>", "### Instruction:",
     "### Response:",
 )
-RESPONSE_TOKENS = ("template", "content")
 
 
 class PreformattedPromptError(ValueError):

@@ -1,7 +1,7 @@
 """The fields of a job's engine config, described once for every front end that exposes them.
 
 Each config (``AuditConfig``, ``FinetuneConfig``, ``ProbeConfig``) is a frozen dataclass whose
-fields carry ``metadata={"help": ..., "choices": ...}``. The CLI's flags and the REST schemas are
+fields carry ``metadata={"help": ..., "choices": ..., "ge"/"gt"/"le"/"lt": ...}``. The CLI's flags and the REST schemas are
 built from this description, so a field, its default, its allowed values and its help text exist
 in one place; the config's own ``__post_init__`` stays the one validator.
 """
@@ -14,6 +14,9 @@ from dataclasses import dataclass
 from typing import Any
 
 
+BOUND_KEYS = ("ge", "gt", "le", "lt")
+
+
 @dataclass(frozen=True)
 class SettingField:
     name: str
@@ -21,6 +24,7 @@ class SettingField:
     default: Any
     help: str
     choices: tuple | None = None
+    bounds: dict = dataclasses.field(default_factory=dict)  # ge/gt/le/lt, for a front end to check early
 
     @property
     def optional(self) -> bool:
@@ -45,6 +49,7 @@ def setting_fields(config_cls: type) -> list[SettingField]:
         else:
             raise TypeError(f"{config_cls.__name__}.{item.name} has no default: every setting needs one")
         choices = item.metadata.get("choices")
+        bounds = {key: item.metadata[key] for key in BOUND_KEYS if key in item.metadata}
         described.append(SettingField(item.name, hints[item.name], default, item.metadata.get("help", ""),
-                                      tuple(choices) if choices is not None else None))
+                                      tuple(choices) if choices is not None else None, bounds))
     return described

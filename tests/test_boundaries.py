@@ -13,7 +13,8 @@ FORBIDDEN = {
     "worker": {"fastapi"},
 }
 # The engine modules the API may import: the job configs its request schemas derive from, all torch-free.
-SERVICE_MAY_IMPORT = {"ssah_engine.settings_fields", "ssah_engine.finetune", "ssah_engine.data.builtin"}
+SERVICE_MAY_IMPORT = {"ssah_engine.settings_fields", "ssah_engine.audit_config", "ssah_engine.finetune",
+                      "ssah_engine.data.builtin"}
 
 
 def imported_modules(path: Path) -> set[str]:

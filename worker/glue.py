@@ -21,11 +21,11 @@ from sqlalchemy.orm import Session
 
 from service.model_policy import CheckedSource, check_for_tenant
 from service.models import Dataset as DatasetRow
+from service.schemas.engine_settings import stored_config
 from service.schemas.jobs import FINETUNE_DATASET_SETTINGS
 from service.schemas.jobs import finetune_config as stored_finetune_config
 from service.settings import Settings
-from ssah_engine.audit import AuditConfig
-from ssah_engine.classes import Cuts
+from ssah_engine.audit_config import AuditConfig
 from ssah_engine.data import Dataset, DatasetError, load_dataset
 from ssah_engine.evaluation import AblationSpec, DataRef, Protocol
 from ssah_engine.finetune import FinetuneConfig
@@ -38,14 +38,9 @@ DEFAULT_UTILITY = "builtin:utility"
 
 
 def audit_config(params: dict[str, Any]) -> AuditConfig:
-    """The engine config of an audit job (``AuditCreate`` parameters)."""
-    cuts = params.get("cuts") or {}
-    return AuditConfig(method=params.get("method", "wifv"), samples=int(params.get("samples", 128)),
-                       max_length=int(params.get("max_length", 512)), cuts=Cuts(**cuts) if cuts else Cuts(),
-                       # a job queued before seeded sampling existed drew the first N pairs
-                       sampling=params.get("sampling", "first"), seed=int(params.get("seed", 0)),
-                       responses=params.get("responses", "dataset"),
-                       self_response_tokens=int(params.get("self_response_tokens", 64)))
+    """The engine config of a stored audit job."""
+    # a job queued before seeded sampling existed drew the first N pairs
+    return stored_config(AuditConfig, {"sampling": "first", **params})
 
 
 def evaluation_protocol(params: dict[str, Any], *, harmful: str | None, instructions: str | None,

@@ -8,19 +8,38 @@ The config's own ``__post_init__`` validates the combination (see ``engine_confi
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import typing
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from ssah_engine.settings_fields import SettingField, setting_fields
 
 
+@functools.cache
+def _nested_model(config_cls: type) -> type[BaseModel]:
+    """A nested setting (e.g. ``Cuts``) as a strict object of its own fields; the engine class validates it."""
+    return create_model(config_cls.__name__, __config__=ConfigDict(extra="forbid"), __doc__=config_cls.__doc__,
+                        **settings_fields(config_cls))
+
+
 def _annotation(setting: SettingField) -> Any:
+    if dataclasses.is_dataclass(setting.base_type):
+        return _nested_model(setting.base_type)
     if setting.choices is None:
         return setting.annotation
     allowed = Literal[setting.choices]  # type: ignore[valid-type]
     return allowed | None if setting.optional else allowed
+
+
+def _field(setting: SettingField, extra: dict[str, Any]) -> Any:
+    extra = {"description": setting.help, **setting.bounds, **extra}
+    if dataclasses.is_dataclass(setting.base_type):  # the nested model, built from the engine's default
+        model = _nested_model(setting.base_type)
+        return Field(default_factory=functools.partial(model, **dataclasses.asdict(setting.default)), **extra)
+    return Field(setting.default, **extra)
 
 
 def settings_fields(config_cls: type, *, exclude: typing.Iterable[str] = (),
@@ -31,8 +50,7 @@ def settings_fields(config_cls: type, *, exclude: typing.Iterable[str] = (),
     if unknown:
         raise ValueError(f"{config_cls.__name__} has no field {', '.join(sorted(unknown))}")
     return {
-        setting.name: (_annotation(setting), Field(setting.default,
-                                                   **{"description": setting.help, **limits.get(setting.name, {})}))
+        setting.name: (_annotation(setting), _field(setting, limits.get(setting.name, {})))
         for setting in setting_fields(config_cls) if setting.name not in exclude
     }
 
@@ -40,3 +58,9 @@ def settings_fields(config_cls: type, *, exclude: typing.Iterable[str] = (),
 def setting_names(config_cls: type, *, exclude: typing.Iterable[str] = ()) -> tuple[str, ...]:
     exclude = set(exclude)
     return tuple(setting.name for setting in setting_fields(config_cls) if setting.name not in exclude)
+
+
+def stored_config(config_cls: type, params: dict[str, Any], *, exclude: typing.Iterable[str] = ()):
+    """The engine config of a request body or a stored job's parameters (``config_cls.from_dict`` validates)."""
+    names = setting_names(config_cls, exclude=exclude)
+    return config_cls.from_dict({name: params[name] for name in names if name in params})

@@ -8,10 +8,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 
+from ssah_engine.audit_config import AuditConfig
 from ssah_engine.data.builtin import BUILTIN_PREFIX, builtin_names
 from ssah_engine.finetune import FinetuneConfig
 
-from .engine_settings import setting_names, settings_fields
+from .engine_settings import settings_fields, stored_config
 
 JobKindName = Literal["audit", "evaluation", "finetune", "comparison", "probe"]
 JobStatusName = Literal["queued", "running", "succeeded", "failed", "cancelled"]
@@ -20,35 +21,38 @@ AblateClass = Literal["SCU", "ESU", "UCU", "EUU", "CU", "RU"]
 CANONICAL_CLASS = {"SCU": "SCU", "ESU": "SCU", "UCU": "UCU", "EUU": "UCU", "CU": "CU", "RU": "RU"}
 
 
-class Cuts(BaseModel):
-    """Fractions of units kept per class when ranking by importance."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    ru: float = Field(0.10, gt=0, le=1, description="Redundant units: least important fraction.")
-    scu: float = Field(0.01, gt=0, le=1, description="Safety-critical units: top fraction on safety data.")
-    ucu: float = Field(0.10, gt=0, le=1, description="Utility-critical units: top fraction on utility data.")
+# What an audit may cost on this service (AuditConfig checks its own bounds).
+AUDIT_LIMITS = {
+    "samples": {"le": 100_000, "description": "Pairs per calibration set; see max_samples_per_request."},
+    "max_length": {"le": 131_072, "description": "Tokens per pair; see max_sequence_length."},
+    "batch_size": {"le": 1024}, "seed": {"le": 2**32 - 1}, "self_response_tokens": {"le": 4096},
+}
 
 
-class AuditCreate(BaseModel):
-    """Find the safety-critical, utility-critical, complex and redundant units of a model."""
+class _AuditJob(BaseModel):
+    """Find the safety-critical, utility-critical, complex and redundant units of a model.
+
+    Every other field is a setting of ``AuditConfig``, with the names, defaults and meaning of
+    ``ssah audit``'s flags.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
     model_id: uuid.UUID
     safety_dataset_id: uuid.UUID | None = Field(None, description="Absent: the built-in safety set.")
     utility_dataset_id: uuid.UUID | None = Field(None, description="Absent: the built-in utility set.")
-    samples: int = Field(128, ge=1, le=100_000, description="Pairs per calibration set; see max_samples_per_request.")
-    max_length: int = Field(512, ge=8, le=131_072, description="Tokens per pair; see max_sequence_length.")
-    method: Literal["wifv", "wanda", "snip"] = "wifv"
-    cuts: Cuts = Field(default_factory=Cuts)
-    sampling: Literal["shuffle", "first"] = Field(
-        "shuffle", description="Which pairs: a seeded random sample, as the paper's authors drew it, or the first N.")
-    seed: int = Field(0, ge=0, le=2**32 - 1, description="Seed of the shuffled sample (the authors': 0).")
-    responses: Literal["dataset", "self"] = Field(
-        "dataset", description="dataset: score the written responses; self: the model's own greedy answers "
-                               "(its refusals of the harmful prompts, its other answers to the benign ones).")
-    self_response_tokens: int = Field(64, ge=1, le=4096, description="New tokens per own answer in self mode.")
+
+    @model_validator(mode="after")
+    def _valid_config(self) -> _AuditJob:
+        self.engine_config()  # the engine's own checks (cuts in [0, 1), flap only with wifv ...) as a 422
+        return self
+
+    def engine_config(self) -> AuditConfig:
+        return stored_config(AuditConfig, self.model_dump(mode="json"))
+
+
+AuditCreate = create_model("AuditCreate", __base__=_AuditJob, __module__=__name__,
+                           **settings_fields(AuditConfig, limits=AUDIT_LIMITS))
 
 
 class EvaluationCreate(BaseModel):
@@ -159,8 +163,7 @@ FinetuneCreate = create_model(
 
 def finetune_config(params: dict[str, Any]) -> FinetuneConfig:
     """The engine config of a stored fine-tune job's parameters (dataset ids not yet resolved to files)."""
-    names = setting_names(FinetuneConfig, exclude=FINETUNE_SERVER_ONLY)
-    return FinetuneConfig.from_dict({name: params[name] for name in names if name in params})
+    return stored_config(FinetuneConfig, params, exclude=FINETUNE_SERVER_ONLY)
 
 
 class ComparisonCreate(BaseModel):

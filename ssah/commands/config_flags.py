@@ -7,6 +7,7 @@ tuples are comma lists. The values go back through the config's ``from_dict``, w
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import typing
 from collections.abc import Iterable
 
@@ -33,6 +34,16 @@ def _or_none(kind: type):
     return parse
 
 
+def _parsed(kind: type):
+    def parse(text: str):
+        try:
+            return kind.parse(text)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+
+    return parse
+
+
 def _show(value) -> str:
     return ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
 
@@ -44,6 +55,10 @@ def _add_flag(parser: argparse.ArgumentParser, setting: SettingField, help_text:
     if kind is bool:
         parser.add_argument(flag, dest=setting.name, action=argparse.BooleanOptionalAction, default=setting.default,
                             help=text)
+        return
+    if dataclasses.is_dataclass(kind):  # a nested setting with a text form, e.g. Cuts "0.10,0.01,0.10"
+        parser.add_argument(flag, dest=setting.name, type=_parsed(kind), default=setting.default,
+                            help=f"{text} (default: {kind.format(setting.default)})")
         return
     if typing.get_origin(kind) is tuple:
         item_type = typing.get_args(kind)[0]

@@ -46,7 +46,7 @@ class FinetuneConfig:
         default=(), metadata={"help": "freeze mode: freeze these classes instead of a setting (ESU/EUU accepted)"}
     )
     cu_top: float = field(
-        default=0.06, metadata={"help": "setting (i): fraction of parameters of CU frozen, highest z_S first"}
+        default=0.06, metadata={"help": "setting (i): fraction of parameters of CU frozen, highest z_S first", "ge": 0, "le": 1}
     )
     cu_top_of: str = field(
         default="model",
@@ -54,9 +54,9 @@ class FinetuneConfig:
                   "choices": CU_TOP_OF},
     )
     budget: float = field(
-        default=0.20, metadata={"help": "budget mode: parameter fraction of redundant units to train (utility-only scoring)"}
+        default=0.20, metadata={"help": "budget mode: parameter fraction of redundant units to train (utility-only scoring)", "ge": 0, "le": 1}
     )
-    budget_samples: int = field(default=128, metadata={"help": "budget mode: utility pairs scored to find RU"})
+    budget_samples: int = field(default=128, metadata={"help": "budget mode: utility pairs scored to find RU", "ge": 1})
     freeze_layers: str = field(default="", metadata={"help": "freeze whole decoder layers, e.g. '0-5,10'"})
     freeze_rule: str = field(
         default="function",
@@ -83,27 +83,27 @@ class FinetuneConfig:
     mix_data: str | None = field(
         default=None, metadata={"help": "pairs mixed into the training data, e.g. builtin:align_refusal (refusals kept)"}
     )
-    mix_pairs: int = field(default=0, metadata={"help": "how many pairs of mix_data to add (a draw seeded by seed)"})
+    mix_pairs: int = field(default=0, metadata={"help": "how many pairs of mix_data to add (a draw seeded by seed)", "ge": 0})
     anchor: float = field(
         default=0.0,
         metadata={"help": "pull trained weights back toward the starting ones: after each step w -= lr * anchor * "
-                          "(w - w_start), a decoupled L2 toward the aligned model (0: off)"},
+                          "(w - w_start), a decoupled L2 toward the aligned model (0: off)", "ge": 0},
     )
-    epochs: int = field(default=1, metadata={"help": "passes over the training set"})
-    max_steps: int | None = field(default=None, metadata={"help": "stop after this many optimizer steps (none: the epochs decide)"})
-    batch_size: int = field(default=4, metadata={"help": "pairs per micro-batch"})
-    grad_accum: int = field(default=1, metadata={"help": "micro-batches per optimizer step"})
-    lr: float = field(default=2e-5, metadata={"help": "peak learning rate (AdamW)"})
-    weight_decay: float = field(default=0.0, metadata={"help": "AdamW decoupled weight decay on matrices"})
+    epochs: int = field(default=1, metadata={"help": "passes over the training set", "ge": 1})
+    max_steps: int | None = field(default=None, metadata={"help": "stop after this many optimizer steps (none: the epochs decide)", "ge": 1})
+    batch_size: int = field(default=4, metadata={"help": "pairs per micro-batch", "ge": 1})
+    grad_accum: int = field(default=1, metadata={"help": "micro-batches per optimizer step", "ge": 1})
+    lr: float = field(default=2e-5, metadata={"help": "peak learning rate (AdamW)", "gt": 0})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW decoupled weight decay on matrices", "ge": 0})
     betas: tuple[float, float] = field(default=(0.9, 0.999), metadata={"help": "AdamW betas"})
-    warmup_ratio: float = field(default=0.03, metadata={"help": "fraction of steps of linear warm-up"})
+    warmup_ratio: float = field(default=0.03, metadata={"help": "fraction of steps of linear warm-up", "ge": 0, "le": 1})
     schedule: str = field(
         default="cosine", metadata={"help": "decay after warm-up: cosine | linear | constant", "choices": SCHEDULES}
     )
     max_grad_norm: float | None = field(default=1.0, metadata={"help": "clip the gradient norm (none: no clipping)"})
-    max_length: int = field(default=512, metadata={"help": "tokens per pair; longer responses are cut"})
+    max_length: int = field(default=512, metadata={"help": "tokens per pair; longer responses are cut", "ge": 8})
     system_prompt: str | None = field(default=None, metadata={"help": "system message for the chat template"})
-    seed: int = field(default=0, metadata={"help": "seed of data order, dropout and everything random"})
+    seed: int = field(default=0, metadata={"help": "seed of data order, dropout and everything random", "ge": 0})
     bf16: bool = field(default=True, metadata={"help": "bf16 autocast (CUDA only; ignored on CPU)"})
     gradient_checkpointing: bool = field(default=False, metadata={"help": "recompute activations (CUDA only)"})
     checkpoint_every: int = field(default=0, metadata={"help": "save a resumable checkpoint every N steps (0: never)"})
@@ -115,8 +115,8 @@ class FinetuneConfig:
         metadata={"help": "every track_every steps, the refusal margin on harmful calibration prompts and the "
                           "over-refusal margin on harmless ones (no generation), stored in the loss curve"},
     )
-    track_every: int = field(default=10, metadata={"help": "optimizer steps between two refusal measurements"})
-    track_prompts: int = field(default=8, metadata={"help": "prompts of each tracking set (the first N)"})
+    track_every: int = field(default=10, metadata={"help": "optimizer steps between two refusal measurements", "ge": 1})
+    track_prompts: int = field(default=8, metadata={"help": "prompts of each tracking set (the first N)", "ge": 1})
     track_harmful: str = field(default="builtin:safety", metadata={"help": "harmful calibration prompts tracked"})
     track_harmless: str = field(default="builtin:utility", metadata={"help": "harmless prompts tracked"})
     stop_if_refusal_below: float | None = field(

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from ..architectures import ModelLayout
+from ..audit_config import METHODS
 from ..encoding import Batch
 from ..kv_cache import cache_argument, returned_cache
 from ..units import UnitSpace
@@ -27,7 +28,6 @@ from .stats import ESTIMATORS
 
 logger = logging.getLogger(__name__)
 
-METHODS = ("wifv", "wanda", "snip")
 Progress = Callable[[int, int], None]
 
 

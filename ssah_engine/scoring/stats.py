@@ -108,4 +108,4 @@ class FlapChannelStats:
         raise ValueError("the flap estimator serves WIFV only (Wanda needs a sum of squares)")
 
 
-ESTIMATORS = {"pooled": ChannelStats, "flap": FlapChannelStats}
+ESTIMATORS = {"pooled": ChannelStats, "flap": FlapChannelStats}  # keys: audit_config.ESTIMATORS

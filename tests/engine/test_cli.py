@@ -1,5 +1,7 @@
 import json
 
+import pytest
+
 from ssah.cli import main
 
 from .conftest import write_jsonl
@@ -36,6 +38,7 @@ def test_malformed_dataset_gives_file_line_and_field(tmp_path, capsys):
 
 
 def test_bad_cuts_are_refused(tmp_path, capsys):
-    code = main(["audit", "--model", "builtin:tiny-llama", "--cuts", "0.1,2,0.1", "--out", str(tmp_path / "o")])
-    assert code == 2
-    assert "SCU must be a fraction" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:  # refused while the flags are parsed, before a model loads
+        main(["audit", "--model", "builtin:tiny-llama", "--cuts", "0.1,2,0.1", "--out", str(tmp_path / "o")])
+    assert exit_.value.code == 2
+    assert "argument --cuts: cut SCU must be a fraction" in capsys.readouterr().err

@@ -140,3 +140,10 @@ def test_shared_prefix_cache_leaves_scores_unchanged(family, safety_set):
     torch.testing.assert_close(shared.scores, full.scores, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(shared.neuron_input_mean, full.neuron_input_mean, rtol=1e-5, atol=1e-6)
     assert shared.tokens == full.tokens
+
+
+def test_the_audit_config_names_exactly_the_estimators_scoring_implements():
+    from ssah_engine.audit_config import ESTIMATORS as NAMES
+    from ssah_engine.scoring.stats import ESTIMATORS
+
+    assert tuple(ESTIMATORS) == NAMES

@@ -1,5 +1,5 @@
-"""One contract: the same settings given to `ssah finetune` and to POST /v1/finetunes reach the engine as
-equal configs, and every engine setting the server does not keep to itself is accepted by both."""
+"""One contract: the same settings given to `ssah audit|finetune` and to POST /v1/audits|finetunes reach the
+engine as equal configs, and every engine setting the server does not keep to itself is accepted by both."""
 
 from __future__ import annotations
 
@@ -7,9 +7,11 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
-from service.schemas.jobs import FINETUNE_SERVER_ONLY, FinetuneCreate
+from service.schemas.jobs import FINETUNE_SERVER_ONLY, AuditCreate, FinetuneCreate
 from ssah.cli import build_parser
+from ssah.commands import audit as audit_command
 from ssah.commands.finetune import config_from_args
+from ssah_engine.audit_config import AuditConfig
 from ssah_engine.finetune import FinetuneConfig
 from ssah_engine.settings_fields import setting_fields
 from tests.service.conftest import Tenant_, succeeded_audit
@@ -39,6 +41,8 @@ def cli_flags(values: dict) -> list[str]:
             flags.append(flag if value else f"--no-{name.replace('_', '-')}")
         elif isinstance(value, list):
             flags += [flag, ",".join(map(str, value))]
+        elif isinstance(value, dict):  # cuts
+            flags += [flag, ",".join(str(value[key]) for key in ("ru", "scu", "ucu"))]
         else:
             flags += [flag, "none" if value is None else str(value)]
     return flags
@@ -99,3 +103,38 @@ def test_bad_settings_are_refused_with_the_reason(values, message, client: TestC
                     headers=alice.headers)
     assert r.status_code in (404, 422), r.text
     assert message in r.text
+
+
+AUDIT = {"method": "wanda", "samples": 16, "cuts": {"ru": 0.0, "scu": 0.02, "ucu": 0.15}, "max_length": 128,
+         "batch_size": 2, "system_prompt": "Be careful.", "sampling": "first", "seed": 5, "estimator": "pooled",
+         "response_tokens": "content", "responses": "self", "self_response_tokens": 12}
+
+
+def test_every_audit_setting_is_a_flag_and_a_request_field():
+    names = {setting.name for setting in setting_fields(AuditConfig)}
+    assert set(AuditCreate.model_fields) == names | {"model_id", "safety_dataset_id", "utility_dataset_id"}
+    args = build_parser().parse_args(["audit", "--model", "m", "--out", "o"])
+    assert set(args.config_fields) == names == set(AUDIT)
+
+
+def test_cli_and_api_give_the_audit_engine_the_same_config(client: TestClient, alice: Tenant_, alice_model: str):
+    args = build_parser().parse_args(["audit", "--model", "m", "--out", "o", *cli_flags(AUDIT)])
+    from_cli = audit_command.config_from_args(args)
+    r = client.post("/v1/audits", json={"model_id": alice_model, **AUDIT}, headers=alice.headers)
+    assert r.status_code == 202, r.text
+    stored = r.json()["params"]
+    assert glue.audit_config(stored) == from_cli
+    assert from_cli.cuts.ru == 0.0  # refused by the API before the contract, accepted by engine and CLI
+    assert {name: stored[name] for name in AUDIT} == AUDIT
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"cuts": {"scu": 1.0}}, "body.cuts.scu"),  # queued, then failed in the worker, before
+    ({"cuts": {"tiny": 0.1}}, "cuts.tiny"),
+    ({"estimator": "flap", "method": "snip"}, "wifv only"),
+    ({"samples": 0}, "body.samples"),
+])
+def test_bad_audit_settings_are_refused_before_the_job_is_queued(values, message, client: TestClient,
+                                                                  alice: Tenant_, alice_model: str):
+    r = client.post("/v1/audits", json={"model_id": alice_model, **values}, headers=alice.headers)
+    assert r.status_code == 422 and message in r.text, r.text
