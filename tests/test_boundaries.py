@@ -14,7 +14,7 @@ FORBIDDEN = {
 }
 # The engine modules the API may import: the job configs its request schemas derive from, all torch-free.
 SERVICE_MAY_IMPORT = {"ssah_engine.settings_fields", "ssah_engine.audit_config", "ssah_engine.finetune",
-                      "ssah_engine.data.builtin"}
+                      "ssah_engine.probe", "ssah_engine.data.builtin"}
 
 
 def imported_modules(path: Path) -> set[str]:

@@ -29,6 +29,7 @@ from ssah_engine.audit_config import AuditConfig
 from ssah_engine.data import Dataset, DatasetError, load_dataset
 from ssah_engine.evaluation import AblationSpec, DataRef, Protocol
 from ssah_engine.finetune import FinetuneConfig
+from ssah_engine.probe import ProbeConfig
 from ssah_engine.loading import LoadedModel, LoadOptions, load_model
 
 log = logging.getLogger(__name__)
@@ -85,6 +86,11 @@ def finetune_config(params: dict[str, Any], dataset_path: Callable[[str], str]) 
         if value and not value.startswith("builtin:"):
             params[name] = dataset_path(value)
     return stored_finetune_config(params)
+
+
+def probe_config(params: dict[str, Any]) -> ProbeConfig:
+    """The engine config of a stored probe job."""
+    return stored_config(ProbeConfig, params)
 
 
 def dataset_file(session: Session, settings: Settings, *, tenant_id: uuid.UUID, dataset_id: str) -> tuple[str, str]:

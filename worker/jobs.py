@@ -12,7 +12,7 @@ import shutil
 from ssah_engine.audit import run_audit
 from ssah_engine.evaluation import evaluate
 from ssah_engine.finetune import run_finetune
-from ssah_engine.probe import ProbeConfig, run_probe
+from ssah_engine.probe import run_probe
 from ssah_engine.transfer import role_transfer
 from worker import glue, results
 from worker.runner import Body, JobRun
@@ -82,14 +82,10 @@ def comparison(run: JobRun) -> None:
     run.succeed(lambda s: results.put_comparison(s, job_id=run.id, crosstab=crosstab))
 
 
-# ProbeCreate fields that are engine settings (the others name rows: model, audit, datasets).
-PROBE_SETTINGS = ("ks", "pool", "queries", "calibration", "prompt_format", "max_length")
-
-
 def probe(run: JobRun) -> None:
     """Probe the model (distance curves, refusal direction; unit writes per class with an audit); store the result."""
     params = run.params
-    config = ProbeConfig.from_dict({name: params[name] for name in PROBE_SETTINGS if name in params})
+    config = glue.probe_config(params)
     harmful = run.dataset(params.get("harmful_dataset_id"), default=glue.DEFAULT_SAFETY)
     harmless = run.dataset(params.get("harmless_dataset_id"), default=glue.DEFAULT_UTILITY, require_response=False)
     unit_map = run.unit_map(params["audit_id"]) if params.get("audit_id") else None

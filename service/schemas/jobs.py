@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 from ssah_engine.audit_config import AuditConfig
 from ssah_engine.data.builtin import BUILTIN_PREFIX, builtin_names
 from ssah_engine.finetune import FinetuneConfig
+from ssah_engine.probe import ProbeConfig
 
 from .engine_settings import settings_fields, stored_config
 
@@ -175,8 +176,19 @@ class ComparisonCreate(BaseModel):
     after_audit_id: uuid.UUID
 
 
-class ProbeCreate(BaseModel):
-    """The paper's reasoning-direction probe, the refusal direction and (with audit_id) unit writes along it."""
+PROBE_LIMITS = {
+    "ks": {"min_length": 1, "max_length": 16}, "queries": {"le": 100_000}, "calibration": {"le": 100_000},
+    "batch_size": {"le": 1024}, "max_length": {"le": 131_072, "description": "Tokens per rendered prompt; see "
+                                                                          "max_sequence_length."},
+}
+
+
+class _ProbeJob(BaseModel):
+    """The paper's reasoning-direction probe, the refusal direction and (with audit_id) unit writes along it.
+
+    Every other field is a setting of ``ProbeConfig``, with the names, defaults and meaning of
+    ``ssah probe``'s flags.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
@@ -185,19 +197,18 @@ class ProbeCreate(BaseModel):
     harmful_dataset_id: uuid.UUID | None = Field(
         None, description="Harmful prompts with refusals (probed queries, harmful calibration); absent: builtin safety set.")
     harmless_dataset_id: uuid.UUID | None = Field(None, description="Harmless calibration prompts; absent: builtin utility set.")
-    ks: list[int] = Field([2, 4, 6, 8, 10], min_length=1, max_length=16, description="Continuation lengths k.")
-    pool: Literal["last", "mean"] = Field("last", description="Continuation state: last token or mean of the k.")
-    queries: int = Field(32, ge=1, le=100_000, description="Harmful queries probed.")
-    calibration: int = Field(64, ge=4, le=100_000, description="Harmful and harmless prompts each for the direction.")
-    prompt_format: Literal["chat", "no_inst", "raw"] = "chat"
-    max_length: int = Field(512, ge=8, le=131_072, description="Tokens per rendered prompt; see max_sequence_length.")
 
-    @field_validator("ks")
-    @classmethod
-    def _increasing(cls, ks: list[int]) -> list[int]:
-        if any(k < 1 or k > 64 for k in ks) or ks != sorted(set(ks)):
-            raise ValueError("ks must be distinct, increasing and between 1 and 64")
-        return ks
+    @model_validator(mode="after")
+    def _valid_config(self) -> _ProbeJob:
+        self.engine_config()  # the engine's checks (ks increasing, at most 64 ...) as a 422
+        return self
+
+    def engine_config(self) -> ProbeConfig:
+        return stored_config(ProbeConfig, self.model_dump(mode="json"))
+
+
+ProbeCreate = create_model("ProbeCreate", __base__=_ProbeJob, __module__=__name__,
+                           **settings_fields(ProbeConfig, limits=PROBE_LIMITS))
 
 
 class JobRead(BaseModel):

@@ -8,14 +8,10 @@ import sys
 import time
 from pathlib import Path
 
-from .common import (
-    CommandError,
-    ProgressBar,
-    add_model_arguments,
-    format_table,
-    load_data,
-    run_guarded,
-)
+from ssah_engine.probe import ProbeConfig
+
+from .common import CommandError, ProgressBar, add_model_arguments, format_table, load_data, run_guarded
+from .config_flags import add_config_flags, config_values
 
 DEFAULT_HARMFUL = "builtin:safety"
 DEFAULT_HARMLESS = "builtin:utility"
@@ -37,18 +33,13 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--compare", metavar="SOURCE", help="a second model probed the same way (e.g. the unaligned one)")
     parser.add_argument("--harmful", default=DEFAULT_HARMFUL, help="harmful calibration prompts with refusals")
     parser.add_argument("--harmless", default=DEFAULT_HARMLESS, help="harmless calibration prompts")
-    parser.add_argument("--ks", default="2,4,6,8,10", help="continuation lengths (paper: 2,4,6,8,10)")
-    parser.add_argument("--pool", choices=("last", "mean"), default="last", help="last token or mean of the k")
-    parser.add_argument("--queries", type=int, default=32, help="harmful queries probed")
-    parser.add_argument("--calibration", type=int, default=64, help="harmful and harmless prompts for the direction")
-    parser.add_argument("--prompt-format", choices=("chat", "no_inst", "raw"), default="chat")
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--no-share-prefix", action="store_true", help="run every input in full (for timing)")
+    # Every setting of the probe: flags, defaults, choices and help come from ProbeConfig's fields.
+    names = add_config_flags(parser, ProbeConfig)
     parser.add_argument("--units", type=Path, help="unit map directory from `ssah audit` of --model")
     parser.add_argument("--export-orthogonalized", type=Path, metavar="DIR",
                         help="also save --model with the direction projected out of its weights")
     parser.add_argument("--out", type=Path, required=True, help="directory for probe.json and the direction")
-    parser.set_defaults(run=lambda args: run_guarded(run, args))
+    parser.set_defaults(run=lambda args: run_guarded(run, args), config_fields=names)
 
 
 def _load(source: str, args):
@@ -70,20 +61,22 @@ def curve_table(data: dict) -> str:
                          "gap, first third of layers", "gap, all layers"], rows)
 
 
+def config_from_args(args: argparse.Namespace) -> ProbeConfig:
+    """The probe's ProbeConfig from the parsed flags (the API derives the same config from a request body)."""
+    try:
+        return ProbeConfig.from_dict(config_values(args, args.config_fields))
+    except ValueError as error:
+        raise CommandError(str(error)) from None
+
+
 def run(args: argparse.Namespace) -> int:
     from ssah_engine.probe import (
-        ProbeConfig,
         compare_probes,
         orthogonalize_weights,
         run_probe,
     )
 
-    try:
-        config = ProbeConfig(ks=tuple(int(k) for k in args.ks.split(",") if k.strip()), pool=args.pool,
-                             queries=args.queries, calibration=args.calibration, prompt_format=args.prompt_format,
-                             batch_size=args.batch_size, share_prefix=not args.no_share_prefix)
-    except ValueError as error:
-        raise CommandError(str(error)) from None
+    config = config_from_args(args)
     harmful = load_data(args.harmful, require_response=True)
     harmless = load_data(args.harmless)
     unit_map = None

@@ -1,20 +1,26 @@
-"""The reasoning-direction probe (the paper's §6.1) and the refusal direction (Arditi et al.)."""
+"""The reasoning-direction probe (the paper's §6.1) and the refusal direction (Arditi et al.).
 
-from .config import ProbeConfig
-from .direction import RefusalDirection, fit_direction
-from .distances import probe_distances
-from .interventions import ablate_direction, add_direction, orthogonalize_weights
-from .run import ProbeReport, compare_probes, run_probe
+Names load on first use, so ``ProbeConfig`` (command-line flags, API schemas) comes without torch.
+"""
 
-__all__ = [
-    "ProbeConfig",
-    "ProbeReport",
-    "RefusalDirection",
-    "ablate_direction",
-    "add_direction",
-    "compare_probes",
-    "fit_direction",
-    "orthogonalize_weights",
-    "probe_distances",
-    "run_probe",
-]
+import importlib
+
+_EXPORTS = {
+    "ProbeConfig": ".config",
+    "RefusalDirection": ".direction",
+    "fit_direction": ".direction",
+    "probe_distances": ".distances",
+    "ablate_direction": ".interventions",
+    "add_direction": ".interventions",
+    "orthogonalize_weights": ".interventions",
+    "ProbeReport": ".run",
+    "compare_probes": ".run",
+    "run_probe": ".run",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name], __name__), name)

@@ -1,4 +1,4 @@
-"""One contract: the same settings given to `ssah audit|finetune` and to POST /v1/audits|finetunes reach the
+"""One contract: the same settings given to `ssah audit|finetune|probe` and to POST /v1/audits|finetunes|probes reach the
 engine as equal configs, and every engine setting the server does not keep to itself is accepted by both."""
 
 from __future__ import annotations
@@ -7,12 +7,14 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
-from service.schemas.jobs import FINETUNE_SERVER_ONLY, AuditCreate, FinetuneCreate
+from service.schemas.jobs import FINETUNE_SERVER_ONLY, AuditCreate, FinetuneCreate, ProbeCreate
 from ssah.cli import build_parser
 from ssah.commands import audit as audit_command
+from ssah.commands import probe as probe_command
 from ssah.commands.finetune import config_from_args
 from ssah_engine.audit_config import AuditConfig
 from ssah_engine.finetune import FinetuneConfig
+from ssah_engine.probe import ProbeConfig
 from ssah_engine.settings_fields import setting_fields
 from tests.service.conftest import Tenant_, succeeded_audit
 from worker import glue
@@ -138,3 +140,18 @@ def test_bad_audit_settings_are_refused_before_the_job_is_queued(values, message
                                                                   alice: Tenant_, alice_model: str):
     r = client.post("/v1/audits", json={"model_id": alice_model, **values}, headers=alice.headers)
     assert r.status_code == 422 and message in r.text, r.text
+
+
+PROBE = {"ks": [1, 3], "pool": "mean", "queries": 7, "refusal_text": "I won't.", "compliance_text": "Sure thing:",
+         "calibration": 12, "holdout": 0.5, "max_layer_fraction": 0.5, "random_seed": 4, "batch_size": 3,
+         "max_length": 64, "system_prompt": "Be careful.", "prompt_format": "no_inst", "share_prefix": False}
+
+
+def test_cli_and_api_give_the_probe_engine_the_same_config(client: TestClient, alice: Tenant_, alice_model: str):
+    names = {setting.name for setting in setting_fields(ProbeConfig)}
+    assert set(ProbeCreate.model_fields) == names | {"model_id", "audit_id", "harmful_dataset_id", "harmless_dataset_id"}
+    args = build_parser().parse_args(["probe", "--model", "m", "--out", "o", *cli_flags(PROBE)])
+    assert set(args.config_fields) == names == set(PROBE)
+    r = client.post("/v1/probes", json={"model_id": alice_model, **PROBE}, headers=alice.headers)
+    assert r.status_code == 202, r.text
+    assert glue.probe_config(r.json()["params"]) == probe_command.config_from_args(args)
