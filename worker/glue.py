@@ -44,23 +44,31 @@ def audit_config(params: dict[str, Any]) -> AuditConfig:
     return stored_config(AuditConfig, {"sampling": "first", **params})
 
 
+# EvaluationCreate fields that are Protocol settings under the same name; absent or None: the protocol's.
+PROTOCOL_SETTINGS = ("max_new_tokens", "batch_size", "prompt_format", "suffix_format", "conditions", "system_prompt",
+                     "refusal_lists", "zero_shot_tasks")
+
+
 def evaluation_protocol(params: dict[str, Any], *, harmful: str | None, instructions: str | None,
                         sample_limit: int | None, suffixes: str | None = None) -> Protocol:
-    """The protocol of an evaluation job: the default one, its datasets swapped and capped as asked."""
-    if params.get("samples"):  # the request's cap, never above the worker's own
-        sample_limit = min(int(params["samples"]), sample_limit or int(params["samples"]))
-    protocol = Protocol(
-        max_new_tokens=int(params.get("max_new_tokens", 64)),
-        prompt_format=params.get("prompt_format", "chat"),
-        conditions=tuple(params.get("conditions") or ("system", "no_system")),
-        suffixes=DataRef(suffixes) if suffixes else None,
-        ablation_compensation=params.get("compensation", "none"),
-    )
+    """The protocol of an evaluation job: the default one with the request's settings, as `ssah eval` builds it.
+
+    ``samples`` takes the first N harmful and N harmless prompts (the CLI's meaning); ``sample_limit``,
+    the worker's own cap, bounds every set.
+    """
+    changes: dict[str, Any] = {name: params[name] for name in PROTOCOL_SETTINGS if params.get(name) is not None}
+    changes["ablation_compensation"] = params.get("compensation", "none")
+    if suffixes:
+        changes["suffixes"] = DataRef(suffixes)
+    protocol = Protocol.from_dict(changes)
     refs = protocol.datasets()
     if harmful:
         refs["harmful"] = DataRef(harmful)
     if instructions:
         refs["instructions"] = DataRef(instructions, refs["instructions"].limit)
+    if params.get("samples"):
+        for name in ("harmful", "harmless"):
+            refs[name] = DataRef(refs[name].source, int(params["samples"]))
     if sample_limit:
         refs = {name: DataRef(ref.source, min(ref.limit or sample_limit, sample_limit)) for name, ref in refs.items()}
     extra = {"zero_shot_limit": min(protocol.zero_shot_limit or sample_limit, sample_limit)} if sample_limit else {}

@@ -78,9 +78,24 @@ class EvaluationCreate(BaseModel):
         description="With the safety system prompt, without it, and with the suffixes of suffixes_dataset_id.")
     suffixes_dataset_id: uuid.UUID | None = Field(
         None, description="Uploaded text dataset of adversarial suffixes, one per line, for the 'suffix' condition.")
-    max_new_tokens: int = Field(64, ge=1, le=131_072, description="See max_sequence_length.")
+    suffix_format: Literal["chat", "no_inst", "raw"] | None = Field(
+        None, description="Prompt format of the 'suffix' condition (the paper's: chat); absent: prompt_format.")
+    # Defaults are the evaluation Protocol's (tests/service/test_contract.py holds them equal).
+    max_new_tokens: int = Field(256, ge=1, le=131_072, description="New tokens per response (paper: 256); see "
+                                                                   "max_sequence_length.")
+    batch_size: int = Field(8, ge=1, le=1024, description="Prompts per batch (results equal one-by-one up to "
+                                                          "float rounding).")
+    system_prompt: str | None = Field(None, min_length=1, max_length=20_000,
+                                      description="The safety system prompt of 'system'; absent: Llama-2's default.")
+    refusal_lists: list[str] | None = Field(
+        None, min_length=1, max_length=8, description="Named refusal lists, the first gives the headline ASR; "
+                                                      "absent: ssah-31, advbench-29.")
+    zero_shot_tasks: list[str] | None = Field(
+        None, max_length=32, description="lm-eval tasks run when lm-eval and their data are on the worker; [] for "
+                                         "none; absent: the paper's six.")
     samples: int | None = Field(None, ge=1, le=100_000,
-                                description="Prompts per evaluation set (absent: the protocol's); see max_samples_per_request.")
+                                description="The first N harmful and N harmless prompts, as `ssah eval --samples` "
+                                            "(absent: the protocol's); see max_samples_per_request.")
     safety_dataset_id: uuid.UUID | None = None
     utility_dataset_id: uuid.UUID | None = None
 

@@ -35,6 +35,9 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--suffixes", help="file of adversarial suffixes, one per line (adds the 'suffix' condition)")
     parser.add_argument("--suffix-format", choices=("chat", "no_inst", "raw"),
                         help="prompt format of the suffix condition (paper: chat; default: --prompt-format)")
+    parser.add_argument("--system-prompt", help="the safety system prompt of the 'system' condition (default: Llama-2's)")
+    parser.add_argument("--refusal-lists", help="comma list of named refusal lists; the first gives the headline ASR "
+                                                "(default ssah-31,advbench-29)")
     parser.add_argument("--compensation", choices=("none", "safety", "utility", "pooled"),
                         help="what replaces ablated units: none (zeroing, default), safety (paper), utility, pooled")
     parser.add_argument("--judge", metavar="SOURCE", help="judge model: hub id or directory")
@@ -75,6 +78,10 @@ def build_protocol(args: argparse.Namespace):
             changes[name] = getattr(args, name)
     if args.conditions:
         changes["conditions"] = tuple(part.strip() for part in args.conditions.split(",") if part.strip())
+    if args.refusal_lists:
+        changes["refusal_lists"] = tuple(part.strip() for part in args.refusal_lists.split(",") if part.strip())
+    if args.system_prompt is not None:
+        changes["system_prompt"] = args.system_prompt
     if args.suffixes:
         changes["suffixes"] = DataRef(args.suffixes)
         conditions = changes.get("conditions", protocol.conditions)

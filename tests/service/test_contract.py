@@ -155,3 +155,33 @@ def test_cli_and_api_give_the_probe_engine_the_same_config(client: TestClient, a
     r = client.post("/v1/probes", json={"model_id": alice_model, **PROBE}, headers=alice.headers)
     assert r.status_code == 202, r.text
     assert glue.probe_config(r.json()["params"]) == probe_command.config_from_args(args)
+
+
+# The same evaluation in both syntaxes: CLI flags, and the request body's fields.
+EVAL_FLAGS = ["--samples", "5", "--max-new-tokens", "12", "--batch-size", "3", "--conditions", "no_system,system",
+              "--prompt-format", "no_inst", "--system-prompt", "Be careful.", "--refusal-lists", "advbench-29",
+              "--zero-shot-tasks", "", "--compensation", "safety"]
+EVAL_BODY = {"samples": 5, "max_new_tokens": 12, "batch_size": 3, "conditions": ["no_system", "system"],
+             "prompt_format": "no_inst", "system_prompt": "Be careful.", "refusal_lists": ["advbench-29"],
+             "zero_shot_tasks": [], "compensation": "safety"}
+
+
+def test_cli_and_api_give_the_evaluation_the_same_protocol(client: TestClient, alice: Tenant_, alice_model: str):
+    from ssah.commands.eval import build_protocol
+
+    from_cli = build_protocol(build_parser().parse_args(["eval", "--model", "m", "--out", "o", *EVAL_FLAGS]))
+    r = client.post("/v1/evaluations", json={"model_id": alice_model, **EVAL_BODY}, headers=alice.headers)
+    assert r.status_code == 202, r.text
+    from_api = glue.evaluation_protocol(r.json()["params"], harmful=None, instructions=None, sample_limit=None)
+    assert from_api == from_cli and from_api.hash == from_cli.hash
+
+
+def test_evaluation_defaults_are_the_protocols(client: TestClient, alice: Tenant_, alice_model: str):
+    from ssah_engine.evaluation import Protocol
+
+    r = client.post("/v1/evaluations", json={"model_id": alice_model}, headers=alice.headers)
+    stored = r.json()["params"]
+    protocol = glue.evaluation_protocol(stored, harmful=None, instructions=None, sample_limit=None)
+    assert protocol == Protocol()  # an empty request evaluates exactly as a bare `ssah eval`
+    for name in ("max_new_tokens", "batch_size", "prompt_format", "conditions"):
+        assert stored[name] == Protocol().to_dict()[name], name

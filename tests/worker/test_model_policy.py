@@ -57,6 +57,6 @@ def test_request_limits_reach_the_engine_configs():
     assert glue.audit_config({}).max_length == 512
     assert glue.finetune_config({"mode": "full", "max_length": 128}, dataset_path=str).max_length == 128
     capped = glue.evaluation_protocol({"samples": 3}, harmful=None, instructions=None, sample_limit=None)
-    assert all(ref.limit is not None and ref.limit <= 3 for ref in capped.datasets().values())
+    assert capped.harmful.limit == capped.harmless.limit == 3  # `ssah eval --samples`: harmful and harmless
     worker_cap = glue.evaluation_protocol({"samples": 50}, harmful=None, instructions=None, sample_limit=2)
     assert all(ref.limit <= 2 for ref in worker_cap.datasets().values())  # the worker's own cap still wins
