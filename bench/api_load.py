@@ -52,8 +52,9 @@ def prepare_database(url: str) -> str:
         conn.execute(sa.text(f'CREATE DATABASE "{parsed.database}"'))
     admin.dispose()
     env = {**os.environ, "SSAH_DATABASE_URL": url}
-    subprocess.run([sys.executable, "-m", "alembic", "upgrade", "head"], cwd=REPO, env=env, check=True,
-                   capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "alembic", "upgrade", "head"], cwd=REPO, env=env, check=True, capture_output=True
+    )
     from sqlalchemy.orm import Session
 
     from service.admin import create_api_key
@@ -68,11 +69,31 @@ def prepare_database(url: str) -> str:
 
 
 def start_server(url: str, port: int, workers: int, broker_url: str) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "SSAH_DATABASE_URL": url, "SSAH_BROKER_URL": broker_url, "SSAH_LOG_LEVEL": "WARNING",
-           # One key for every poller: the limiter stays on the path (one Redis round trip) but never refuses.
-           "SSAH_RATE_LIMIT_PER_MINUTE": "100000000"}
-    cmd = [sys.executable, "-m", "uvicorn", "service.main:app", "--host", "127.0.0.1", "--port", str(port),
-           "--workers", str(workers), "--log-level", "warning", "--no-access-log", "--backlog", "2048"]
+    env = {
+        **os.environ,
+        "SSAH_DATABASE_URL": url,
+        "SSAH_BROKER_URL": broker_url,
+        "SSAH_LOG_LEVEL": "WARNING",
+        # One key for every poller: the limiter stays on the path (one Redis round trip) but never refuses.
+        "SSAH_RATE_LIMIT_PER_MINUTE": "100000000",
+    }
+    cmd = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "service.main:app",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+        "--log-level",
+        "warning",
+        "--no-access-log",
+        "--backlog",
+        "2048",
+    ]
     return subprocess.Popen(cmd, cwd=REPO, env=env)
 
 
@@ -95,8 +116,7 @@ class Connection:
     steal the server's cores and the bench then measures the client.
     """
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, host: str,
-                 headers: dict[str, str]):
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, host: str, headers: dict[str, str]):
         self.reader, self.writer = reader, writer
         self.head = f"Host: {host}\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
 
@@ -123,8 +143,9 @@ class Connection:
         self.writer.close()
 
 
-async def poll(host: str, port: int, path: str, headers: dict[str, str], seconds: float, pollers: int,
-               etag: bool, interval: float) -> tuple[list[float], int, float]:
+async def poll(
+    host: str, port: int, path: str, headers: dict[str, str], seconds: float, pollers: int, etag: bool, interval: float
+) -> tuple[list[float], int, float]:
     latencies: list[float] = []
     errors = 0
     # Open and warm every connection first, so connection setup does not count as latency.
@@ -176,8 +197,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=20.0, help="how long to poll")
     parser.add_argument("--pollers", type=int, default=200, help="concurrent pollers")
     parser.add_argument("--workers", type=int, default=2, help="uvicorn worker processes")
-    parser.add_argument("--interval", type=float, default=1.0,
-                        help="pause between a poller's requests in phase 1, in seconds")
+    parser.add_argument(
+        "--interval", type=float, default=1.0, help="pause between a poller's requests in phase 1, in seconds"
+    )
     parser.add_argument("--no-saturation", action="store_true", help="skip phase 2 (back-to-back polling)")
     parser.add_argument("--no-etag", action="store_true", help="never send If-None-Match")
     parser.add_argument("--database-url", default=os.environ.get("SSAH_BENCH_DATABASE_URL", DEFAULT_DB))
@@ -191,15 +213,20 @@ def main(argv: list[str] | None = None) -> int:
     try:
         wait_ready(base)
         headers = {"Authorization": f"Bearer {key}"}
-        model = httpx.post(f"{base}/v1/models", json={"name": "smol", "source": "builtin:smollm2"},
-                           headers=headers).json()["id"]
+        model = httpx.post(
+            f"{base}/v1/models", json={"name": "smol", "source": "builtin:smollm2"}, headers=headers
+        ).json()["id"]
         job = httpx.post(f"{base}/v1/audits", json={"model_id": model}, headers=headers)
         job.raise_for_status()
         path = f"/v1/jobs/{job.json()['id']}"
         target = asyncio.run(
-            poll("127.0.0.1", port, path, headers, args.seconds, args.pollers, not args.no_etag, args.interval))
-        saturated = None if args.no_saturation else asyncio.run(
-            poll("127.0.0.1", port, path, headers, args.seconds, args.pollers, not args.no_etag, 0.0))
+            poll("127.0.0.1", port, path, headers, args.seconds, args.pollers, not args.no_etag, args.interval)
+        )
+        saturated = (
+            None
+            if args.no_saturation
+            else asyncio.run(poll("127.0.0.1", port, path, headers, args.seconds, args.pollers, not args.no_etag, 0.0))
+        )
     finally:
         server.terminate()
         server.wait(timeout=30)

@@ -67,11 +67,17 @@ def main() -> None:
     refused = [verdict == "refusal" for verdict in verdicts]
     agreement = sum((m > 0) == r for m, r in zip(margins.tolist(), refused)) / len(refused)
     same = sum(a == b for a, b in zip(alone, batched_texts))
-    print(f"model={args.model} prompts={len(prompts)} max_new_tokens={args.max_new_tokens} "
-          f"batch_size={args.batch_size} threads={args.threads}")
-    print(f"one_by_one_s={one_by_one:.2f} batched_s={batched:.2f} keyword_asr_s={keyword_asr:.2f} margin_s={margin:.3f}")
-    print(f"identical_texts={same}/{len(prompts)} keyword_refusals={sum(refused)} "
-          f"margin_refusals={int((margins > 0).sum())} agreement={agreement:.2f}")
+    print(
+        f"model={args.model} prompts={len(prompts)} max_new_tokens={args.max_new_tokens} "
+        f"batch_size={args.batch_size} threads={args.threads}"
+    )
+    print(
+        f"one_by_one_s={one_by_one:.2f} batched_s={batched:.2f} keyword_asr_s={keyword_asr:.2f} margin_s={margin:.3f}"
+    )
+    print(
+        f"identical_texts={same}/{len(prompts)} keyword_refusals={sum(refused)} "
+        f"margin_refusals={int((margins > 0).sum())} agreement={agreement:.2f}"
+    )
     print(f"batched_speedup={one_by_one / batched:.1f}")
     print(f"margin_speedup={keyword_asr / margin:.1f}")
 

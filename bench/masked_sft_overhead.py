@@ -22,6 +22,7 @@ import statistics
 import time
 
 import torch
+from common.peak_memory import PeakMemory  # bench/ is on sys.path when a bench runs
 
 from ssah_engine.architectures import describe
 from ssah_engine.audit import AuditConfig, run_audit
@@ -31,8 +32,6 @@ from ssah_engine.finetune.batches import StepBatches
 from ssah_engine.finetune.trainer import train_step
 from ssah_engine.loading import LoadOptions, load_model
 from ssah_engine.units import UnitSpace
-
-from common.peak_memory import PeakMemory  # bench/ is on sys.path when a bench runs
 
 
 def main() -> None:
@@ -56,18 +55,27 @@ def main() -> None:
     unit_map = run_audit(loaded, load_dataset("builtin:safety"), load_dataset("builtin:utility"), audit)
     audit_s = time.perf_counter() - started
 
-    config = FinetuneConfig(mode="freeze", setting="i", lr=1e-5, weight_decay=0.1, batch_size=args.batch_size,
-                            max_length=args.max_length, max_steps=1)
+    config = FinetuneConfig(
+        mode="freeze",
+        setting="i",
+        lr=1e-5,
+        weight_decay=0.1,
+        batch_size=args.batch_size,
+        max_length=args.max_length,
+        max_steps=1,
+    )
     space = UnitSpace.from_layout(describe(model))
     masks = build_masks(model, frozen_units_for(config, space, unit_map))
     summary = masks.summary(model, space)
     sft = load_dataset("builtin:benign_sft", limit=args.batch_size, require_response=True)
     window = StepBatches(loaded.tokenizer, sft, config).window(0)
     tokens = sum(int(batch.attention_mask.sum()) for batch in window)
-    print(f"device={device} threads={torch.get_num_threads()} batch={args.batch_size} pairs, {tokens} tokens; "
-          f"unit map from a {args.audit_samples}-pair audit ({audit_s:.1f}s); frozen units "
-          f"{100 * summary['frozen_unit_fraction']:.2f} %, trainable parameters {100 * summary['trainable_fraction']:.2f} %, "
-          f"{summary['partly_frozen_tensors']} partly frozen tensors")
+    print(
+        f"device={device} threads={torch.get_num_threads()} batch={args.batch_size} pairs, {tokens} tokens; "
+        f"unit map from a {args.audit_samples}-pair audit ({audit_s:.1f}s); frozen units "
+        f"{100 * summary['frozen_unit_fraction']:.2f} %, trainable parameters {100 * summary['trainable_fraction']:.2f} %, "
+        f"{summary['partly_frozen_tensors']} partly frozen tensors"
+    )
 
     memory = PeakMemory(device)
     times = {"unmasked": [], "masked": []}
@@ -91,8 +99,11 @@ def main() -> None:
                     torch.cuda.synchronize()
                 times[name].append(time.perf_counter() - step_started)
             peaks[name] = max(peaks[name], memory.read_mib())
-            print(f"round {len(times[name]) // args.steps} {name}: " + " ".join(f"{t:.3f}" for t in times[name][-args.steps:]),
-                  flush=True)
+            print(
+                f"round {len(times[name]) // args.steps} {name}: "
+                + " ".join(f"{t:.3f}" for t in times[name][-args.steps :]),
+                flush=True,
+            )
             for parameter in model.parameters():
                 parameter.requires_grad_(True)
             del optimizer, frozen
@@ -114,11 +125,15 @@ def main() -> None:
     mask_ops_s = (time.perf_counter() - ops_started) / 10
 
     unmasked_s, masked_s = statistics.median(times["unmasked"]), statistics.median(times["masked"])
-    print(f"unmasked_step_s={unmasked_s:.4f} masked_step_s={masked_s:.4f} "
-          f"(median of {args.rounds} alternating rounds x {args.steps} steps); mask_ops_s={mask_ops_s:.4f} "
-          f"({100 * mask_ops_s / unmasked_s:.2f} % of a step)")
-    print(f"unmasked_peak_mib={peaks['unmasked']:.0f} masked_peak_mib={peaks['masked']:.0f} "
-          f"memory_ratio={peaks['masked'] / peaks['unmasked']:.3f}")
+    print(
+        f"unmasked_step_s={unmasked_s:.4f} masked_step_s={masked_s:.4f} "
+        f"(median of {args.rounds} alternating rounds x {args.steps} steps); mask_ops_s={mask_ops_s:.4f} "
+        f"({100 * mask_ops_s / unmasked_s:.2f} % of a step)"
+    )
+    print(
+        f"unmasked_peak_mib={peaks['unmasked']:.0f} masked_peak_mib={peaks['masked']:.0f} "
+        f"memory_ratio={peaks['masked'] / peaks['unmasked']:.3f}"
+    )
     print(f"ratio={masked_s / unmasked_s:.3f}")
 
 

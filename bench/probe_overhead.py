@@ -19,14 +19,13 @@ import statistics
 import time
 
 import torch
+from common.peak_memory import PeakMemory  # bench/ is on sys.path when a bench runs
 
 from ssah_engine.architectures import describe
 from ssah_engine.data import load_dataset
 from ssah_engine.loading import load_model
 from ssah_engine.probe import ProbeConfig, probe_distances
 from ssah_engine.probe.inputs import build_inputs
-
-from common.peak_memory import PeakMemory  # bench/ is on sys.path when a bench runs
 
 
 def main() -> None:
@@ -48,8 +47,10 @@ def main() -> None:
     plain_inputs += [item.refusal[: item.query_length] for item in inputs for _ in config.ks]
     plain_inputs.sort(key=len)
     tokens = sum(len(ids) for ids in plain_inputs)
-    print(f"device={loaded.device} threads={torch.get_num_threads()} queries={len(inputs)} ks={list(config.ks)} "
-          f"plain_inputs={len(plain_inputs)} plain_tokens={tokens} batch_size={args.batch_size}")
+    print(
+        f"device={loaded.device} threads={torch.get_num_threads()} queries={len(inputs)} ks={list(config.ks)} "
+        f"plain_inputs={len(plain_inputs)} plain_tokens={tokens} batch_size={args.batch_size}"
+    )
 
     def plain() -> None:
         with torch.inference_mode():
@@ -82,8 +83,10 @@ def main() -> None:
             peaks[name] = max(peaks[name], memory.read_mib())
     plain_s, probe_s = statistics.median(times["plain"]), statistics.median(times["probe"])
     print(f"plain_s={plain_s:.3f} probe_s={probe_s:.3f} (median of {args.rounds} alternating rounds)")
-    print(f"plain_peak_mib={peaks['plain']:.0f} probe_peak_mib={peaks['probe']:.0f} "
-          f"memory_ratio={peaks['probe'] / peaks['plain']:.3f}")
+    print(
+        f"plain_peak_mib={peaks['plain']:.0f} probe_peak_mib={peaks['probe']:.0f} "
+        f"memory_ratio={peaks['probe'] / peaks['plain']:.3f}"
+    )
     print(f"ratio={probe_s / plain_s:.3f}")
 
 

@@ -38,14 +38,19 @@ def round_weights(model, dtype: torch.dtype) -> tuple[int, int, float]:
 
 
 def chat_inputs(tokenizer, prompts: list[str]) -> list[torch.Tensor]:
-    return [tokenizer.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True,
-                                          return_tensors="pt", return_dict=True)["input_ids"] for p in prompts]
+    return [
+        tokenizer.apply_chat_template(
+            [{"role": "user", "content": p}], add_generation_prompt=True, return_tensors="pt", return_dict=True
+        )["input_ids"]
+        for p in prompts
+    ]
 
 
 def greedy(model, inputs: list[torch.Tensor], tokens: int) -> list[list[int]]:
     with torch.no_grad():
-        return [model.generate(ids, max_new_tokens=tokens, do_sample=False)[0, ids.shape[1]:].tolist()
-                for ids in inputs]
+        return [
+            model.generate(ids, max_new_tokens=tokens, do_sample=False)[0, ids.shape[1] :].tolist() for ids in inputs
+        ]
 
 
 def next_token_logprobs(model, inputs: list[torch.Tensor]) -> torch.Tensor:
@@ -93,13 +98,17 @@ def main() -> None:
                 print(f"{name}_differs_{index}: float32={text(b)!r} {name}={text(a)!r}")
         logprobs = next_token_logprobs(loaded.model, inputs)
         top1 = int((logprobs.argmax(-1) == ref_logprobs.argmax(-1)).sum())
-        print(f"{name}_next_token_top1_agree={top1}/{len(inputs)} "
-              f"{name}_max_logprob_diff={float((logprobs - ref_logprobs).abs().max()):.4f}")
+        print(
+            f"{name}_next_token_top1_agree={top1}/{len(inputs)} "
+            f"{name}_max_logprob_diff={float((logprobs - ref_logprobs).abs().max()):.4f}"
+        )
         if ref_labels is not None:
             labels = run_audit(loaded, safety, utility, config).labels
             agree = int((labels == ref_labels).sum())
-            print(f"{name}_audit_labels_agree={agree}/{labels.numel()} ({100 * agree / labels.numel():.3f} %) "
-                  f"{name}_label_agreement_ratio={agree / labels.numel():.5f}")  # against the float32 cache
+            print(
+                f"{name}_audit_labels_agree={agree}/{labels.numel()} ({100 * agree / labels.numel():.3f} %) "
+                f"{name}_label_agreement_ratio={agree / labels.numel():.5f}"
+            )  # against the float32 cache
         del loaded
 
 

@@ -19,14 +19,13 @@ import statistics
 import time
 
 import torch
+from common.peak_memory import PeakMemory  # bench/ is on sys.path when a bench runs
 
 from ssah_engine.architectures import describe
 from ssah_engine.data import load_dataset
 from ssah_engine.encoding import encode_pairs, make_batches
 from ssah_engine.loading import LoadedModel, LoadOptions, load_model, pick_device_and_dtype
 from ssah_engine.scoring import score_dataset
-
-from common.peak_memory import PeakMemory  # bench/ is on sys.path when a bench runs
 
 
 def random_weights(directory: str) -> LoadedModel:
@@ -44,8 +43,11 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=128)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--random-weights", action="store_true",
-                        help="--model is a directory with config + tokenizer only: same shapes, random weights")
+    parser.add_argument(
+        "--random-weights",
+        action="store_true",
+        help="--model is a directory with config + tokenizer only: same shapes, random weights",
+    )
     args = parser.parse_args()
 
     loaded = random_weights(args.model) if args.random_weights else load_model(args.model)
@@ -57,8 +59,10 @@ def main() -> None:
         encoded = encode_pairs(tokenizer, [(e.prompt, e.response) for e in data.examples])
         sets[name] = list(make_batches(encoded, args.batch_size, tokenizer.pad_token_id))
     tokens = sum(int(b.attention_mask.sum()) for batches in sets.values() for b in batches)
-    print(f"device={loaded.device} threads={torch.get_num_threads()} samples={args.samples} per set, "
-          f"{tokens} tokens, batch_size={args.batch_size}")
+    print(
+        f"device={loaded.device} threads={torch.get_num_threads()} samples={args.samples} per set, "
+        f"{tokens} tokens, batch_size={args.batch_size}"
+    )
 
     def forward() -> None:
         with torch.inference_mode():
@@ -88,8 +92,10 @@ def main() -> None:
 
     forward_s, scoring_s = statistics.median(times["forward"]), statistics.median(times["scoring"])
     print(f"forward_s={forward_s:.3f} scoring_s={scoring_s:.3f} (median of {args.rounds} alternating rounds)")
-    print(f"forward_peak_mib={peaks['forward']:.0f} scoring_peak_mib={peaks['scoring']:.0f} "
-          f"memory_ratio={peaks['scoring'] / peaks['forward']:.3f}")
+    print(
+        f"forward_peak_mib={peaks['forward']:.0f} scoring_peak_mib={peaks['scoring']:.0f} "
+        f"memory_ratio={peaks['scoring'] / peaks['forward']:.3f}"
+    )
     print(f"ratio={scoring_s / forward_s:.3f}")
 
 

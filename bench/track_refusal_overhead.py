@@ -54,16 +54,26 @@ def main() -> None:
 
     loaded = load_model(args.model, LoadOptions(device=args.device, dtype="float32"))
     model, device = loaded.model, loaded.device
-    config = FinetuneConfig(lr=1e-5, batch_size=args.batch_size, max_length=args.max_length, max_steps=1,
-                            track_refusal=True, track_every=args.track_every, track_prompts=args.track_prompts)
+    config = FinetuneConfig(
+        lr=1e-5,
+        batch_size=args.batch_size,
+        max_length=args.max_length,
+        max_steps=1,
+        track_refusal=True,
+        track_every=args.track_every,
+        track_prompts=args.track_prompts,
+    )
     sft = load_dataset("builtin:benign_sft", limit=args.batch_size, require_response=True)
     window = StepBatches(loaded.tokenizer, sft, config).window(0)
-    tracker = RefusalTracker(loaded.tokenizer, load_dataset(config.track_harmful), load_dataset(config.track_harmless),
-                             config)
+    tracker = RefusalTracker(
+        loaded.tokenizer, load_dataset(config.track_harmful), load_dataset(config.track_harmless), config
+    )
     tokens = sum(int(batch.attention_mask.sum()) for batch in window)
     prompt_tokens = sum(len(row) for _, ids in tracker.sets.values() for row in ids)
-    print(f"device={device} threads={torch.get_num_threads()} step: {args.batch_size} pairs, {tokens} tokens; "
-          f"measure: {2 * args.track_prompts} prompts, {prompt_tokens} tokens, {len(tracker.candidates)} openings")
+    print(
+        f"device={device} threads={torch.get_num_threads()} step: {args.batch_size} pairs, {tokens} tokens; "
+        f"measure: {2 * args.track_prompts} prompts, {prompt_tokens} tokens, {len(tracker.candidates)} openings"
+    )
 
     optimizer = make_optimizer(model, config)
     model.train()
@@ -75,8 +85,10 @@ def main() -> None:
         measures.append(timed(device, lambda: tracker.measure(model)))
         print(f"round {round_ + 1}: step {steps[-1]:.3f}s measure {measures[-1]:.3f}s", flush=True)
     step_s, measure_s = statistics.median(steps), statistics.median(measures)
-    print(f"step_s={step_s:.4f} measure_s={measure_s:.4f} track_every={args.track_every} "
-          f"(medians of {args.rounds} alternating rounds)")
+    print(
+        f"step_s={step_s:.4f} measure_s={measure_s:.4f} track_every={args.track_every} "
+        f"(medians of {args.rounds} alternating rounds)"
+    )
     ratio = (args.track_every * step_s + measure_s) / (args.track_every * step_s)
     print(f"track_refusal_overhead={ratio:.3f} ratio={ratio:.3f}")  # training with tracking / without (target <= 1.10)
 

@@ -84,5 +84,6 @@ def run_keys_action(action: str, *, tenant: str | None = None, prefix: str | Non
                 print("\t".join(row))
     return 0
 
+
 if __name__ == "__main__":
     sys.exit(main())

@@ -21,13 +21,26 @@ from service.queries import paginate
 MAX_REQUEST_ID = 200  # the client's X-Request-ID: keep what fits the column
 
 
-def record(session: Session, request: Request, principal: Principal, *, action: str, resource_type: str,
-           resource_id: uuid.UUID | None, details: dict[str, Any] | None = None) -> AuditLogEntry:
+def record(
+    session: Session,
+    request: Request,
+    principal: Principal,
+    *,
+    action: str,
+    resource_type: str,
+    resource_id: uuid.UUID | None,
+    details: dict[str, Any] | None = None,
+) -> AuditLogEntry:
     """Add an entry for ``principal`` doing ``action`` to a resource; the caller's transaction commits it."""
     client_request_id = getattr(request.state, "client_request_id", None)
     entry = AuditLogEntry(
-        tenant_id=principal.tenant_id, key_id=principal.key_id, key_prefix=principal.key_prefix,
-        action=action, resource_type=resource_type, resource_id=resource_id, details=details or {},
+        tenant_id=principal.tenant_id,
+        key_id=principal.key_id,
+        key_prefix=principal.key_prefix,
+        action=action,
+        resource_type=resource_type,
+        resource_id=resource_id,
+        details=details or {},
         # Ours, never the client's: a client must not be able to make its entry claim another request's id.
         request_id=getattr(request.state, "request_id", None),
         client_request_id=client_request_id[:MAX_REQUEST_ID] if client_request_id else None,
@@ -36,13 +49,21 @@ def record(session: Session, request: Request, principal: Principal, *, action: 
     return entry
 
 
-def list_entries(session: Session, *, tenant_id: uuid.UUID, limit: int, offset: int, action: str | None = None,
-                 resource_id: uuid.UUID | None = None) -> tuple[Sequence[AuditLogEntry], int]:
+def list_entries(
+    session: Session,
+    *,
+    tenant_id: uuid.UUID,
+    limit: int,
+    offset: int,
+    action: str | None = None,
+    resource_id: uuid.UUID | None = None,
+) -> tuple[Sequence[AuditLogEntry], int]:
     """One page of the tenant's audit log, newest first, and how many entries match."""
     stmt = sa.select(AuditLogEntry).where(AuditLogEntry.tenant_id == tenant_id)
     if action is not None:
         stmt = stmt.where(AuditLogEntry.action == action)
     if resource_id is not None:
         stmt = stmt.where(AuditLogEntry.resource_id == resource_id)
-    return paginate(session, stmt.order_by(AuditLogEntry.created_at.desc(), AuditLogEntry.id.desc()),
-                    limit=limit, offset=offset)
+    return paginate(
+        session, stmt.order_by(AuditLogEntry.created_at.desc(), AuditLogEntry.id.desc()), limit=limit, offset=offset
+    )

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from service.problems import Unauthorized
 from service.models import ApiKey
+from service.problems import Unauthorized
 
 KEY_PREFIX = "ssah_"
 DISPLAY_PREFIX_LEN = 13  # "ssah_" plus 8 random characters: enough to tell keys apart
@@ -81,7 +81,9 @@ def authenticate(session: Session, key: str, *, cache: KeyCache | None = None) -
     if cache is not None and (hit := cache.get(key_hash)) is not None:
         return hit
     row = session.execute(
-        sa.select(ApiKey.id, ApiKey.tenant_id, ApiKey.prefix).where(ApiKey.key_hash == key_hash, ApiKey.revoked_at.is_(None))
+        sa.select(ApiKey.id, ApiKey.tenant_id, ApiKey.prefix).where(
+            ApiKey.key_hash == key_hash, ApiKey.revoked_at.is_(None)
+        )
     ).first()
     if row is None:
         raise Unauthorized("unknown or revoked API key")

@@ -44,8 +44,10 @@ class BodyTooLarge(HTTPException):
 
 
 def too_large(limit: int, setting: str, what: str) -> ContentTooLarge:
-    return ContentTooLarge(f"the request body {what} the limit of {limit} bytes for this route ({setting})",
-                           extra={"limit": setting, "limit_value": limit, "limit_bytes": limit})
+    return ContentTooLarge(
+        f"the request body {what} the limit of {limit} bytes for this route ({setting})",
+        extra={"limit": setting, "limit_value": limit, "limit_bytes": limit},
+    )
 
 
 def _content_length(scope: Scope) -> int | None:
@@ -82,10 +84,15 @@ class BodyGuard:
             await _problem(request, exc)(scope, receive, send)
             return
         except DATABASE_DOWN as exc:
-            log.warning("database unavailable while authenticating %s %s: %s", scope["method"], scope["path"],
-                        type(exc).__name__)
-            unavailable = ServiceUnavailable("The database is unavailable; retry shortly.",
-                                             headers={"Retry-After": "2"})
+            log.warning(
+                "database unavailable while authenticating %s %s: %s",
+                scope["method"],
+                scope["path"],
+                type(exc).__name__,
+            )
+            unavailable = ServiceUnavailable(
+                "The database is unavailable; retry shortly.", headers={"Retry-After": "2"}
+            )
             unavailable.slug = "database-unavailable"
             await _problem(request, unavailable)(scope, receive, send)
             return
@@ -105,8 +112,15 @@ class BodyGuard:
 
 
 def _problem(request: Request, exc: ProblemError):
-    return problem_response(request, status=exc.status, title=exc.title, detail=exc.detail, slug=exc.slug,
-                            extra=exc.extra, headers=exc.headers)
+    return problem_response(
+        request,
+        status=exc.status,
+        title=exc.title,
+        detail=exc.detail,
+        slug=exc.slug,
+        extra=exc.extra,
+        headers=exc.headers,
+    )
 
 
 async def on_body_too_large(request: Request, exc: Exception):

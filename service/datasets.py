@@ -50,8 +50,9 @@ def _check_record(record: object, where: str) -> None:
     """One JSON record: ``{prompt, response?}`` or Alpaca-style ``{instruction, input?, output?}``."""
     if not isinstance(record, dict):
         raise _bad(where, f"expected a JSON object, got {type(record).__name__}")
-    prompt_field, response_field = ("instruction", "output") if "prompt" not in record and "instruction" in record \
-        else ("prompt", "response")
+    prompt_field, response_field = (
+        ("instruction", "output") if "prompt" not in record and "instruction" in record else ("prompt", "response")
+    )
     prompt = record.get(prompt_field)
     if prompt is None:
         raise _bad(where, "field 'prompt' missing (expected 'prompt', or Alpaca-style 'instruction')")
@@ -72,8 +73,11 @@ def _count_csv(text: str) -> int:
         columns = {name.strip().lower(): i for i, name in enumerate(header)}
         prompt_col = next((columns[c] for c in CSV_PROMPT_COLUMNS if c in columns), None)
         if prompt_col is None:
-            raise _bad("line 1", f"unrecognised CSV header {header!r}; expected a column "
-                       f"{', '.join(repr(c) for c in CSV_PROMPT_COLUMNS)}")
+            raise _bad(
+                "line 1",
+                f"unrecognised CSV header {header!r}; expected a column "
+                f"{', '.join(repr(c) for c in CSV_PROMPT_COLUMNS)}",
+            )
         rows = 0
         while True:
             lineno = reader.line_num + 1
@@ -119,8 +123,10 @@ def _loads(text: str, where: str, *, line: int = 1) -> object:
         return json.loads(text)
     except RecursionError:
         deep = nesting_line(text)
-        raise _bad(f"line {line + (deep or 1) - 1}" if where == "line" else where,
-                   f"JSON nested deeper than {MAX_NESTING} arrays/objects") from None
+        raise _bad(
+            f"line {line + (deep or 1) - 1}" if where == "line" else where,
+            f"JSON nested deeper than {MAX_NESTING} arrays/objects",
+        ) from None
 
 
 def check_name(value: str | None, loc: str, *, max_length: int = 200) -> None:
@@ -177,8 +183,10 @@ def store_upload(
     while chunk := source.read(CHUNK):
         size += len(chunk)
         if size > max_bytes:
-            raise ContentTooLarge(f"the upload exceeds the limit of {max_bytes} bytes (max_upload_bytes)",
-                                  extra={"limit": "max_upload_bytes", "limit_value": max_bytes, "limit_bytes": max_bytes})
+            raise ContentTooLarge(
+                f"the upload exceeds the limit of {max_bytes} bytes (max_upload_bytes)",
+                extra={"limit": "max_upload_bytes", "limit_value": max_bytes, "limit_bytes": max_bytes},
+            )
         digest.update(chunk)
         buffer += chunk
     if size == 0:
@@ -187,8 +195,10 @@ def store_upload(
     if rows == 0:
         raise Unprocessable.field("body.file", "the file holds no records")
     if rows > max_rows:
-        raise ContentTooLarge(f"the dataset has {rows} rows; the limit is {max_rows} (max_dataset_rows)",
-                              extra={"limit": "max_dataset_rows", "limit_value": max_rows, "limit_rows": max_rows})
+        raise ContentTooLarge(
+            f"the dataset has {rows} rows; the limit is {max_rows} (max_dataset_rows)",
+            extra={"limit": "max_dataset_rows", "limit_value": max_rows, "limit_rows": max_rows},
+        )
     sha = digest.hexdigest()
     path = folder / sha
     if not path.exists():  # content-addressed: the same bytes are stored once per tenant

@@ -67,7 +67,12 @@ def _loc(parts: tuple[Any, ...] | list[Any]) -> str:
 async def _on_problem(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ProblemError)
     return problem_response(
-        request, status=exc.status, title=exc.title, detail=exc.detail, slug=exc.slug, extra=exc.extra,
+        request,
+        status=exc.status,
+        title=exc.title,
+        detail=exc.detail,
+        slug=exc.slug,
+        extra=exc.extra,
         headers=exc.headers,
     )
 
@@ -77,7 +82,11 @@ async def _on_validation(request: Request, exc: Exception) -> JSONResponse:
     errors = [{"loc": _loc(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
     detail = "; ".join(f"{e['loc']}: {e['msg']}" for e in errors) or "invalid request"
     return problem_response(
-        request, status=422, title="Unprocessable Content", detail=detail, slug="validation",
+        request,
+        status=422,
+        title="Unprocessable Content",
+        detail=detail,
+        slug="validation",
         extra={"errors": errors},
     )
 
@@ -86,7 +95,10 @@ async def _on_http(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     if isinstance(exc.__cause__, RecursionError):  # FastAPI's body parser hit "[[[[...": the body is the problem
         return problem_response(
-            request, status=422, title="Unprocessable Content", slug="validation",
+            request,
+            status=422,
+            title="Unprocessable Content",
+            slug="validation",
             detail="body: JSON nested too deeply to parse",
             extra={"errors": [{"loc": "body", "msg": "JSON nested too deeply to parse", "type": "json_too_deep"}]},
         )
@@ -99,20 +111,34 @@ async def _on_http(request: Request, exc: Exception) -> JSONResponse:
 
 async def _on_database_down(request: Request, exc: Exception) -> JSONResponse:
     # One line, no traceback: an outage makes every request fail the same way.
-    log.warning("database unavailable on %s %s: %s", request.method, request.url.path,
-                redact((str(getattr(exc, "orig", None) or exc).strip().splitlines() or ["?"])[0]))
+    log.warning(
+        "database unavailable on %s %s: %s",
+        request.method,
+        request.url.path,
+        redact((str(getattr(exc, "orig", None) or exc).strip().splitlines() or ["?"])[0]),
+    )
     return problem_response(
-        request, status=503, title="Service Unavailable", slug="database-unavailable",
+        request,
+        status=503,
+        title="Service Unavailable",
+        slug="database-unavailable",
         detail="The database is unavailable; retry shortly (a POST with the same Idempotency-Key).",
         headers={"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)},
     )
 
 
 async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
-    log.exception("unhandled error on %s %s (request %s)", request.method, request.url.path,
-                  getattr(request.state, "request_id", "-"))
+    log.exception(
+        "unhandled error on %s %s (request %s)",
+        request.method,
+        request.url.path,
+        getattr(request.state, "request_id", "-"),
+    )
     return problem_response(
-        request, status=500, title="Internal Server Error", slug="internal",
+        request,
+        status=500,
+        title="Internal Server Error",
+        slug="internal",
         detail="An unexpected error occurred; quote the request_id when reporting it.",
     )
 

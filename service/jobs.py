@@ -13,8 +13,8 @@ from sqlalchemy.orm import Session
 
 from service import queries
 from service.db import after_commit
-from service.problems import Conflict
 from service.models import Job, JobStatus, utcnow
+from service.problems import Conflict
 from service.queue import get_celery, send_job
 from service.redact import redact
 
@@ -22,12 +22,21 @@ log = logging.getLogger(__name__)
 
 
 def create_job(
-    session: Session, *, celery: Celery, tenant_id: uuid.UUID, kind: str, params: dict[str, Any],
+    session: Session,
+    *,
+    celery: Celery,
+    tenant_id: uuid.UUID,
+    kind: str,
+    params: dict[str, Any],
     model_id: uuid.UUID | None,
 ) -> Job:
     """Add a queued job; it is sent to the broker only once the session has committed."""
     job = Job(
-        id=uuid.uuid4(), tenant_id=tenant_id, kind=kind, status=JobStatus.queued.value, params=params,
+        id=uuid.uuid4(),
+        tenant_id=tenant_id,
+        kind=kind,
+        status=JobStatus.queued.value,
+        params=params,
         model_id=model_id,
     )
     session.add(job)

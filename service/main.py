@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 import anyio
 from fastapi import FastAPI
 
+from service import redact
 from service.api import ops
 from service.api.v1 import router as v1_router
 from service.auth import KeyCache
@@ -19,7 +20,6 @@ from service.db import get_sessionmaker
 from service.errors import install_error_handlers
 from service.metrics import Metrics, RequestMiddleware
 from service.queue import make_celery
-from service import redact
 from service.ratelimit import RateLimiter, RateLimitHeaders
 from service.settings import Settings, get_settings
 
@@ -63,8 +63,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     logging.basicConfig(level=settings.log_level)
     redact.install()  # no log line of this process carries a URL's password
-    app = FastAPI(title="SSAH Audit", version=VERSION, description=DESCRIPTION, openapi_tags=TAGS,
-                  lifespan=_lifespan)
+    app = FastAPI(title="SSAH Audit", version=VERSION, description=DESCRIPTION, openapi_tags=TAGS, lifespan=_lifespan)
     app.state.settings = settings
     app.state.sessionmaker = get_sessionmaker(settings.database_url)
     app.state.celery = make_celery(settings)

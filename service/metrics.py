@@ -23,11 +23,18 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self.requests = Counter("ssah_http_requests_total", "HTTP requests by route template and status.",
-                                ["method", "route", "status"], registry=self.registry)
+        self.requests = Counter(
+            "ssah_http_requests_total",
+            "HTTP requests by route template and status.",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
         self.latency = Histogram(
-            "ssah_http_request_duration_seconds", "HTTP request latency by route template.", ["method", "route"],
-            buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10), registry=self.registry,
+            "ssah_http_request_duration_seconds",
+            "HTTP request latency by route template.",
+            ["method", "route"],
+            buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=self.registry,
         )
 
     def watch_jobs(self, factory: Callable[[], sessionmaker[Session]], *, cache_seconds: float = 15.0) -> None:
@@ -63,8 +70,9 @@ class _JobsCollector:
             return self._counted
 
     def collect(self) -> Iterable[GaugeMetricFamily]:
-        gauge = GaugeMetricFamily("ssah_jobs", "Jobs queued or running, by kind and status (all tenants together).",
-                                  labels=["kind", "status"])
+        gauge = GaugeMetricFamily(
+            "ssah_jobs", "Jobs queued or running, by kind and status (all tenants together).", labels=["kind", "status"]
+        )
         try:
             for kind, status, count in self._counts():
                 gauge.add_metric([kind, status], count)

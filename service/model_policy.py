@@ -71,9 +71,13 @@ class ModelPolicy:
     allow_hub_pr_revisions: bool = False  # refs/pr/N and refs/convert/*: content the repo owner did not publish
 
     @classmethod
-    def create(cls, *, allowed_hub_orgs: Iterable[str] | None,
-               allowed_local_roots: Iterable[os.PathLike[str] | str],
-               allow_hub_pr_revisions: bool = False) -> ModelPolicy:
+    def create(
+        cls,
+        *,
+        allowed_hub_orgs: Iterable[str] | None,
+        allowed_local_roots: Iterable[os.PathLike[str] | str],
+        allow_hub_pr_revisions: bool = False,
+    ) -> ModelPolicy:
         """A policy from plain values; roots must be absolute (a relative root would depend on the cwd)."""
         roots = []
         for root in allowed_local_roots:
@@ -81,15 +85,21 @@ class ModelPolicy:
             if not os.path.isabs(text):
                 raise ValueError(f"allowed_local_roots entries must be absolute paths, got {text!r}")
             roots.append(os.path.normpath(text))
-        orgs = None if allowed_hub_orgs is None else frozenset(o.strip().casefold() for o in allowed_hub_orgs if o.strip())
-        return cls(allowed_hub_orgs=orgs, allowed_local_roots=tuple(roots),
-                   allow_hub_pr_revisions=allow_hub_pr_revisions)
+        orgs = (
+            None if allowed_hub_orgs is None else frozenset(o.strip().casefold() for o in allowed_hub_orgs if o.strip())
+        )
+        return cls(
+            allowed_hub_orgs=orgs, allowed_local_roots=tuple(roots), allow_hub_pr_revisions=allow_hub_pr_revisions
+        )
 
     @classmethod
     def from_settings(cls, settings: Any) -> ModelPolicy:
         """The policy of ``settings`` (a ``service.settings.Settings``)."""
-        return cls.create(allowed_hub_orgs=settings.allowed_hub_orgs, allowed_local_roots=settings.allowed_local_roots,
-                          allow_hub_pr_revisions=getattr(settings, "allow_hub_pr_revisions", False))
+        return cls.create(
+            allowed_hub_orgs=settings.allowed_hub_orgs,
+            allowed_local_roots=settings.allowed_local_roots,
+            allow_hub_pr_revisions=getattr(settings, "allow_hub_pr_revisions", False),
+        )
 
     def check(self, source: str, *, extra_roots: Sequence[os.PathLike[str] | str] = ()) -> CheckedSource:
         """Return the accepted ``source`` classified; raise :class:`SourceRefused` naming the rule otherwise.
@@ -101,22 +111,30 @@ class ModelPolicy:
         if len(source) > MAX_SOURCE_LENGTH:
             raise SourceRefused(source, "malformed_source", f"longer than {MAX_SOURCE_LENGTH} characters")
         if any(unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") for ch in source):
-            raise SourceRefused(source, "no_control_characters",
-                                "control, format or line-separator characters (NUL, newline, ...) are not allowed")
+            raise SourceRefused(
+                source,
+                "no_control_characters",
+                "control, format or line-separator characters (NUL, newline, ...) are not allowed",
+            )
         if source.startswith("finetune:"):  # the tenant's own fine-tuned model; the worker finds its directory
             if not _FINETUNE.match(source):
                 raise SourceRefused(source, "malformed_finetune", "expected finetune:<job id> (a lower-case UUID)")
             return CheckedSource(source, "finetune")
         if source.startswith("builtin:"):
             if not _BUILTIN.match(source):
-                raise SourceRefused(source, "malformed_builtin", "expected builtin:<name> in lower case, e.g. builtin:smollm2")
+                raise SourceRefused(
+                    source, "malformed_builtin", "expected builtin:<name> in lower case, e.g. builtin:smollm2"
+                )
             return CheckedSource(source, "builtin")
         if "\\" in source:
             raise SourceRefused(source, "no_backslashes", "use '/' in paths; backslashes are not allowed")
         if _SCHEME.match(source) or source.startswith("//"):
-            raise SourceRefused(source, "no_urls",
-                                "URLs and schemes (http:, file:, s3:, hf:, ...) are not model sources; "
-                                "give a hub id (org/name), builtin:<name> or an absolute path under an allowed root")
+            raise SourceRefused(
+                source,
+                "no_urls",
+                "URLs and schemes (http:, file:, s3:, hf:, ...) are not model sources; "
+                "give a hub id (org/name), builtin:<name> or an absolute path under an allowed root",
+            )
         if ".." in PurePosixPath(source).parts:
             raise SourceRefused(source, "no_parent_components", "'..' path components are not allowed")
         if source.startswith("~"):
@@ -124,40 +142,58 @@ class ModelPolicy:
         if source.startswith("/"):
             return self._check_local(source, extra_roots)
         if source.lower().endswith(".gguf") or source.startswith("."):
-            raise SourceRefused(source, "absolute_paths_only",
-                                "relative paths depend on the worker's directory; give an absolute path "
-                                "under an allowed local root")
+            raise SourceRefused(
+                source,
+                "absolute_paths_only",
+                "relative paths depend on the worker's directory; give an absolute path under an allowed local root",
+            )
         return self._check_hub(source)
 
     def _check_hub(self, source: str) -> CheckedSource:
         match = _HUB_ID.match(source)
         if match is None or "--" in source.split("@")[0] or ".." in source.split("@")[0]:
-            raise SourceRefused(source, "malformed_hub_id",
-                                "a hub id is 'org/name' (optionally '@revision'): letters, digits, '.', '_' and '-', "
-                                "at most 96 characters each")
+            raise SourceRefused(
+                source,
+                "malformed_hub_id",
+                "a hub id is 'org/name' (optionally '@revision'): letters, digits, '.', '_' and '-', "
+                "at most 96 characters each",
+            )
         org, revision = match["org"], match["revision"]
         if revision is not None and not _valid_revision(revision):
-            raise SourceRefused(source, "malformed_revision",
-                                "a revision is a branch, tag or commit: letters, digits, '.', '_', '-' and '/', "
-                                "at most 128 characters, no '..' or '//'")
+            raise SourceRefused(
+                source,
+                "malformed_revision",
+                "a revision is a branch, tag or commit: letters, digits, '.', '_', '-' and '/', "
+                "at most 128 characters, no '..' or '//'",
+            )
         if revision is not None and _unpublished_ref(revision) and not self.allow_hub_pr_revisions:
-            raise SourceRefused(source, "hub_pr_revisions",
-                                f"revision {revision!r} is not one the repository's owners published (refs/pr/* are "
-                                "pull requests anyone can open, refs/convert/* bot conversions); pin a branch, a tag "
-                                "or a 40-hex commit, or have the deployment set SSAH_ALLOW_HUB_PR_REVISIONS")
+            raise SourceRefused(
+                source,
+                "hub_pr_revisions",
+                f"revision {revision!r} is not one the repository's owners published (refs/pr/* are "
+                "pull requests anyone can open, refs/convert/* bot conversions); pin a branch, a tag "
+                "or a 40-hex commit, or have the deployment set SSAH_ALLOW_HUB_PR_REVISIONS",
+            )
         if self.allowed_hub_orgs is not None:
             allowed = ", ".join(sorted(self.allowed_hub_orgs)) or "none"
             if org is None:
-                raise SourceRefused(source, "allowed_hub_orgs",
-                                    f"hub ids must name their organisation (org/name); allowed organisations: {allowed}")
+                raise SourceRefused(
+                    source,
+                    "allowed_hub_orgs",
+                    f"hub ids must name their organisation (org/name); allowed organisations: {allowed}",
+                )
             if org.casefold() not in self.allowed_hub_orgs:
-                raise SourceRefused(source, "allowed_hub_orgs",
-                                    f"organisation {org!r} is not allowed; allowed organisations: {allowed}")
+                raise SourceRefused(
+                    source, "allowed_hub_orgs", f"organisation {org!r} is not allowed; allowed organisations: {allowed}"
+                )
         # The loader reads an existing relative path as a local directory: never let a hub id mean a file.
         if os.path.lexists(source.split("@")[0]):
-            raise SourceRefused(source, "absolute_paths_only",
-                                "this hub id also names a relative path on this machine; give an absolute path "
-                                "under an allowed local root instead")
+            raise SourceRefused(
+                source,
+                "absolute_paths_only",
+                "this hub id also names a relative path on this machine; give an absolute path "
+                "under an allowed local root instead",
+            )
         return CheckedSource(source, "hub", org=org, revision=revision)
 
     def _check_local(self, source: str, extra_roots: Sequence[os.PathLike[str] | str]) -> CheckedSource:
@@ -165,8 +201,9 @@ class ModelPolicy:
         what = "GGUF files" if kind == "gguf" else "local model paths"
         roots = [*self.allowed_local_roots, *(os.path.normpath(os.fspath(r)) for r in extra_roots)]
         if not roots:
-            raise SourceRefused(source, "allowed_local_roots",
-                                f"this deployment allows no {what} (SSAH_ALLOWED_LOCAL_ROOTS is empty)")
+            raise SourceRefused(
+                source, "allowed_local_roots", f"this deployment allows no {what} (SSAH_ALLOWED_LOCAL_ROOTS is empty)"
+            )
         listed = ", ".join(self.allowed_local_roots) or "none besides your own fine-tuned models"
         normal = os.path.normpath(source)
         if not any(_inside(normal, root) for root in roots):
@@ -174,8 +211,11 @@ class ModelPolicy:
         # Symlinks are followed on both sides: a link inside a root must not lead outside every root.
         real = os.path.realpath(normal)
         if not any(_inside(real, os.path.realpath(root)) for root in roots):
-            raise SourceRefused(source, "symlink_escape",
-                                f"the path resolves (through a symlink) to {real!r}, outside every allowed root")
+            raise SourceRefused(
+                source,
+                "symlink_escape",
+                f"the path resolves (through a symlink) to {real!r}, outside every allowed root",
+            )
         return CheckedSource(source, kind)
 
 
@@ -186,8 +226,9 @@ def tenant_model_root(artifact_dir: os.PathLike[str] | str, tenant_id: object) -
 
 def finetune_model_dir(artifact_dir: os.PathLike[str] | str, tenant_id: object, source: str) -> str:
     """The directory a ``finetune:<job id>`` source names: where that fine-tune of the tenant wrote its model."""
-    return os.path.join(tenant_model_root(artifact_dir, tenant_id), source.removeprefix("finetune:"), "finetune",
-                        "model")
+    return os.path.join(
+        tenant_model_root(artifact_dir, tenant_id), source.removeprefix("finetune:"), "finetune", "model"
+    )
 
 
 def check_for_tenant(settings: Any, tenant_id: object, source: str) -> CheckedSource:
@@ -195,13 +236,18 @@ def check_for_tenant(settings: Any, tenant_id: object, source: str) -> CheckedSo
 
     The one check behind both the API (registration, submit) and the worker (before loading).
     """
-    return ModelPolicy.from_settings(settings).check(source, extra_roots=[tenant_model_root(settings.artifact_dir,
-                                                                                             tenant_id)])
+    return ModelPolicy.from_settings(settings).check(
+        source, extra_roots=[tenant_model_root(settings.artifact_dir, tenant_id)]
+    )
 
 
 def _valid_revision(revision: str) -> bool:
-    return (bool(_REVISION.match(revision)) and ".." not in revision and "//" not in revision
-            and not revision.endswith(("/", ".", ".lock")))
+    return (
+        bool(_REVISION.match(revision))
+        and ".." not in revision
+        and "//" not in revision
+        and not revision.endswith(("/", ".", ".lock"))
+    )
 
 
 def _unpublished_ref(revision: str) -> bool:

@@ -11,7 +11,16 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from service.models import (
-    Comparison, Dataset, FinetuneResult, IdempotencyKey, Job, JobStatus, ModelSource, ProbeResult, Score, UnitMap,
+    Comparison,
+    Dataset,
+    FinetuneResult,
+    IdempotencyKey,
+    Job,
+    JobStatus,
+    ModelSource,
+    ProbeResult,
+    Score,
+    UnitMap,
 )
 
 T = TypeVar("T")
@@ -37,8 +46,9 @@ def get_job(session: Session, *, tenant_id: uuid.UUID, job_id: uuid.UUID, kind: 
 _JOB_COLUMNS = tuple(Job.__table__.columns)
 
 
-def get_job_row(reader: sa.Connection | Session, *, tenant_id: uuid.UUID, job_id: uuid.UUID,
-                kind: str | None = None) -> sa.Row[Any] | None:
+def get_job_row(
+    reader: sa.Connection | Session, *, tenant_id: uuid.UUID, job_id: uuid.UUID, kind: str | None = None
+) -> sa.Row[Any] | None:
     """``get_job`` as a Core row (no identity map, no instance state): the polling hot path's read."""
     stmt = _one_job(sa.select(*_JOB_COLUMNS), tenant_id=tenant_id, job_id=job_id, kind=kind)
     return reader.execute(stmt).first()
@@ -92,14 +102,21 @@ def get_model(session: Session, *, tenant_id: uuid.UUID, model_id: uuid.UUID) ->
 
 
 def list_models(
-    session: Session, *, tenant_id: uuid.UUID, limit: int, offset: int, created_after: datetime | None = None,
+    session: Session,
+    *,
+    tenant_id: uuid.UUID,
+    limit: int,
+    offset: int,
+    created_after: datetime | None = None,
     created_before: datetime | None = None,
 ) -> tuple[Sequence[ModelSource], int]:
     """Return one page of the tenant's models, newest first."""
-    stmt = _created_between(sa.select(ModelSource).where(ModelSource.tenant_id == tenant_id), ModelSource,
-                            created_after, created_before)
-    return paginate(session, stmt.order_by(ModelSource.created_at.desc(), ModelSource.id.desc()),
-                    limit=limit, offset=offset)
+    stmt = _created_between(
+        sa.select(ModelSource).where(ModelSource.tenant_id == tenant_id), ModelSource, created_after, created_before
+    )
+    return paginate(
+        session, stmt.order_by(ModelSource.created_at.desc(), ModelSource.id.desc()), limit=limit, offset=offset
+    )
 
 
 def get_dataset(session: Session, *, tenant_id: uuid.UUID, dataset_id: uuid.UUID) -> Dataset | None:
@@ -109,17 +126,24 @@ def get_dataset(session: Session, *, tenant_id: uuid.UUID, dataset_id: uuid.UUID
 
 
 def list_datasets(
-    session: Session, *, tenant_id: uuid.UUID, limit: int, offset: int, created_after: datetime | None = None,
+    session: Session,
+    *,
+    tenant_id: uuid.UUID,
+    limit: int,
+    offset: int,
+    created_after: datetime | None = None,
     created_before: datetime | None = None,
 ) -> tuple[Sequence[Dataset], int]:
     """Return one page of the tenant's datasets, newest first."""
-    stmt = _created_between(sa.select(Dataset).where(Dataset.tenant_id == tenant_id), Dataset,
-                            created_after, created_before)
-    return paginate(session, stmt.order_by(Dataset.created_at.desc(), Dataset.id.desc()),
-                    limit=limit, offset=offset)
+    stmt = _created_between(
+        sa.select(Dataset).where(Dataset.tenant_id == tenant_id), Dataset, created_after, created_before
+    )
+    return paginate(session, stmt.order_by(Dataset.created_at.desc(), Dataset.id.desc()), limit=limit, offset=offset)
 
 
-def _created_between(stmt: sa.Select[Any], model: Any, after: datetime | None, before: datetime | None) -> sa.Select[Any]:
+def _created_between(
+    stmt: sa.Select[Any], model: Any, after: datetime | None, before: datetime | None
+) -> sa.Select[Any]:
     if after is not None:
         stmt = stmt.where(model.created_at > after)
     if before is not None:

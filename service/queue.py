@@ -35,8 +35,12 @@ def celery_config(settings: Settings) -> dict[str, object]:
         "broker_connection_retry_on_startup": False,
         # One quick try: a dead broker must fail the send fast, the outbox catches up later.
         "broker_transport_options": {
-            "socket_timeout": timeout, "socket_connect_timeout": timeout,
-            "max_retries": 1, "interval_start": 0, "interval_step": 0.1, "interval_max": 0.2,
+            "socket_timeout": timeout,
+            "socket_connect_timeout": timeout,
+            "max_retries": 1,
+            "interval_start": 0,
+            "interval_step": 0.1,
+            "interval_max": 0.2,
         },
         "result_backend": None,
     }

@@ -45,8 +45,12 @@ class Decision:
     reset: int  # seconds until the window ends
 
     def headers(self) -> dict[str, str]:
-        return {"RateLimit-Limit": str(self.limit), "RateLimit-Remaining": str(max(0, self.remaining)),
-                "RateLimit-Reset": str(self.reset), "RateLimit-Policy": f"{self.limit};w={WINDOW_SECONDS}"}
+        return {
+            "RateLimit-Limit": str(self.limit),
+            "RateLimit-Remaining": str(max(0, self.remaining)),
+            "RateLimit-Reset": str(self.reset),
+            "RateLimit-Policy": f"{self.limit};w={WINDOW_SECONDS}",
+        }
 
 
 @dataclass
@@ -85,8 +89,11 @@ class RateLimiter:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RateLimiter:
-        return cls(settings.rate_limit_url or settings.broker_url, settings.rate_limit_per_minute,
-                   timeout=min(settings.broker_timeout_seconds, 0.5))
+        return cls(
+            settings.rate_limit_url or settings.broker_url,
+            settings.rate_limit_per_minute,
+            timeout=min(settings.broker_timeout_seconds, 0.5),
+        )
 
     @property
     def enabled(self) -> bool:
@@ -94,8 +101,9 @@ class RateLimiter:
 
     def _redis(self) -> aioredis.Redis:
         if self._client is None:
-            self._client = aioredis.Redis.from_url(self.url, socket_timeout=self.timeout,
-                                                   socket_connect_timeout=self.timeout)
+            self._client = aioredis.Redis.from_url(
+                self.url, socket_timeout=self.timeout, socket_connect_timeout=self.timeout
+            )
         return self._client
 
     def _bind_loop(self) -> None:
@@ -145,8 +153,13 @@ class RateLimiter:
             except (RedisError, OSError, asyncio.TimeoutError) as exc:
                 counter.pending += sending
                 if now >= self._skip_until:  # one log line per outage, not one per request
-                    log.warning("rate limiting skipped for %.0f s: Redis at %s unreachable (%s: %s)",
-                                RETRY_SECONDS, redact(self.url), type(exc).__name__, redact(exc))
+                    log.warning(
+                        "rate limiting skipped for %.0f s: Redis at %s unreachable (%s: %s)",
+                        RETRY_SECONDS,
+                        redact(self.url),
+                        type(exc).__name__,
+                        redact(exc),
+                    )
                 self._skip_until = now + RETRY_SECONDS
                 return False
             finally:

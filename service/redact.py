@@ -15,8 +15,9 @@ MASK = "***"
 # userinfo with a password: scheme://[user]:password@ (the password may hold anything but '@', '/' and spaces)
 _USERINFO = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.-]*://[^\s:/@]*):(?P<secret>[^\s@/]+)@")
 # and credentials passed as query parameters (?password=..., &secret=..., token=...)
-_QUERY = re.compile(r"(?P<head>[?&](?:password|passwd|pwd|secret|token|access_key|secret_key)=)(?P<secret>[^&\s#]+)",
-                    re.IGNORECASE)
+_QUERY = re.compile(
+    r"(?P<head>[?&](?:password|passwd|pwd|secret|token|access_key|secret_key)=)(?P<secret>[^&\s#]+)", re.IGNORECASE
+)
 
 _installed = False
 

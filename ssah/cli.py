@@ -12,7 +12,19 @@ import importlib
 import logging
 import sys
 
-COMMANDS = ("audit", "ablate", "transfer", "eval", "finetune", "reproduce", "probe", "serve", "keys", "worker", "report")
+COMMANDS = (
+    "audit",
+    "ablate",
+    "transfer",
+    "eval",
+    "finetune",
+    "reproduce",
+    "probe",
+    "serve",
+    "keys",
+    "worker",
+    "report",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

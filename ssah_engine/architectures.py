@@ -47,8 +47,9 @@ FAMILIES: tuple[Family, ...] = (
     Family("qwen2", ("qwen2",)),
     Family("qwen3", ("qwen3",), head_norms=("input_layernorm", *QK_NORMS)),
     Family("gemma2", ("gemma2",), head_norms=GEMMA_HEAD_NORMS, neuron_norms=GEMMA_NEURON_NORMS),
-    Family("gemma3", ("gemma3", "gemma3_text"), head_norms=(*GEMMA_HEAD_NORMS, *QK_NORMS),
-           neuron_norms=GEMMA_NEURON_NORMS),
+    Family(
+        "gemma3", ("gemma3", "gemma3_text"), head_norms=(*GEMMA_HEAD_NORMS, *QK_NORMS), neuron_norms=GEMMA_NEURON_NORMS
+    ),
     Family("phi3", ("phi3",), qkv="self_attn.qkv_proj", gate_up="mlp.gate_up_proj"),
 )
 
@@ -113,8 +114,7 @@ def family_of(model: nn.Module) -> Family:
         if model_type in family.model_types:
             return family
     raise UnsupportedArchitectureError(
-        f"model type {model_type!r} is not supported; supported families: "
-        + ", ".join(supported_families())
+        f"model type {model_type!r} is not supported; supported families: " + ", ".join(supported_families())
     )
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+
 from .architectures import describe
 from .audit_config import AuditConfig
 from .classify import classify
@@ -48,15 +49,26 @@ def run_audit(
     safety, utility = _calibration_subset(safety, config), _calibration_subset(utility, config)
     self_report = None
     if config.responses == "self":  # the same sampled prompts, answered in the model's own words
-        calibration = self_calibration(loaded, safety, utility, system_prompt=config.system_prompt,
-                                       max_new_tokens=config.self_response_tokens, batch_size=config.batch_size)
+        calibration = self_calibration(
+            loaded,
+            safety,
+            utility,
+            system_prompt=config.system_prompt,
+            max_new_tokens=config.self_response_tokens,
+            batch_size=config.batch_size,
+        )
         safety, utility, self_report = calibration.safety, calibration.utility, calibration.report
     for stage, (name, subset) in enumerate((("safety", safety), ("utility", utility))):
         pairs = [(example.prompt, example.response) for example in subset.examples if example.response]
         if not pairs:
             raise ValueError(f"the {name} set {subset.name} has no (prompt, response) pairs")
-        encoded = encode_pairs(tokenizer, pairs, max_length=config.max_length, system_prompt=config.system_prompt,
-                               response_tokens=config.response_tokens)
+        encoded = encode_pairs(
+            tokenizer,
+            pairs,
+            max_length=config.max_length,
+            system_prompt=config.system_prompt,
+            response_tokens=config.response_tokens,
+        )
         if not encoded:
             raise ValueError(f"every prompt of the {name} set is longer than max_length={config.max_length}")
         logger.info("scoring %d %s pairs (%s)", len(encoded), name, config.method)

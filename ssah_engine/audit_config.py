@@ -20,32 +20,48 @@ RESPONSES = ("dataset", "self")
 class AuditConfig:
     """Settings of one audit; saved in the unit map so the run can be reproduced."""
 
-    method: str = field(default="wifv", metadata={"help": "importance score: wifv (paper), wanda or snip", "choices": METHODS})
+    method: str = field(
+        default="wifv", metadata={"help": "importance score: wifv (paper), wanda or snip", "choices": METHODS}
+    )
     samples: int = field(default=128, metadata={"help": "pairs taken from each calibration set (paper: 128)", "ge": 1})
-    cuts: Cuts = field(default_factory=Cuts, metadata={"help": "parameter fractions of RU, SCU, UCU (e.g. 0.10,0.01,0.10)"})
+    cuts: Cuts = field(
+        default_factory=Cuts, metadata={"help": "parameter fractions of RU, SCU, UCU (e.g. 0.10,0.01,0.10)"}
+    )
     max_length: int = field(default=512, metadata={"help": "tokens per pair; longer responses are cut", "ge": 8})
     batch_size: int = field(default=8, metadata={"help": "pairs per forward pass", "ge": 1})
     system_prompt: str | None = field(default=None, metadata={"help": "system message for the chat template"})
     sampling: str = field(
         default="shuffle",
-        metadata={"help": "shuffle: a seeded random sample, as the authors drew it (shuffle(seed).select(range(N))); "
-                  "first: the first N pairs", "choices": SAMPLINGS},
+        metadata={
+            "help": "shuffle: a seeded random sample, as the authors drew it (shuffle(seed).select(range(N))); "
+            "first: the first N pairs",
+            "choices": SAMPLINGS,
+        },
     )
     seed: int = field(default=0, metadata={"help": "seed of the shuffled sample (authors: 0)", "ge": 0})
     estimator: str = field(
         default="pooled",
-        metadata={"help": "activation variance: pooled (over all response tokens) or flap (the authors' running "
-                  "update, quirks included; wifv only)", "choices": ESTIMATORS},
+        metadata={
+            "help": "activation variance: pooled (over all response tokens) or flap (the authors' running "
+            "update, quirks included; wifv only)",
+            "choices": ESTIMATORS,
+        },
     )
     response_tokens: str = field(
         default="template",
-        metadata={"help": "tokens scored: template (the assistant turn as the template writes it, end-of-turn "
-                  "marker and newline included) or content (the response's own words)", "choices": RESPONSE_TOKENS},
+        metadata={
+            "help": "tokens scored: template (the assistant turn as the template writes it, end-of-turn "
+            "marker and newline included) or content (the response's own words)",
+            "choices": RESPONSE_TOKENS,
+        },
     )
     responses: str = field(
         default="dataset",
-        metadata={"help": "dataset: score the sets' written responses; self: the model's own greedy answers "
-                  "(its refusals of the harmful prompts, its non-refusals of the benign ones)", "choices": RESPONSES},
+        metadata={
+            "help": "dataset: score the sets' written responses; self: the model's own greedy answers "
+            "(its refusals of the harmful prompts, its non-refusals of the benign ones)",
+            "choices": RESPONSES,
+        },
     )
     self_response_tokens: int = field(default=64, metadata={"help": "new tokens per own answer in self mode", "ge": 1})
 
@@ -67,7 +83,9 @@ class AuditConfig:
         if self.estimator == "flap" and self.method != "wifv":
             raise ValueError(f"the flap estimator serves method wifv only, not {self.method!r}")
         if self.response_tokens not in RESPONSE_TOKENS:
-            raise ValueError(f"response_tokens must be one of {', '.join(RESPONSE_TOKENS)}, got {self.response_tokens!r}")
+            raise ValueError(
+                f"response_tokens must be one of {', '.join(RESPONSE_TOKENS)}, got {self.response_tokens!r}"
+            )
         if self.responses not in RESPONSES:
             raise ValueError(f"responses must be one of {', '.join(RESPONSES)}, got {self.responses!r}")
         if self.self_response_tokens < 1:

@@ -29,8 +29,12 @@ class Cuts:
     """Fractions of all unit parameters given to each cut (the paper: 0.10 / 0.01 / 0.10)."""
 
     ru: float = field(default=0.10, metadata={"help": "redundant units: lowest z_S + z_U", "ge": 0.0, "lt": 1.0})
-    scu: float = field(default=0.01, metadata={"help": "safety-critical units: highest z_S - z_U", "ge": 0.0, "lt": 1.0})
-    ucu: float = field(default=0.10, metadata={"help": "utility-critical units: lowest z_S - z_U", "ge": 0.0, "lt": 1.0})
+    scu: float = field(
+        default=0.01, metadata={"help": "safety-critical units: highest z_S - z_U", "ge": 0.0, "lt": 1.0}
+    )
+    ucu: float = field(
+        default=0.10, metadata={"help": "utility-critical units: lowest z_S - z_U", "ge": 0.0, "lt": 1.0}
+    )
 
     def __post_init__(self):
         for name in ("ru", "scu", "ucu"):

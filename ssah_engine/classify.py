@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .classes import CLASSES, LABEL, Cuts
+from .classes import LABEL, Cuts
 
 
 def select_by_weight(order: torch.Tensor, weights: torch.Tensor, fraction: float) -> torch.Tensor:
@@ -14,9 +14,7 @@ def select_by_weight(order: torch.Tensor, weights: torch.Tensor, fraction: float
     return order[cumulative <= budget + 1e-9 * budget]
 
 
-def classify(
-    z_safety: torch.Tensor | None, z_utility: torch.Tensor, weights: torch.Tensor, cuts: Cuts
-) -> torch.Tensor:
+def classify(z_safety: torch.Tensor | None, z_utility: torch.Tensor, weights: torch.Tensor, cuts: Cuts) -> torch.Tensor:
     """Return int8 labels (codes of CLASSES) applied in the order RU, SCU, UCU; the rest is CU.
 
     With ``z_safety`` None only redundant units are found, from utility alone (a pre-trained

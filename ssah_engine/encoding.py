@@ -19,8 +19,19 @@ PLAIN_PROMPT_FORMAT = "### Instruction:\n{prompt}\n\n### Response:\n"
 # Markers of a prompt already written in some model's chat format (the SSAH authors' CSVs hold
 # "[INST] ... [/INST]"): wrapping such a prompt in a template would format it twice.
 CHAT_MARKERS = (
-    "[INST]", "[/INST]", "<<SYS>>", "<|im_start|>", "<|im_end|>", "<|start_header_id|>", "<|eot_id|>",
-    "<start_of_turn>", "<end_of_turn>", "<|user|>", "<|assistant|>", "<|system|>", "### Instruction:",
+    "[INST]",
+    "[/INST]",
+    "<<SYS>>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|start_header_id|>",
+    "<|eot_id|>",
+    "<start_of_turn>",
+    "<end_of_turn>",
+    "<|user|>",
+    "<|assistant|>",
+    "<|system|>",
+    "### Instruction:",
     "### Response:",
 )
 

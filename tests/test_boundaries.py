@@ -13,8 +13,13 @@ FORBIDDEN = {
     "worker": {"fastapi"},
 }
 # The engine modules the API may import: the job configs its request schemas derive from, all torch-free.
-SERVICE_MAY_IMPORT = {"ssah_engine.settings_fields", "ssah_engine.audit_config", "ssah_engine.finetune",
-                      "ssah_engine.probe", "ssah_engine.data.builtin"}
+SERVICE_MAY_IMPORT = {
+    "ssah_engine.settings_fields",
+    "ssah_engine.audit_config",
+    "ssah_engine.finetune",
+    "ssah_engine.probe",
+    "ssah_engine.data.builtin",
+}
 
 
 def imported_modules(path: Path) -> set[str]:
@@ -32,9 +37,7 @@ def imported_modules(path: Path) -> set[str]:
 def test_package_imports_stay_inside_its_boundary(package):
     files = sorted((ROOT / package).rglob("*.py"))
     assert files, f"{package} has no source"
-    offenders = {
-        str(path.relative_to(ROOT)): sorted(imported_modules(path) & FORBIDDEN[package]) for path in files
-    }
+    offenders = {str(path.relative_to(ROOT)): sorted(imported_modules(path) & FORBIDDEN[package]) for path in files}
     assert {path: bad for path, bad in offenders.items() if bad} == {}
 
 
@@ -64,7 +67,15 @@ def test_the_checker_sees_imports():
 LOADED_FORBIDDEN = {
     "worker.app": {"fastapi", "starlette"},
     "ssah_engine.audit, ssah_engine.evaluation, ssah_engine.finetune, ssah_engine.ablation": {
-        "fastapi", "starlette", "sqlalchemy", "celery", "service", "worker", "redis", "alembic"},
+        "fastapi",
+        "starlette",
+        "sqlalchemy",
+        "celery",
+        "service",
+        "worker",
+        "redis",
+        "alembic",
+    },
     "service.main": {"torch", "transformers", "worker"},
 }
 

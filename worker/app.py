@@ -44,8 +44,16 @@ app.conf.update(
 # sends the task again at once as a retry, whose claim takes the job over; a plain redelivery would
 # find the job "running" with a fresh heartbeat and leave it to the stale period. Its countdown is
 # default_retry_delay (transient retries compute their own backoff).
-RETRY = dict(bind=True, autoretry_for=TRANSIENT, retry_backoff=2, retry_backoff_max=300, retry_jitter=True,
-             max_retries=10, retry_on_worker_lost=True, default_retry_delay=0)
+RETRY = dict(
+    bind=True,
+    autoretry_for=TRANSIENT,
+    retry_backoff=2,
+    retry_backoff_max=300,
+    retry_jitter=True,
+    max_retries=10,
+    retry_on_worker_lost=True,
+    default_retry_delay=0,
+)
 
 
 @lru_cache
@@ -55,8 +63,15 @@ def _store() -> ArtifactStore:
 
 def _run(task, job_id: str, kind: str, body) -> str:
     # A retry comes after this worker's own attempt failed on the database or broker: take the job back.
-    return run_job(job_id, kind, body, settings=settings, factory=get_sessionmaker(), store=_store(),
-                   takeover=task.request.retries > 0)
+    return run_job(
+        job_id,
+        kind,
+        body,
+        settings=settings,
+        factory=get_sessionmaker(),
+        store=_store(),
+        takeover=task.request.retries > 0,
+    )
 
 
 @app.task(name="ssah.audit", **RETRY)

@@ -54,17 +54,31 @@ class EmbeddedWorker(threading.Thread):
         stale = utcnow() - timedelta(seconds=self.settings.stale_seconds)
         with self.factory() as session:
             row = session.execute(
-                sa.select(Job.id, Job.kind).where(sa.or_(
-                    Job.status == JobStatus.queued.value,
-                    sa.and_(Job.status == JobStatus.running.value,
-                            sa.or_(Job.updated_at < stale, Job.id.in_(self._orphans or [None]))),
-                )).order_by(Job.created_at).limit(1)
+                sa.select(Job.id, Job.kind)
+                .where(
+                    sa.or_(
+                        Job.status == JobStatus.queued.value,
+                        sa.and_(
+                            Job.status == JobStatus.running.value,
+                            sa.or_(Job.updated_at < stale, Job.id.in_(self._orphans or [None])),
+                        ),
+                    )
+                )
+                .order_by(Job.created_at)
+                .limit(1)
             ).first()
         if row is None:
             return False
         takeover = row.id in self._orphans
         self._orphans.discard(row.id)
-        outcome = run_job(row.id, row.kind, BODIES[row.kind], settings=self.settings, factory=self.factory,
-                          store=self.store, takeover=takeover)
+        outcome = run_job(
+            row.id,
+            row.kind,
+            BODIES[row.kind],
+            settings=self.settings,
+            factory=self.factory,
+            store=self.store,
+            takeover=takeover,
+        )
         log.info("embedded worker: job %s %s", row.id, outcome)
         return True

@@ -29,8 +29,8 @@ from ssah_engine.audit_config import AuditConfig
 from ssah_engine.data import Dataset, DatasetError, load_dataset
 from ssah_engine.evaluation import AblationSpec, DataRef, Protocol
 from ssah_engine.finetune import FinetuneConfig
-from ssah_engine.probe import ProbeConfig
 from ssah_engine.loading import LoadedModel, LoadOptions, load_model
+from ssah_engine.probe import ProbeConfig
 
 log = logging.getLogger(__name__)
 
@@ -45,12 +45,26 @@ def audit_config(params: dict[str, Any]) -> AuditConfig:
 
 
 # EvaluationCreate fields that are Protocol settings under the same name; absent or None: the protocol's.
-PROTOCOL_SETTINGS = ("max_new_tokens", "batch_size", "prompt_format", "suffix_format", "conditions", "system_prompt",
-                     "refusal_lists", "zero_shot_tasks")
+PROTOCOL_SETTINGS = (
+    "max_new_tokens",
+    "batch_size",
+    "prompt_format",
+    "suffix_format",
+    "conditions",
+    "system_prompt",
+    "refusal_lists",
+    "zero_shot_tasks",
+)
 
 
-def evaluation_protocol(params: dict[str, Any], *, harmful: str | None, instructions: str | None,
-                        sample_limit: int | None, suffixes: str | None = None) -> Protocol:
+def evaluation_protocol(
+    params: dict[str, Any],
+    *,
+    harmful: str | None,
+    instructions: str | None,
+    sample_limit: int | None,
+    suffixes: str | None = None,
+) -> Protocol:
     """The protocol of an evaluation job: the default one with the request's settings, as `ssah eval` builds it.
 
     ``samples`` takes the first N harmful and N harmless prompts (the CLI's meaning); ``sample_limit``,
@@ -108,8 +122,9 @@ def dataset_file(session: Session, settings: Settings, *, tenant_id: uuid.UUID, 
     extension, so a stable ``<sha256>.<format>`` link sits next to the file (stable: the evaluation
     protocol hash covers the path).
     """
-    row = session.scalars(sa.select(DatasetRow).where(
-        DatasetRow.id == uuid.UUID(str(dataset_id)), DatasetRow.tenant_id == tenant_id)).one_or_none()
+    row = session.scalars(
+        sa.select(DatasetRow).where(DatasetRow.id == uuid.UUID(str(dataset_id)), DatasetRow.tenant_id == tenant_id)
+    ).one_or_none()
     if row is None:
         raise DatasetError(f"dataset {dataset_id} does not exist (deleted?)")
     stored = (Path(settings.artifact_dir) / row.path).resolve()
@@ -133,8 +148,9 @@ def read_dataset(path: str, display: str, *, limit: int | None = None, require_r
     except DatasetError as error:
         if error.path is None or path.startswith("builtin:"):
             raise
-        raise DatasetError(error.reason, path=display, line=error.line, field=error.field,
-                           line_label=error.line_label) from None
+        raise DatasetError(
+            error.reason, path=display, line=error.line, field=error.field, line_label=error.line_label
+        ) from None
 
 
 class ModelCache:
@@ -190,8 +206,9 @@ def model_cache(settings: Settings) -> ModelCache:
 
 def load_options(settings: Settings, *, dtype: str | None = None) -> LoadOptions:
     """Loading options from the settings (device, dtype, trust_remote_code); ``dtype`` overrides."""
-    return LoadOptions(device=settings.device, dtype=dtype or settings.dtype,
-                       trust_remote_code=settings.allow_trust_remote_code)
+    return LoadOptions(
+        device=settings.device, dtype=dtype or settings.dtype, trust_remote_code=settings.allow_trust_remote_code
+    )
 
 
 def allowed_source(settings: Settings, *, tenant_id: uuid.UUID, source: str) -> str:

@@ -38,9 +38,11 @@ def evaluation(run: JobRun) -> None:
     """Score safety and utility, with classes of an audit's units (or a matched random control) ablated when asked."""
     params = run.params
     protocol = glue.evaluation_protocol(
-        params, harmful=run.dataset_path(params.get("safety_dataset_id")),
+        params,
+        harmful=run.dataset_path(params.get("safety_dataset_id")),
         instructions=run.dataset_path(params.get("utility_dataset_id")),
-        sample_limit=run.settings.eval_sample_limit, suffixes=run.dataset_path(params.get("suffixes_dataset_id")),
+        sample_limit=run.settings.eval_sample_limit,
+        suffixes=run.dataset_path(params.get("suffixes_dataset_id")),
     )
     loaded = run.model()
     ablation = glue.ablation_spec(params)
@@ -53,8 +55,11 @@ def evaluation(run: JobRun) -> None:
     path.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
     uri = run.publish(path, "evaluation.json")  # with the per-prompt records
     metrics = {key: value for key, value in result.items() if key != "records"}
-    run.succeed(lambda s: results.put_score(s, job_id=run.id, protocol_hash=result["protocol"]["hash"],
-                                            metrics=metrics, records_uri=uri))
+    run.succeed(
+        lambda s: results.put_score(
+            s, job_id=run.id, protocol_hash=result["protocol"]["hash"], metrics=metrics, records_uri=uri
+        )
+    )
 
 
 def finetune(run: JobRun) -> None:
@@ -69,10 +74,15 @@ def finetune(run: JobRun) -> None:
     result = run_finetune(loaded, data, config, unit_map, out, progress=run.progress, utility=utility)
     run.publish(out, "finetune")
     model_uri = run.store.locate(job_key(run.claim.tenant_id, run.id, "finetune/model"))
-    curve = {"steps": result.history, "masks": result.masks, "evaluation": result.evaluation,
-             "model": {"loaded": run.loaded_model}, "schedule": result.schedule, "refusal_track": result.tracking}
-    run.succeed(lambda s: results.put_finetune_result(s, job_id=run.id, loss_curve=curve,
-                                                      output_model_uri=model_uri))
+    curve = {
+        "steps": result.history,
+        "masks": result.masks,
+        "evaluation": result.evaluation,
+        "model": {"loaded": run.loaded_model},
+        "schedule": result.schedule,
+        "refusal_track": result.tracking,
+    }
+    run.succeed(lambda s: results.put_finetune_result(s, job_id=run.id, loss_curve=curve, output_model_uri=model_uri))
 
 
 def comparison(run: JobRun) -> None:
@@ -100,5 +110,10 @@ def probe(run: JobRun) -> None:
     run.succeed(lambda s: results.put_probe_result(s, job_id=run.id, summary=report.data, artifact_uri=uri))
 
 
-BODIES: dict[str, Body] = {"audit": audit, "evaluation": evaluation, "finetune": finetune, "comparison": comparison,
-                           "probe": probe}
+BODIES: dict[str, Body] = {
+    "audit": audit,
+    "evaluation": evaluation,
+    "finetune": finetune,
+    "comparison": comparison,
+    "probe": probe,
+}

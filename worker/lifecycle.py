@@ -47,8 +47,15 @@ class Claim:
     attempt: int
 
 
-def claim_job(factory: sessionmaker[Session], job_id: uuid.UUID, *, kind: str, stale_seconds: float,
-              takeover: bool = False, max_attempts: int = 0) -> Claim | None:
+def claim_job(
+    factory: sessionmaker[Session],
+    job_id: uuid.UUID,
+    *,
+    kind: str,
+    stale_seconds: float,
+    takeover: bool = False,
+    max_attempts: int = 0,
+) -> Claim | None:
     """Mark the job running and return it; None when there is nothing to do.
 
     Nothing to do: unknown job, already finished (a redelivered message), or running under a live
@@ -73,11 +80,13 @@ def claim_job(factory: sessionmaker[Session], job_id: uuid.UUID, *, kind: str, s
         if job.status == JobStatus.running.value and not takeover:
             silent = utcnow() - job.updated_at
             if silent < timedelta(seconds=stale_seconds):
-                log.info("job %s is running under a live worker (heard %.0fs ago); left alone",
-                         job_id, silent.total_seconds())
+                log.info(
+                    "job %s is running under a live worker (heard %.0fs ago); left alone",
+                    job_id,
+                    silent.total_seconds(),
+                )
                 return None
-            log.warning("job %s: its worker went silent %.0fs ago; running it again", job_id,
-                        silent.total_seconds())
+            log.warning("job %s: its worker went silent %.0fs ago; running it again", job_id, silent.total_seconds())
         if job.status == JobStatus.running.value and 0 < max_attempts <= job.attempts:
             log.error("job %s: its worker died %d times; failing it", job_id, job.attempts)
             _end(job, JobStatus.failed, error=poison_message(job, max_attempts), message="failed: its worker died")
@@ -99,13 +108,22 @@ def claim_job(factory: sessionmaker[Session], job_id: uuid.UUID, *, kind: str, s
 def poison_message(job: Job, max_attempts: int) -> str:
     """What a job that killed its worker every time says: how often, and the last phase it reported."""
     phase = (job.progress_message or "starting").removesuffix(f" (attempt {job.attempts})")
-    return (f"the worker running this job died {job.attempts} times (killed, out of memory, or past the hard time "
-            f"limit) and it is not started again (max_job_attempts={max_attempts}); last known phase: "
-            f"{phase!r} at {job.progress:.0%}")
+    return (
+        f"the worker running this job died {job.attempts} times (killed, out of memory, or past the hard time "
+        f"limit) and it is not started again (max_job_attempts={max_attempts}); last known phase: "
+        f"{phase!r} at {job.progress:.0%}"
+    )
 
 
-def finish_job(factory: sessionmaker[Session], claim: Claim, status: JobStatus, *, error: str | None = None,
-               store: Callable[[Session], None] | None = None, message: str | None = None) -> None:
+def finish_job(
+    factory: sessionmaker[Session],
+    claim: Claim,
+    status: JobStatus,
+    *,
+    error: str | None = None,
+    store: Callable[[Session], None] | None = None,
+    message: str | None = None,
+) -> None:
     """End the job in ``status``; ``store(session)`` writes its results in the same transaction."""
     with factory.begin() as session:
         job = _owned(session, claim)
@@ -115,9 +133,15 @@ def finish_job(factory: sessionmaker[Session], claim: Claim, status: JobStatus, 
 
 
 def _owned(session: Session, claim: Claim) -> Job:
-    job = session.scalars(sa.select(Job).where(
-        Job.id == claim.job_id, Job.attempts == claim.attempt, Job.status == JobStatus.running.value,
-    ).with_for_update(key_share=True)).one_or_none()
+    job = session.scalars(
+        sa.select(Job)
+        .where(
+            Job.id == claim.job_id,
+            Job.attempts == claim.attempt,
+            Job.status == JobStatus.running.value,
+        )
+        .with_for_update(key_share=True)
+    ).one_or_none()
     if job is None:
         raise Superseded(f"job {claim.job_id} attempt {claim.attempt} no longer owns the job")
     return job
@@ -161,14 +185,21 @@ class Progress:
         with self._lock:
             self.last_write = time.monotonic()
             # Below 1.0 while running: only the final transaction says the job is done.
-            values = {"progress": min(self.fraction, 0.99), "progress_message": self.stage[:500],
-                      "updated_at": utcnow(), "version": Job.version + 1}
+            values = {
+                "progress": min(self.fraction, 0.99),
+                "progress_message": self.stage[:500],
+                "updated_at": utcnow(),
+                "version": Job.version + 1,
+            }
             try:
                 with self.factory.begin() as session:
                     row = session.execute(
                         sa.update(Job)
-                        .where(Job.id == self.claim.job_id, Job.attempts == self.claim.attempt,
-                               Job.status == JobStatus.running.value)
+                        .where(
+                            Job.id == self.claim.job_id,
+                            Job.attempts == self.claim.attempt,
+                            Job.status == JobStatus.running.value,
+                        )
                         .values(**values)
                         .returning(Job.cancel_requested)
                         .execution_options(synchronize_session=False)

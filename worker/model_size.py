@@ -56,8 +56,11 @@ def estimate(config: Any) -> SizeEstimate | None:
     head_dim = _first(config, "head_dim") or max(hidden // heads, 1)
     kv_heads = _first(config, "num_key_value_heads", "num_kv_heads") or heads
     experts = _first(config, "num_local_experts", "num_experts", "n_routed_experts") or 1
-    intermediate = (_first(config, "moe_intermediate_size") if experts > 1 else None) \
-        or _first(config, "intermediate_size", "n_inner", "ffn_dim") or 4 * hidden
+    intermediate = (
+        (_first(config, "moe_intermediate_size") if experts > 1 else None)
+        or _first(config, "intermediate_size", "n_inner", "ffn_dim")
+        or 4 * hidden
+    )
     attention = 2 * hidden * heads * head_dim + 2 * hidden * kv_heads * head_dim
     mlp = 3 * hidden * intermediate * experts  # gate, up, down
     embeddings = vocab * hidden * (1 if getattr(config, "tie_word_embeddings", True) else 2)
@@ -96,5 +99,6 @@ def check_model_size(checked: CheckedSource, settings: Any, *, dtype: str) -> Si
             f"model {checked.source!r} is refused before loading: its config declares about "
             f"{found.parameters / 1e9:,.1f} B parameters ({found.layers} layers, hidden size {found.hidden}), "
             f"about {needed / 2**30:,.1f} GiB in {dtype}, above this deployment's limit of "
-            f"{limit / 2**30:,.1f} GiB (max_model_bytes)")
+            f"{limit / 2**30:,.1f} GiB (max_model_bytes)"
+        )
     return found

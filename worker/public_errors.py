@@ -20,8 +20,9 @@ _ABSOLUTE = re.compile(r"(?<![\w.:/~>-])/(?:[\w.@+-]+/)+(?P<name>[\w.@+-]*)")
 KEEP = "\x00{}\x00"
 
 
-def public_error(text: str, *, artifact_dir: os.PathLike[str] | str, tenant_id: uuid.UUID | str,
-                 model_source: str | None = None) -> str:
+def public_error(
+    text: str, *, artifact_dir: os.PathLike[str] | str, tenant_id: uuid.UUID | str, model_source: str | None = None
+) -> str:
     """``text`` fit to store as ``jobs.error``."""
     text = redact(text)
     kept: list[str] = []

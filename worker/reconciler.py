@@ -79,20 +79,28 @@ def reconcile(session: Session, *, celery: Celery, settings: Settings) -> dict[s
         return counts
     waiting, delivered = held
     now = utcnow()
-    lost_queued = session.scalars(sa.select(Job).where(
-        Job.status == JobStatus.queued.value, Job.cancel_requested.is_(False),
-        Job.enqueued_at < now - timedelta(seconds=settings.requeue_after_seconds),
-    ).order_by(Job.created_at).with_for_update(skip_locked=True)).all()
+    lost_queued = session.scalars(
+        sa.select(Job)
+        .where(
+            Job.status == JobStatus.queued.value,
+            Job.cancel_requested.is_(False),
+            Job.enqueued_at < now - timedelta(seconds=settings.requeue_after_seconds),
+        )
+        .order_by(Job.created_at)
+        .with_for_update(skip_locked=True)
+    ).all()
     for job in lost_queued:
         if str(job.id) not in waiting | delivered:
             log.warning("job %s is queued but the broker lost its message; sending it again", job.id)
             send_job(celery, job_id=job.id, kind=job.kind)
             job.enqueued_at = utcnow()
             counts["resent"] += 1
-    orphans = session.execute(sa.select(Job.id, Job.kind).where(
-        Job.status == JobStatus.running.value,
-        Job.updated_at < now - timedelta(seconds=settings.stale_seconds),
-    )).all()
+    orphans = session.execute(
+        sa.select(Job.id, Job.kind).where(
+            Job.status == JobStatus.running.value,
+            Job.updated_at < now - timedelta(seconds=settings.stale_seconds),
+        )
+    ).all()
     for job_id, kind in orphans:
         if str(job_id) not in waiting:  # a message already waits: a worker will take it over
             log.warning("job %s is running without a heartbeat: its worker died; requeueing it", job_id)

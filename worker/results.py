@@ -21,14 +21,16 @@ def put_unit_map(session: Session, *, job_id: uuid.UUID, summary: dict[str, Any]
     _replace(session, UnitMap, job_id, summary=summary, artifact_uri=artifact_uri)
 
 
-def put_score(session: Session, *, job_id: uuid.UUID, protocol_hash: str, metrics: dict[str, Any],
-              records_uri: str) -> None:
+def put_score(
+    session: Session, *, job_id: uuid.UUID, protocol_hash: str, metrics: dict[str, Any], records_uri: str
+) -> None:
     """The scores of evaluation ``job_id`` (one row per evaluation)."""
     _replace(session, Score, job_id, protocol_hash=protocol_hash, metrics=metrics, records_uri=records_uri)
 
 
-def put_finetune_result(session: Session, *, job_id: uuid.UUID, loss_curve: dict[str, Any],
-                        output_model_uri: str) -> None:
+def put_finetune_result(
+    session: Session, *, job_id: uuid.UUID, loss_curve: dict[str, Any], output_model_uri: str
+) -> None:
     """The loss curve and output model of fine-tune ``job_id``."""
     _replace(session, FinetuneResult, job_id, loss_curve=loss_curve, output_model_uri=output_model_uri)
 

@@ -77,8 +77,9 @@ class JobRun:
         if dataset_id is None:
             return None
         with self.factory() as session:
-            path, display = glue.dataset_file(session, self.settings, tenant_id=self.claim.tenant_id,
-                                              dataset_id=dataset_id)
+            path, display = glue.dataset_file(
+                session, self.settings, tenant_id=self.claim.tenant_id, dataset_id=dataset_id
+            )
         glue.read_dataset(path, display, require_response=False)
         return path
 
@@ -87,8 +88,9 @@ class JobRun:
         if dataset_id is None:
             return glue.read_dataset(default, default, require_response=require_response)
         with self.factory() as session:
-            path, display = glue.dataset_file(session, self.settings, tenant_id=self.claim.tenant_id,
-                                              dataset_id=dataset_id)
+            path, display = glue.dataset_file(
+                session, self.settings, tenant_id=self.claim.tenant_id, dataset_id=dataset_id
+            )
         return glue.read_dataset(path, display, require_response=require_response)
 
     def model(self, *, fresh: bool = False, dtype: str | None = None) -> LoadedModel:
@@ -130,21 +132,36 @@ class JobRun:
 Body = Callable[[JobRun], None]
 
 
-def run_job(job_id: str | uuid.UUID, kind: str, body: Body, *, settings: Settings,
-            factory: sessionmaker[Session], store: ArtifactStore, takeover: bool = False) -> str:
+def run_job(
+    job_id: str | uuid.UUID,
+    kind: str,
+    body: Body,
+    *,
+    settings: Settings,
+    factory: sessionmaker[Session],
+    store: ArtifactStore,
+    takeover: bool = False,
+) -> str:
     """Run ``body`` for job ``job_id``; return how it ended (succeeded, failed, cancelled, skipped, superseded).
 
     Transient infrastructure errors (database, broker) propagate so the caller can retry the task.
     """
-    claim = claim_job(factory, uuid.UUID(str(job_id)), kind=kind, stale_seconds=settings.stale_seconds,
-                      takeover=takeover, max_attempts=settings.max_job_attempts)
+    claim = claim_job(
+        factory,
+        uuid.UUID(str(job_id)),
+        kind=kind,
+        stale_seconds=settings.stale_seconds,
+        takeover=takeover,
+        max_attempts=settings.max_job_attempts,
+    )
     if claim is None:
         return "skipped"
     log.info("job %s (%s) attempt %d started", claim.job_id, kind, claim.attempt)
     # A re-run starts clean: whatever an earlier attempt published is replaced.
     store.delete_prefix(job_key(claim.tenant_id, claim.job_id, ""))
-    progress = Progress(factory, claim, interval=settings.progress_interval_seconds,
-                        heartbeat=settings.heartbeat_seconds)
+    progress = Progress(
+        factory, claim, interval=settings.progress_interval_seconds, heartbeat=settings.heartbeat_seconds
+    )
     try:
         with heartbeat(progress), store.scratch() as scratch:
             body(JobRun(claim, settings, factory, store, Path(scratch), progress))
@@ -157,8 +174,13 @@ def run_job(job_id: str | uuid.UUID, kind: str, body: Body, *, settings: Setting
     except TRANSIENT:
         raise
     except SoftTimeLimitExceeded:
-        return _fail(factory, store, claim, settings,
-                     f"time limit exceeded ({settings.task_soft_time_limit} s, task_soft_time_limit)")
+        return _fail(
+            factory,
+            store,
+            claim,
+            settings,
+            f"time limit exceeded ({settings.task_soft_time_limit} s, task_soft_time_limit)",
+        )
     except USER_ERRORS as exc:
         log.info("job %s failed: %s", claim.job_id, exc)
         return _fail(factory, store, claim, settings, str(exc))
@@ -167,8 +189,14 @@ def run_job(job_id: str | uuid.UUID, kind: str, body: Body, *, settings: Setting
             # Not retried: only an operator can free space; the user resubmits then. Said plainly, since
             # the raw error ("SafetensorError: ... os error 28") does not name the artifact store.
             log.error("job %s: the artifact store is out of space: %s", claim.job_id, exc)
-            return _fail(factory, store, claim, settings, f"the artifact store is out of space ({type(exc).__name__}: {exc}); "
-                         "free space there and submit the job again")
+            return _fail(
+                factory,
+                store,
+                claim,
+                settings,
+                f"the artifact store is out of space ({type(exc).__name__}: {exc}); "
+                "free space there and submit the job again",
+            )
         log.exception("job %s failed", claim.job_id)
         return _fail(factory, store, claim, settings, f"{type(exc).__name__}: {exc}")
     log.info("job %s succeeded", claim.job_id)
@@ -180,8 +208,9 @@ def _fail(factory: sessionmaker[Session], store: ArtifactStore, claim: Claim, se
 
     The error is stored as the tenant may read it (``public_errors``); the log keeps the full one.
     """
-    error = public_error(error, artifact_dir=settings.artifact_dir, tenant_id=claim.tenant_id,
-                         model_source=claim.model_source)
+    error = public_error(
+        error, artifact_dir=settings.artifact_dir, tenant_id=claim.tenant_id, model_source=claim.model_source
+    )
     outcome = _end(factory, claim, JobStatus.failed, error=error)
     if outcome == JobStatus.failed.value:  # still ours (not superseded): the artifacts are ours to drop
         try:
@@ -191,8 +220,14 @@ def _fail(factory: sessionmaker[Session], store: ArtifactStore, claim: Claim, se
     return outcome
 
 
-def _end(factory: sessionmaker[Session], claim: Claim, status: JobStatus, *, error: str | None = None,
-         message: str | None = None) -> str:
+def _end(
+    factory: sessionmaker[Session],
+    claim: Claim,
+    status: JobStatus,
+    *,
+    error: str | None = None,
+    message: str | None = None,
+) -> str:
     try:
         finish_job(factory, claim, status, error=error, message=message)
     except Superseded as exc:

@@ -96,7 +96,7 @@ class FsspecStore:
             raise FileNotFoundError(f"artifact {self.url(key)} is missing")
         if self.fs.isdir(source):
             for remote in self.fs.find(source):
-                relative = remote[len(source):].lstrip("/")
+                relative = remote[len(source) :].lstrip("/")
                 (target / relative).parent.mkdir(parents=True, exist_ok=True)
                 self.fs.get_file(remote, str(target / relative))
         else:

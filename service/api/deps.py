@@ -131,8 +131,11 @@ class Idempotency:
         """Return the stored answer for this key, None if the key is new; 422 if the body changed."""
         if self.key is None:
             return None
-        canonical = json.dumps([self.request.method, self.request.url.path, jsonable_encoder(payload)],
-                               sort_keys=True, separators=(",", ":"))
+        canonical = json.dumps(
+            [self.request.method, self.request.url.path, jsonable_encoder(payload)],
+            sort_keys=True,
+            separators=(",", ":"),
+        )
         self.request_hash = hashlib.sha256(canonical.encode()).hexdigest()
         stored = queries.get_idempotency_key(self.session, tenant_id=self.principal.tenant_id, key=self.key)
         if stored is None:
@@ -140,8 +143,15 @@ class Idempotency:
         if stored.request_hash != self.request_hash:
             raise IdempotencyConflict(
                 f"Idempotency-Key {self.key!r} was first used with a different request; use a new key",
-                extra={"errors": [{"loc": "header.Idempotency-Key", "msg": "reused with a different request",
-                                   "type": "idempotency_conflict"}]},
+                extra={
+                    "errors": [
+                        {
+                            "loc": "header.Idempotency-Key",
+                            "msg": "reused with a different request",
+                            "type": "idempotency_conflict",
+                        }
+                    ]
+                },
             )
         headers = {"Idempotent-Replayed": "true"}
         if stored.location:
@@ -152,10 +162,16 @@ class Idempotency:
         """Answer ``status`` with ``body``, remembering it under the key when one was sent."""
         content = body.model_dump(mode="json")
         if self.key is not None:
-            self.session.add(IdempotencyKey(
-                tenant_id=self.principal.tenant_id, key=self.key, request_hash=self.request_hash,
-                response_status=status, response_body=content, location=location,
-            ))
+            self.session.add(
+                IdempotencyKey(
+                    tenant_id=self.principal.tenant_id,
+                    key=self.key,
+                    request_hash=self.request_hash,
+                    response_status=status,
+                    response_body=content,
+                    location=location,
+                )
+            )
             try:
                 self.session.flush()
             except IntegrityError as exc:  # a concurrent request with the same key won the race
@@ -167,9 +183,14 @@ def _idempotency(
     request: Request,
     session: SessionDep,
     principal: PrincipalDep,
-    idempotency_key: Annotated[str | None, Header(
-        min_length=1, max_length=255, description="Retry-safe POST: the same key replays the first answer.",
-    )] = None,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            min_length=1,
+            max_length=255,
+            description="Retry-safe POST: the same key replays the first answer.",
+        ),
+    ] = None,
 ) -> Idempotency:
     return Idempotency(request, session, principal, idempotency_key)
 
@@ -182,8 +203,7 @@ def accepted_job(idem: Idempotency, job: Job, *, collection: str) -> JSONRespons
     return idem.respond(202, JobRead.model_validate(job), location=f"/v1/{collection}/{job.id}")
 
 
-def _read_job(factory: sessionmaker[Session], principal: Principal, job_id: uuid.UUID,
-              kind: str | None) -> sa.Row[Any]:
+def _read_job(factory: sessionmaker[Session], principal: Principal, job_id: uuid.UUID, kind: str | None) -> sa.Row[Any]:
     with reading(factory) as reader:  # JobRead and the ETag read the row by attribute
         row = queries.get_job_row(reader, tenant_id=principal.tenant_id, job_id=job_id, kind=kind)
     if row is None:

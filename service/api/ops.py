@@ -40,9 +40,14 @@ def get_readiness(request: Request) -> dict[str, object]:
     return {"status": "ready", "checks": {"database": "ok", "broker": "ok"}}
 
 
-@router.get("/metrics", response_class=Response,
-            responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text format."},
-                       **problem_responses(401)})
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={
+        200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text format."},
+        **problem_responses(401),
+    },
+)
 async def get_metrics(request: Request) -> Response:
     """Expose Prometheus metrics: requests by route and status, latency, queued and running jobs."""
     token = request.app.state.settings.metrics_token

@@ -23,7 +23,8 @@ class AuditLogRead(BaseModel):
     key_id: uuid.UUID | None = Field(description="The API key that made the request.")
     key_prefix: str = Field(description="Its display prefix, as `ssah keys list` shows it.")
     details: dict[str, Any] = Field(description="What was asked: name and source, file hash and rows, job kind.")
-    request_id: str | None = Field(description="The id the server gave the request (its X-Request-ID answer header, "
-                                               "as in the service logs).")
+    request_id: str | None = Field(
+        description="The id the server gave the request (its X-Request-ID answer header, as in the service logs)."
+    )
     client_request_id: str | None = Field(description="The X-Request-ID the client sent, if any (not checked).")
     created_at: datetime

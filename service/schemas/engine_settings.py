@@ -21,8 +21,12 @@ from ssah_engine.settings_fields import SettingField, setting_fields
 @functools.cache
 def _nested_model(config_cls: type) -> type[BaseModel]:
     """A nested setting (e.g. ``Cuts``) as a strict object of its own fields; the engine class validates it."""
-    return create_model(config_cls.__name__, __config__=ConfigDict(extra="forbid"), __doc__=config_cls.__doc__,
-                        **settings_fields(config_cls))
+    return create_model(
+        config_cls.__name__,
+        __config__=ConfigDict(extra="forbid"),
+        __doc__=config_cls.__doc__,
+        **settings_fields(config_cls),
+    )
 
 
 def _annotation(setting: SettingField) -> Any:
@@ -42,8 +46,9 @@ def _field(setting: SettingField, extra: dict[str, Any]) -> Any:
     return Field(setting.default, **extra)
 
 
-def settings_fields(config_cls: type, *, exclude: typing.Iterable[str] = (),
-                    limits: dict[str, dict[str, Any]] | None = None) -> dict[str, tuple[Any, Any]]:
+def settings_fields(
+    config_cls: type, *, exclude: typing.Iterable[str] = (), limits: dict[str, dict[str, Any]] | None = None
+) -> dict[str, tuple[Any, Any]]:
     """``{name: (type, Field)}`` for ``pydantic.create_model``: every field of ``config_cls`` but ``exclude``."""
     exclude, limits = set(exclude), limits or {}
     unknown = (exclude | set(limits)) - {setting.name for setting in setting_fields(config_cls)}
@@ -51,7 +56,8 @@ def settings_fields(config_cls: type, *, exclude: typing.Iterable[str] = (),
         raise ValueError(f"{config_cls.__name__} has no field {', '.join(sorted(unknown))}")
     return {
         setting.name: (_annotation(setting), _field(setting, limits.get(setting.name, {})))
-        for setting in setting_fields(config_cls) if setting.name not in exclude
+        for setting in setting_fields(config_cls)
+        if setting.name not in exclude
     }
 
 

@@ -26,7 +26,9 @@ CANONICAL_CLASS = {"SCU": "SCU", "ESU": "SCU", "UCU": "UCU", "EUU": "UCU", "CU":
 AUDIT_LIMITS = {
     "samples": {"le": 100_000, "description": "Pairs per calibration set; see max_samples_per_request."},
     "max_length": {"le": 131_072, "description": "Tokens per pair; see max_sequence_length."},
-    "batch_size": {"le": 1024}, "seed": {"le": 2**32 - 1}, "self_response_tokens": {"le": 4096},
+    "batch_size": {"le": 1024},
+    "seed": {"le": 2**32 - 1},
+    "self_response_tokens": {"le": 4096},
 }
 
 
@@ -52,8 +54,9 @@ class _AuditJob(BaseModel):
         return stored_config(AuditConfig, self.model_dump(mode="json"))
 
 
-AuditCreate = create_model("AuditCreate", __base__=_AuditJob, __module__=__name__,
-                           **settings_fields(AuditConfig, limits=AUDIT_LIMITS))
+AuditCreate = create_model(
+    "AuditCreate", __base__=_AuditJob, __module__=__name__, **settings_fields(AuditConfig, limits=AUDIT_LIMITS)
+)
 
 
 class EvaluationCreate(BaseModel):
@@ -64,38 +67,67 @@ class EvaluationCreate(BaseModel):
     model_id: uuid.UUID
     audit_id: uuid.UUID | None = None
     ablate: AblateClass | list[AblateClass] | None = Field(
-        None, description="Class or classes of the audit's units removed while evaluating. Needs audit_id. ESU = SCU, EUU = UCU.")
+        None,
+        description="Class or classes of the audit's units removed while evaluating. Needs audit_id. ESU = SCU, EUU = UCU.",
+    )
     control: Literal["random"] | None = Field(
-        None, description="'random': remove as many random heads and neurons from outside the classes instead (a matched control).")
+        None,
+        description="'random': remove as many random heads and neurons from outside the classes instead (a matched control).",
+    )
     seed: int = Field(0, ge=0, le=2**31 - 1, description="Seed of the random control.")
     compensation: Literal["none", "safety", "utility", "pooled"] = Field(
-        "none", description="What replaces removed units: none (zeroing), or their mean input on the safety "
-                            "(the paper's), utility or both calibration passes.")
+        "none",
+        description="What replaces removed units: none (zeroing), or their mean input on the safety "
+        "(the paper's), utility or both calibration passes.",
+    )
     prompt_format: Literal["chat", "no_inst", "raw"] = Field(
-        "chat", description="chat: the model's chat template; no_inst: the paper's Table 1 text without a template; raw.")
+        "chat",
+        description="chat: the model's chat template; no_inst: the paper's Table 1 text without a template; raw.",
+    )
     conditions: list[Literal["system", "no_system", "suffix"]] = Field(
-        ["system", "no_system"], min_length=1, max_length=3,
-        description="With the safety system prompt, without it, and with the suffixes of suffixes_dataset_id.")
+        ["system", "no_system"],
+        min_length=1,
+        max_length=3,
+        description="With the safety system prompt, without it, and with the suffixes of suffixes_dataset_id.",
+    )
     suffixes_dataset_id: uuid.UUID | None = Field(
-        None, description="Uploaded text dataset of adversarial suffixes, one per line, for the 'suffix' condition.")
+        None, description="Uploaded text dataset of adversarial suffixes, one per line, for the 'suffix' condition."
+    )
     suffix_format: Literal["chat", "no_inst", "raw"] | None = Field(
-        None, description="Prompt format of the 'suffix' condition (the paper's: chat); absent: prompt_format.")
+        None, description="Prompt format of the 'suffix' condition (the paper's: chat); absent: prompt_format."
+    )
     # Defaults are the evaluation Protocol's (tests/service/test_contract.py holds them equal).
-    max_new_tokens: int = Field(256, ge=1, le=131_072, description="New tokens per response (paper: 256); see "
-                                                                   "max_sequence_length.")
-    batch_size: int = Field(8, ge=1, le=1024, description="Prompts per batch (results equal one-by-one up to "
-                                                          "float rounding).")
-    system_prompt: str | None = Field(None, min_length=1, max_length=20_000,
-                                      description="The safety system prompt of 'system'; absent: Llama-2's default.")
+    max_new_tokens: int = Field(
+        256, ge=1, le=131_072, description="New tokens per response (paper: 256); see max_sequence_length."
+    )
+    batch_size: int = Field(
+        8, ge=1, le=1024, description="Prompts per batch (results equal one-by-one up to float rounding)."
+    )
+    system_prompt: str | None = Field(
+        None,
+        min_length=1,
+        max_length=20_000,
+        description="The safety system prompt of 'system'; absent: Llama-2's default.",
+    )
     refusal_lists: list[str] | None = Field(
-        None, min_length=1, max_length=8, description="Named refusal lists, the first gives the headline ASR; "
-                                                      "absent: ssah-31, advbench-29.")
+        None,
+        min_length=1,
+        max_length=8,
+        description="Named refusal lists, the first gives the headline ASR; absent: ssah-31, advbench-29.",
+    )
     zero_shot_tasks: list[str] | None = Field(
-        None, max_length=32, description="lm-eval tasks run when lm-eval and their data are on the worker; [] for "
-                                         "none; absent: the paper's six.")
-    samples: int | None = Field(None, ge=1, le=100_000,
-                                description="The first N harmful and N harmless prompts, as `ssah eval --samples` "
-                                            "(absent: the protocol's); see max_samples_per_request.")
+        None,
+        max_length=32,
+        description="lm-eval tasks run when lm-eval and their data are on the worker; [] for "
+        "none; absent: the paper's six.",
+    )
+    samples: int | None = Field(
+        None,
+        ge=1,
+        le=100_000,
+        description="The first N harmful and N harmless prompts, as `ssah eval --samples` "
+        "(absent: the protocol's); see max_samples_per_request.",
+    )
     safety_dataset_id: uuid.UUID | None = None
     utility_dataset_id: uuid.UUID | None = None
 
@@ -128,10 +160,17 @@ FINETUNE_SERVER_ONLY = ("eval_protocol", "resume", "checkpoint_every", "keep_che
 FINETUNE_DATASET_SETTINGS = ("mix_data", "track_harmful", "track_harmless")
 # What a job may cost on this service (the engine's own bounds are checked by FinetuneConfig).
 FINETUNE_LIMITS = {
-    "epochs": {"le": 100}, "max_steps": {"le": 1_000_000}, "batch_size": {"le": 1024}, "grad_accum": {"le": 1024},
-    "lr": {"le": 1}, "max_length": {"le": 131_072, "description": "Tokens per pair; see max_sequence_length."},
-    "budget_samples": {"le": 100_000}, "mix_pairs": {"le": 100_000}, "track_every": {"le": 100_000},
-    "track_prompts": {"le": 1024}, "stop_if_refusal_below": {"ge": -1000, "le": 1000},
+    "epochs": {"le": 100},
+    "max_steps": {"le": 1_000_000},
+    "batch_size": {"le": 1024},
+    "grad_accum": {"le": 1024},
+    "lr": {"le": 1},
+    "max_length": {"le": 131_072, "description": "Tokens per pair; see max_sequence_length."},
+    "budget_samples": {"le": 100_000},
+    "mix_pairs": {"le": 100_000},
+    "track_every": {"le": 100_000},
+    "track_prompts": {"le": 1024},
+    "stop_if_refusal_below": {"ge": -1000, "le": 1000},
 }
 
 
@@ -172,7 +211,9 @@ class _FinetuneJob(BaseModel):
 
 
 FinetuneCreate = create_model(
-    "FinetuneCreate", __base__=_FinetuneJob, __module__=__name__,
+    "FinetuneCreate",
+    __base__=_FinetuneJob,
+    __module__=__name__,
     **settings_fields(FinetuneConfig, exclude=FINETUNE_SERVER_ONLY, limits=FINETUNE_LIMITS),
 )
 
@@ -192,9 +233,11 @@ class ComparisonCreate(BaseModel):
 
 
 PROBE_LIMITS = {
-    "ks": {"min_length": 1, "max_length": 16}, "queries": {"le": 100_000}, "calibration": {"le": 100_000},
-    "batch_size": {"le": 1024}, "max_length": {"le": 131_072, "description": "Tokens per rendered prompt; see "
-                                                                          "max_sequence_length."},
+    "ks": {"min_length": 1, "max_length": 16},
+    "queries": {"le": 100_000},
+    "calibration": {"le": 100_000},
+    "batch_size": {"le": 1024},
+    "max_length": {"le": 131_072, "description": "Tokens per rendered prompt; see max_sequence_length."},
 }
 
 
@@ -210,8 +253,12 @@ class _ProbeJob(BaseModel):
     model_id: uuid.UUID
     audit_id: uuid.UUID | None = Field(None, description="A succeeded audit of this model: unit writes per class.")
     harmful_dataset_id: uuid.UUID | None = Field(
-        None, description="Harmful prompts with refusals (probed queries, harmful calibration); absent: builtin safety set.")
-    harmless_dataset_id: uuid.UUID | None = Field(None, description="Harmless calibration prompts; absent: builtin utility set.")
+        None,
+        description="Harmful prompts with refusals (probed queries, harmful calibration); absent: builtin safety set.",
+    )
+    harmless_dataset_id: uuid.UUID | None = Field(
+        None, description="Harmless calibration prompts; absent: builtin utility set."
+    )
 
     @model_validator(mode="after")
     def _valid_config(self) -> _ProbeJob:
@@ -222,8 +269,9 @@ class _ProbeJob(BaseModel):
         return stored_config(ProbeConfig, self.model_dump(mode="json"))
 
 
-ProbeCreate = create_model("ProbeCreate", __base__=_ProbeJob, __module__=__name__,
-                           **settings_fields(ProbeConfig, limits=PROBE_LIMITS))
+ProbeCreate = create_model(
+    "ProbeCreate", __base__=_ProbeJob, __module__=__name__, **settings_fields(ProbeConfig, limits=PROBE_LIMITS)
+)
 
 
 class JobRead(BaseModel):

@@ -62,8 +62,10 @@ class FinetuneResultRead(BaseModel):
     job_id: uuid.UUID
     loss_curve: dict[str, Any]
     output_model_uri: str | None = Field(description="Where to download the trained model: an API URL (a tar).")
-    output_model_source: str | None = Field(None, description="The model source that registers the trained model "
-                                                              "(POST /v1/models), e.g. `finetune:<job id>`.")
+    output_model_source: str | None = Field(
+        None,
+        description="The model source that registers the trained model (POST /v1/models), e.g. `finetune:<job id>`.",
+    )
     created_at: datetime
 
     @model_validator(mode="after")

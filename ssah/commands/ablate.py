@@ -21,14 +21,23 @@ def add_parser(subparsers) -> None:
     )
     add_model_arguments(parser)
     parser.add_argument("--units", type=Path, required=True, help="unit map directory from `ssah audit`")
-    parser.add_argument("--class", dest="classes", action="append", required=True,
-                        help="class to remove: SCU/ESU, UCU/EUU, CU or RU (repeatable)")
+    parser.add_argument(
+        "--class",
+        dest="classes",
+        action="append",
+        required=True,
+        help="class to remove: SCU/ESU, UCU/EUU, CU or RU (repeatable)",
+    )
     parser.add_argument("--safety-data", default="builtin:safety")
     parser.add_argument("--utility-data", default="builtin:utility")
     parser.add_argument("--samples", type=int, default=64)
-    parser.add_argument("--compensation", choices=("none", "safety", "utility", "pooled"), default="none",
-                        help="what replaces removed units: none (zeroing), or their mean input on the safety "
-                             "(the paper's), utility or both calibration passes")
+    parser.add_argument(
+        "--compensation",
+        choices=("none", "safety", "utility", "pooled"),
+        default="none",
+        help="what replaces removed units: none (zeroing), or their mean input on the safety "
+        "(the paper's), utility or both calibration passes",
+    )
     parser.add_argument("--out", type=Path, help="write the numbers as JSON here")
     parser.set_defaults(run=lambda args: run_guarded(run, args))
 
@@ -56,12 +65,19 @@ def run(args: argparse.Namespace) -> int:
     with ablate(loaded.model, unit_map, units, compensation=args.compensation):
         ablated = measure()
     removed = "+".join(args.classes)
-    rows = [[name, f"{dense[name]:.4f}", f"{ablated[name]:.4f}", f"{ablated[name] - dense[name]:+.4f}"] for name in sets]
+    rows = [
+        [name, f"{dense[name]:.4f}", f"{ablated[name]:.4f}", f"{ablated[name] - dense[name]:+.4f}"] for name in sets
+    ]
     print(f"removed {int(units.sum())} units ({removed}, {args.compensation} compensation)")
     print(format_table(["metric", "dense", f"minus {removed}", "delta"], rows))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        payload = {"removed": args.classes, "units": int(units.sum()), "compensation": args.compensation,
-                   "dense": dense, "ablated": ablated}
+        payload = {
+            "removed": args.classes,
+            "units": int(units.sum()),
+            "compensation": args.compensation,
+            "dense": dense,
+            "ablated": ablated,
+        }
         args.out.write_text(json.dumps(payload, indent=2) + "\n")
     return 0

@@ -68,8 +68,10 @@ def run(args: argparse.Namespace) -> int:
     unit_map.save(args.out)
     summary = unit_map.summary()
     print(class_table(summary))
-    print(f"\n{summary['units']['heads']} heads, {summary['units']['neurons']} neurons; "
-          f"scored in {elapsed:.1f}s; unit map in {args.out}")
+    print(
+        f"\n{summary['units']['heads']} heads, {summary['units']['neurons']} neurons; "
+        f"scored in {elapsed:.1f}s; unit map in {args.out}"
+    )
     (args.out / "timing.json").write_text(json.dumps({"audit_seconds": round(elapsed, 2)}) + "\n")
     sys.stdout.flush()
     return 0

@@ -27,6 +27,7 @@ def _comma_list(item_type: type):
 def _or_none(kind: type):
     """``kind``, or None for the word 'none' (an optional field such as max_grad_norm turned off; its help
     says what None means)."""
+
     def parse(text: str):
         return None if text.strip().lower() == "none" else kind(text)
 
@@ -53,26 +54,44 @@ def _add_flag(parser: argparse.ArgumentParser, setting: SettingField, help_text:
     text = (help_text or setting.help).replace("%", "%%")  # argparse expands %-formats in help
     kind = setting.base_type
     if kind is bool:
-        parser.add_argument(flag, dest=setting.name, action=argparse.BooleanOptionalAction, default=setting.default,
-                            help=text)
+        parser.add_argument(
+            flag, dest=setting.name, action=argparse.BooleanOptionalAction, default=setting.default, help=text
+        )
         return
     if dataclasses.is_dataclass(kind):  # a nested setting with a text form, e.g. Cuts "0.10,0.01,0.10"
-        parser.add_argument(flag, dest=setting.name, type=_parsed(kind), default=setting.default,
-                            help=f"{text} (default: {kind.format(setting.default)})")
+        parser.add_argument(
+            flag,
+            dest=setting.name,
+            type=_parsed(kind),
+            default=setting.default,
+            help=f"{text} (default: {kind.format(setting.default)})",
+        )
         return
     if typing.get_origin(kind) is tuple:
         item_type = typing.get_args(kind)[0]
-        parser.add_argument(flag, dest=setting.name, type=_comma_list(item_type), default=setting.default,
-                            metavar="A,B,...", help=f"{text} (default: {_show(setting.default) or 'none'})")
+        parser.add_argument(
+            flag,
+            dest=setting.name,
+            type=_comma_list(item_type),
+            default=setting.default,
+            metavar="A,B,...",
+            help=f"{text} (default: {_show(setting.default) or 'none'})",
+        )
         return
     default_note = "" if setting.default in (None, "") else f" (default: {setting.default})"
     parse = _or_none(kind) if setting.optional and setting.choices is None and kind is not str else kind
-    parser.add_argument(flag, dest=setting.name, type=parse, choices=setting.choices, default=setting.default,
-                        help=text + default_note)
+    parser.add_argument(
+        flag, dest=setting.name, type=parse, choices=setting.choices, default=setting.default, help=text + default_note
+    )
 
 
-def add_config_flags(parser: argparse.ArgumentParser, config_cls: type, *, skip: Iterable[str] = (),
-                     help_overrides: dict[str, str] | None = None) -> list[str]:
+def add_config_flags(
+    parser: argparse.ArgumentParser,
+    config_cls: type,
+    *,
+    skip: Iterable[str] = (),
+    help_overrides: dict[str, str] | None = None,
+) -> list[str]:
     """Add one flag per field of ``config_cls`` except ``skip``; returns the field names added."""
     skip, overrides, added = set(skip), help_overrides or {}, []
     for setting in setting_fields(config_cls):

@@ -30,32 +30,65 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--max-new-tokens", type=int, help="new tokens per response (paper: 256)")
     parser.add_argument("--batch-size", type=int, help="prompts per batch")
     parser.add_argument("--conditions", help="comma list of system,no_system,suffix (default system,no_system)")
-    parser.add_argument("--prompt-format", choices=("chat", "no_inst", "raw"),
-                        help="chat: the model's template (default); no_inst: the paper's Table 1 text; raw: as given")
+    parser.add_argument(
+        "--prompt-format",
+        choices=("chat", "no_inst", "raw"),
+        help="chat: the model's template (default); no_inst: the paper's Table 1 text; raw: as given",
+    )
     parser.add_argument("--suffixes", help="file of adversarial suffixes, one per line (adds the 'suffix' condition)")
-    parser.add_argument("--suffix-format", choices=("chat", "no_inst", "raw"),
-                        help="prompt format of the suffix condition (paper: chat; default: --prompt-format)")
-    parser.add_argument("--system-prompt", help="the safety system prompt of the 'system' condition (default: Llama-2's)")
-    parser.add_argument("--refusal-lists", help="comma list of named refusal lists; the first gives the headline ASR "
-                                                "(default ssah-31,advbench-29)")
-    parser.add_argument("--compensation", choices=("none", "safety", "utility", "pooled"),
-                        help="what replaces ablated units: none (zeroing, default), safety (paper), utility, pooled")
+    parser.add_argument(
+        "--suffix-format",
+        choices=("chat", "no_inst", "raw"),
+        help="prompt format of the suffix condition (paper: chat; default: --prompt-format)",
+    )
+    parser.add_argument(
+        "--system-prompt", help="the safety system prompt of the 'system' condition (default: Llama-2's)"
+    )
+    parser.add_argument(
+        "--refusal-lists",
+        help="comma list of named refusal lists; the first gives the headline ASR (default ssah-31,advbench-29)",
+    )
+    parser.add_argument(
+        "--compensation",
+        choices=("none", "safety", "utility", "pooled"),
+        help="what replaces ablated units: none (zeroing, default), safety (paper), utility, pooled",
+    )
     parser.add_argument("--judge", metavar="SOURCE", help="judge model: hub id or directory")
     parser.add_argument("--judge-kind", choices=("sequence", "causal"), default="sequence")
     parser.add_argument("--zero-shot-tasks", help="comma list of lm-eval tasks; '' for none")
-    parser.add_argument("--ablate", dest="classes", action="append", metavar="CLASS",
-                        help="remove this class (SCU/ESU, UCU/EUU, CU, RU) while evaluating; repeatable; needs --units; "
-                             "random:CLASS removes as many random heads and neurons from outside the class (a control)")
+    parser.add_argument(
+        "--ablate",
+        dest="classes",
+        action="append",
+        metavar="CLASS",
+        help="remove this class (SCU/ESU, UCU/EUU, CU, RU) while evaluating; repeatable; needs --units; "
+        "random:CLASS removes as many random heads and neurons from outside the class (a control)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of a random:CLASS control")
-    parser.add_argument("--compare-to", type=Path, metavar="EVALUATION_JSON",
-                        help="an earlier evaluation.json on the same prompts: adds paired differences with intervals")
+    parser.add_argument(
+        "--compare-to",
+        type=Path,
+        metavar="EVALUATION_JSON",
+        help="an earlier evaluation.json on the same prompts: adds paired differences with intervals",
+    )
     parser.add_argument("--units", type=Path, help="unit map directory from `ssah audit`")
-    parser.add_argument("--direction", type=Path, metavar="PROBE_DIR",
-                        help="refusal direction from `ssah probe` (its --out/model directory); with one of:")
-    parser.add_argument("--ablate-direction", action="store_true",
-                        help="project the direction out of the residual stream at every layer")
-    parser.add_argument("--add-direction", type=float, metavar="ALPHA",
-                        help="add ALPHA x the direction at its layer (on every prompt: induces refusal)")
+    parser.add_argument(
+        "--direction",
+        type=Path,
+        metavar="PROBE_DIR",
+        help="refusal direction from `ssah probe` (its --out/model directory); with one of:",
+    )
+    parser.add_argument(
+        "--ablate-direction",
+        action="store_true",
+        help="project the direction out of the residual stream at every layer",
+    )
+    parser.add_argument(
+        "--add-direction",
+        type=float,
+        metavar="ALPHA",
+        help="add ALPHA x the direction at its layer (on every prompt: induces refusal)",
+    )
     parser.add_argument("--out", type=Path, required=True, help="directory for evaluation.json and protocol.json")
     parser.set_defaults(run=lambda args: run_guarded(run, args))
 
@@ -86,8 +119,11 @@ def build_protocol(args: argparse.Namespace):
         changes["suffixes"] = DataRef(args.suffixes)
         conditions = changes.get("conditions", protocol.conditions)
         changes["conditions"] = tuple(conditions) + (() if "suffix" in conditions else ("suffix",))
-    for name, flag in (("prompt_format", args.prompt_format), ("suffix_format", args.suffix_format),
-                       ("ablation_compensation", args.compensation)):
+    for name, flag in (
+        ("prompt_format", args.prompt_format),
+        ("suffix_format", args.suffix_format),
+        ("ablation_compensation", args.compensation),
+    ):
         if flag is not None:
             changes[name] = flag
     if args.zero_shot_tasks is not None:
@@ -106,16 +142,27 @@ def result_table(result: dict) -> str:
     intervals = safety["intervals"][headline]
 
     def with_ci(value, interval) -> str:
-        return percent(value) if not interval else f"{percent(value)} [{percent(interval['ci95'][0])}, {percent(interval['ci95'][1])}]"
+        return (
+            percent(value)
+            if not interval
+            else f"{percent(value)} [{percent(interval['ci95'][0])}, {percent(interval['ci95'][1])}]"
+        )
 
     rows = [[f"ASR, mean of conditions ({headline}, {safety['prompt_format']} format)", percent(safety["asr"])]]
     labels = {"system": "with system prompt", "no_system": "without system prompt", "suffix": "with suffixes (any)"}
-    rows += [[f"ASR {labels[c]} ({headline})", with_ci(safety["asr_by_list"][headline][c], intervals["asr"][c])]
-             for c in intervals["asr"]]
-    rows += [[f"opens with a refusal, harmful, {labels[c]}", with_ci(v["rate"] if v else None, v)]
-             for c, v in safety["refusal_openings"]["harmful"].items()]
-    rows += [[f"ASR, mean ({name})", percent(values["mean"])] for name, values in safety["asr_by_list"].items()
-             if name != headline]
+    rows += [
+        [f"ASR {labels[c]} ({headline})", with_ci(safety["asr_by_list"][headline][c], intervals["asr"][c])]
+        for c in intervals["asr"]
+    ]
+    rows += [
+        [f"opens with a refusal, harmful, {labels[c]}", with_ci(v["rate"] if v else None, v)]
+        for c, v in safety["refusal_openings"]["harmful"].items()
+    ]
+    rows += [
+        [f"ASR, mean ({name})", percent(values["mean"])]
+        for name, values in safety["asr_by_list"].items()
+        if name != headline
+    ]
     rows += [
         [f"over-refusal on harmless ({headline})", percent(safety["over_refusal"])],
         ["refusal margin, harmful (mean)", number(margin["mean"])],
@@ -128,8 +175,12 @@ def result_table(result: dict) -> str:
         rows.append([f"judge ASR ({safety['judge']['identity']['source']})", percent(safety["judge"]["asr"])])
     for outcome, per_condition in (result.get("comparison") or {}).get("differences", {}).items():
         for condition, diff in per_condition.items():
-            rows.append([f"change vs --compare-to: {outcome} ({condition})",
-                         f"{100 * diff['difference']:+.1f} pt [{100 * diff['ci95'][0]:+.1f}, {100 * diff['ci95'][1]:+.1f}]"])
+            rows.append(
+                [
+                    f"change vs --compare-to: {outcome} ({condition})",
+                    f"{100 * diff['difference']:+.1f} pt [{100 * diff['ci95'][0]:+.1f}, {100 * diff['ci95'][1]:+.1f}]",
+                ]
+            )
     rows += [
         ["perplexity, benign text", number(utility["perplexity"], 2)],
         ["response NLL, benign instructions", number(utility["response_nll"])],
@@ -176,7 +227,9 @@ def run(args: argparse.Namespace) -> int:
         result["ablation"]["unit_map"] = str(args.units)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "evaluation.json").write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
-    (args.out / "protocol.json").write_text(json.dumps(result["protocol"]["settings"], indent=2, ensure_ascii=False) + "\n")
+    (args.out / "protocol.json").write_text(
+        json.dumps(result["protocol"]["settings"], indent=2, ensure_ascii=False) + "\n"
+    )
     removed = ""
     if ablation is not None:
         removed = f" minus {result['ablation']['label']} ({result['ablation']['units']} units, {protocol.ablation_compensation} compensation)"

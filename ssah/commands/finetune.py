@@ -30,9 +30,13 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--units", type=Path, help="unit map directory from `ssah audit` (freeze, budget)")
     parser.add_argument("--utility-data", default=DEFAULT_UTILITY, help="budget without --units: set that finds RU")
     # Every setting of the run: flags, defaults, choices and help come from FinetuneConfig's fields.
-    names = add_config_flags(parser, FinetuneConfig, help_overrides={
-        "stop_if_refusal_below": "stop when the mean tracked refusal margin falls below this (implies --track-refusal)",
-    })
+    names = add_config_flags(
+        parser,
+        FinetuneConfig,
+        help_overrides={
+            "stop_if_refusal_below": "stop when the mean tracked refusal margin falls below this (implies --track-refusal)",
+        },
+    )
     parser.add_argument("--out", type=Path, required=True, help="output directory")
     parser.set_defaults(run=lambda args: run_guarded(run, args), config_fields=names)
 
@@ -79,29 +83,38 @@ def run(args: argparse.Namespace) -> int:
         bar.close()
     losses = [entry["loss"] for entry in result.history]
     masks = result.masks
-    print(f"trained {masks['trainable_parameters']:,} of {masks['parameters']:,} parameters "
-          f"({100 * masks['trainable_fraction']:.2f} %); frozen units {masks['frozen_units']} "
-          f"({100 * masks['frozen_unit_fraction']:.2f} % of units)")
+    print(
+        f"trained {masks['trainable_parameters']:,} of {masks['parameters']:,} parameters "
+        f"({100 * masks['trainable_fraction']:.2f} %); frozen units {masks['frozen_units']} "
+        f"({100 * masks['frozen_unit_fraction']:.2f} % of units)"
+    )
     if losses:
         print(f"loss: first {losses[0]:.4f}, last {losses[-1]:.4f}, min {min(losses):.4f} over {len(losses)} steps")
     beyond = masks.get("frozen_beyond_rows_rule", {}).get("parameters", 0)
     if beyond:
-        print(f"freeze rule {masks['freeze_rule']}: {beyond:,} parameters frozen beyond the rows rule "
-              f"(k/v rows {masks['frozen_beyond_rows_rule']['kv_rows']:,}, norms {masks['frozen_beyond_rows_rule']['norms']:,})")
+        print(
+            f"freeze rule {masks['freeze_rule']}: {beyond:,} parameters frozen beyond the rows rule "
+            f"(k/v rows {masks['frozen_beyond_rows_rule']['kv_rows']:,}, norms {masks['frozen_beyond_rows_rule']['norms']:,})"
+        )
     if result.schedule.get("name") == "paper":
-        phases = ", ".join(f"setting {p['setting']} steps {p['first_step']}-{p['last_step']}"
-                           for p in result.schedule["phases"])
+        phases = ", ".join(
+            f"setting {p['setting']} steps {p['first_step']}-{p['last_step']}" for p in result.schedule["phases"]
+        )
         print(f"paper schedule ({result.schedule['arm']} arm): {phases or 'plain'}")
     if result.tracking:
         tracked = [entry for entry in result.history if "refusal_margin" in entry]
         base = result.tracking["baseline"]
         last = tracked[-1] if tracked else base
-        print(f"refusal margin: step 0 {base['refusal_margin']:.3f} -> step {last['step']} {last['refusal_margin']:.3f}; "
-              f"over-refusal margin {base['over_refusal_margin']:.3f} -> {last['over_refusal_margin']:.3f}")
+        print(
+            f"refusal margin: step 0 {base['refusal_margin']:.3f} -> step {last['step']} {last['refusal_margin']:.3f}; "
+            f"over-refusal margin {base['over_refusal_margin']:.3f} -> {last['over_refusal_margin']:.3f}"
+        )
         if result.tracking["stop"]:
             stop = result.tracking["stop"]
-            print(f"stopped at step {stop['step']}: refusal margin {stop['refusal_margin']:.3f} "
-                  f"below {stop['threshold']:.3f}")
+            print(
+                f"stopped at step {stop['step']}: refusal margin {stop['refusal_margin']:.3f} "
+                f"below {stop['threshold']:.3f}"
+            )
     for stage in ("before", "after"):
         if stage in result.evaluation:
             print(f"evaluation {stage}: {_headline(result.evaluation[stage])}")

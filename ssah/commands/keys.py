@@ -6,8 +6,11 @@ import argparse
 
 
 def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser("keys", help="create, revoke and list API keys",
-                                   description="Manage API keys in the database of SSAH_DATABASE_URL.")
+    parser = subparsers.add_parser(
+        "keys",
+        help="create, revoke and list API keys",
+        description="Manage API keys in the database of SSAH_DATABASE_URL.",
+    )
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
     create = actions.add_parser("create", help="create a key for a tenant and print it once")
     create.add_argument("--tenant", required=True, help="tenant name; created if new")

@@ -30,14 +30,20 @@ def add_parser(subparsers) -> None:
         ),
     )
     add_model_arguments(parser)
-    parser.add_argument("--compare", metavar="SOURCE", help="a second model probed the same way (e.g. the unaligned one)")
+    parser.add_argument(
+        "--compare", metavar="SOURCE", help="a second model probed the same way (e.g. the unaligned one)"
+    )
     parser.add_argument("--harmful", default=DEFAULT_HARMFUL, help="harmful calibration prompts with refusals")
     parser.add_argument("--harmless", default=DEFAULT_HARMLESS, help="harmless calibration prompts")
     # Every setting of the probe: flags, defaults, choices and help come from ProbeConfig's fields.
     names = add_config_flags(parser, ProbeConfig)
     parser.add_argument("--units", type=Path, help="unit map directory from `ssah audit` of --model")
-    parser.add_argument("--export-orthogonalized", type=Path, metavar="DIR",
-                        help="also save --model with the direction projected out of its weights")
+    parser.add_argument(
+        "--export-orthogonalized",
+        type=Path,
+        metavar="DIR",
+        help="also save --model with the direction projected out of its weights",
+    )
     parser.add_argument("--out", type=Path, required=True, help="directory for probe.json and the direction")
     parser.set_defaults(run=lambda args: run_guarded(run, args), config_fields=names)
 
@@ -55,10 +61,25 @@ def curve_table(data: dict) -> str:
     for k in distances["refusal"]:
         ref, comp = distances["refusal"][k], distances["compliance"][k]
         third = max(1, len(ref) // 3)
-        rows.append([k, f"{sum(ref) / len(ref):.3f}", f"{sum(comp) / len(comp):.3f}",
-                     f"{sum(distances['gap'][k][:third]) / third:.3f}", f"{sum(distances['gap'][k]) / len(ref):.3f}"])
-    return format_table(["k", "d(refusal), mean of layers", "d(compliance), mean of layers",
-                         "gap, first third of layers", "gap, all layers"], rows)
+        rows.append(
+            [
+                k,
+                f"{sum(ref) / len(ref):.3f}",
+                f"{sum(comp) / len(comp):.3f}",
+                f"{sum(distances['gap'][k][:third]) / third:.3f}",
+                f"{sum(distances['gap'][k]) / len(ref):.3f}",
+            ]
+        )
+    return format_table(
+        [
+            "k",
+            "d(refusal), mean of layers",
+            "d(compliance), mean of layers",
+            "gap, first third of layers",
+            "gap, all layers",
+        ],
+        rows,
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> ProbeConfig:
@@ -97,9 +118,11 @@ def run(args: argparse.Namespace) -> int:
             bar.close()
         report.save(args.out / name)
         results[name] = report.data
-        print(f"\n{source}: {report.data['queries']} queries, {time.perf_counter() - started:.1f}s; "
-              f"refusal direction at layer {report.direction.layer} "
-              f"(held-out accuracy {report.direction.accuracy[report.direction.layer]:.2f})")
+        print(
+            f"\n{source}: {report.data['queries']} queries, {time.perf_counter() - started:.1f}s; "
+            f"refusal direction at layer {report.direction.layer} "
+            f"(held-out accuracy {report.direction.accuracy[report.direction.layer]:.2f})"
+        )
         print(curve_table(report.data))
         if name == "model" and args.export_orthogonalized:
             orthogonalize_weights(loaded.model, report.direction.unit)

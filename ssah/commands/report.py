@@ -16,8 +16,12 @@ def add_parser(subparsers) -> None:
     )
     parser.add_argument("directory", type=Path, metavar="DIR", help="an audit, evaluation or fine-tune output dir")
     parser.add_argument("--out", type=Path, default=Path("report.html"), help="HTML file to write")
-    parser.add_argument("--kind", choices=("audit", "evaluation", "finetune", "probe"), default=None,
-                        help="what DIR holds (default: detected from its files)")
+    parser.add_argument(
+        "--kind",
+        choices=("audit", "evaluation", "finetune", "probe"),
+        default=None,
+        help="what DIR holds (default: detected from its files)",
+    )
     parser.set_defaults(run=lambda args: run_guarded(run, args))
 
 

@@ -25,23 +25,38 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--out", type=Path, required=True, help="output directory")
     parser.add_argument("--quick", action="store_true", help="smoke preset: a few prompts and steps per stage")
     parser.add_argument("--model", default=None, help="model to align (default builtin:smollm2)")
-    parser.add_argument("--aligned-as-shipped", action="store_true",
-                        help="the model is already safety-aligned: skip stage 2 (default for aligned builtins)")
+    parser.add_argument(
+        "--aligned-as-shipped",
+        action="store_true",
+        help="the model is already safety-aligned: skip stage 2 (default for aligned builtins)",
+    )
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if present)")
-    parser.add_argument("--dtype", default="float32",
-                        help="weights dtype (default float32: training keeps float32 master weights; bf16 autocast on CUDA)")
+    parser.add_argument(
+        "--dtype",
+        default="float32",
+        help="weights dtype (default float32: training keeps float32 master weights; bf16 autocast on CUDA)",
+    )
     parser.add_argument("--seed", type=int, default=None, help="seed (default 0)")
     parser.add_argument("--samples", type=int, default=None, help="harmful and harmless evaluation prompts")
     parser.add_argument("--max-new-tokens", type=int, default=None, help="new tokens per response")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    parser.add_argument("--formats", help="Table 1 prompt formats, comma list of chat,no_inst,raw (default chat,no_inst)")
-    parser.add_argument("--compensations", help="Table 1 compensations, comma list of none,safety,utility,pooled "
-                                                "(default none,safety)")
+    parser.add_argument(
+        "--formats", help="Table 1 prompt formats, comma list of chat,no_inst,raw (default chat,no_inst)"
+    )
+    parser.add_argument(
+        "--compensations", help="Table 1 compensations, comma list of none,safety,utility,pooled (default none,safety)"
+    )
     parser.add_argument("--control-seeds", help="seeds of each matched random control, comma list (default 0,1,2)")
-    parser.add_argument("--paper-schedule", action="store_true",
-                        help="downstream: freeze arms train twice the epochs, setting i after one epoch of setting ii")
-    parser.add_argument("--stop-after", choices=("baseline", "alignment", "audit", "ablation", "downstream"),
-                        help="end the run after this stage (its report then has the stages run so far)")
+    parser.add_argument(
+        "--paper-schedule",
+        action="store_true",
+        help="downstream: freeze arms train twice the epochs, setting i after one epoch of setting ii",
+    )
+    parser.add_argument(
+        "--stop-after",
+        choices=("baseline", "alignment", "audit", "ablation", "downstream"),
+        help="end the run after this stage (its report then has the stages run so far)",
+    )
     parser.set_defaults(run=lambda args: run_guarded(run, args))
 
 
@@ -49,16 +64,25 @@ def build_plan(args: argparse.Namespace):
     from ssah.reproduce import Plan
     from ssah.reproduce.plan import ALIGNED_BUILTINS
 
-    changes = {name: value for name, value in (
-        ("model", args.model), ("seed", args.seed), ("eval_samples", args.samples),
-        ("max_new_tokens", args.max_new_tokens),
-    ) if value is not None}
+    changes = {
+        name: value
+        for name, value in (
+            ("model", args.model),
+            ("seed", args.seed),
+            ("eval_samples", args.samples),
+            ("max_new_tokens", args.max_new_tokens),
+        )
+        if value is not None
+    }
     if args.paper_schedule:
         changes["paper_schedule"] = True
     if args.aligned_as_shipped or args.model in ALIGNED_BUILTINS:
         changes["aligned_as_shipped"] = True
-    lists = (("prompt_formats", args.formats, str), ("compensations", args.compensations, str),
-             ("control_seeds", args.control_seeds, int))
+    lists = (
+        ("prompt_formats", args.formats, str),
+        ("compensations", args.compensations, str),
+        ("control_seeds", args.control_seeds, int),
+    )
     for name, flag, kind in lists:
         if flag is not None:
             changes[name] = tuple(kind(part.strip()) for part in flag.split(",") if part.strip())

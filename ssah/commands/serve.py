@@ -18,13 +18,18 @@ FIRST_TENANT = "default"
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
-        "serve", help="run the REST API (embedded worker and SQLite when unconfigured)",
+        "serve",
+        help="run the REST API (embedded worker and SQLite when unconfigured)",
         description="Run the REST API. Without SSAH_DATABASE_URL/SSAH_BROKER_URL: SQLite + an in-process worker.",
     )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("--embedded", action=argparse.BooleanOptionalAction, default=None,
-                        help="run jobs in this process (default: when no database or broker URL is set)")
+    parser.add_argument(
+        "--embedded",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="run jobs in this process (default: when no database or broker URL is set)",
+    )
     parser.add_argument("--workers", type=int, default=1, help="uvicorn processes (production layout only)")
     parser.set_defaults(run=run)
 

@@ -72,8 +72,14 @@ def _table(header: list[str], rows: list[list], cls: str = "") -> str:
 def class_table(summary: dict) -> str:
     """The class summary: units, heads, neurons and fractions per class."""
     rows = [
-        [name, entry.get("units", entry.get("heads", 0) + entry.get("neurons", 0)), entry.get("heads", ""),
-         entry.get("neurons", ""), f"{100 * entry['unit_fraction']:.2f} %", f"{100 * entry['param_fraction']:.2f} %"]
+        [
+            name,
+            entry.get("units", entry.get("heads", 0) + entry.get("neurons", 0)),
+            entry.get("heads", ""),
+            entry.get("neurons", ""),
+            f"{100 * entry['unit_fraction']:.2f} %",
+            f"{100 * entry['param_fraction']:.2f} %",
+        ]
         for name, entry in summary["classes"].items()
     ]
     return _table(["class", "units", "heads", "neurons", "% of units", "% of parameters"], rows, "classes")
@@ -85,12 +91,19 @@ def audit_sections(directory: Path) -> tuple[str, str]:
     units = summary.get("units", {})
     layers = summary.get("layers", [])
     body = [
-        (f"<p>Model <code>{escape(str(model.get('source', model)))}</code>; "
-        f"{units.get('heads', '?')} heads, {units.get('neurons', '?')} neurons in {len(layers)} layers; "
-        f"method <code>{escape(str(summary.get('config', {}).get('method', '?')))}</code>.</p>"),
-        "<h2>Classes</h2>", class_table(summary),
-        "<h2>Attention heads per layer</h2>", legend(), stacked_bars(layers, "heads"),
-        "<h2>MLP neurons per layer</h2>", legend(), stacked_bars(layers, "neurons"),
+        (
+            f"<p>Model <code>{escape(str(model.get('source', model)))}</code>; "
+            f"{units.get('heads', '?')} heads, {units.get('neurons', '?')} neurons in {len(layers)} layers; "
+            f"method <code>{escape(str(summary.get('config', {}).get('method', '?')))}</code>.</p>"
+        ),
+        "<h2>Classes</h2>",
+        class_table(summary),
+        "<h2>Attention heads per layer</h2>",
+        legend(),
+        stacked_bars(layers, "heads"),
+        "<h2>MLP neurons per layer</h2>",
+        legend(),
+        stacked_bars(layers, "neurons"),
     ]
     if summary.get("config"):
         body += ["<h2>Configuration</h2>", f"<pre>{escape(json.dumps(summary['config'], indent=2))}</pre>"]
@@ -99,8 +112,11 @@ def audit_sections(directory: Path) -> tuple[str, str]:
 
 def metrics_table(evaluation: dict) -> str:
     """Safety and utility numbers of one evaluation, one row per metric."""
-    rows = [[f"{part}.{key}", value] for part in ("safety", "utility")
-            for key, value in _flatten(evaluation.get(part, {})).items()]
+    rows = [
+        [f"{part}.{key}", value]
+        for part in ("safety", "utility")
+        for key, value in _flatten(evaluation.get(part, {})).items()
+    ]
     return _table(["metric", "value"], rows, "metrics")
 
 
@@ -116,9 +132,11 @@ def records_section(records: dict) -> str:
             f"<td class='text'>{escape(', '.join(f'{k}: {v}' for k, v in (item.get('verdicts') or {}).items()))}</td></tr>"
             for item in items
         )
-        out.append(f"<details><summary>{escape(name)}: {len(items)} records</summary><table class='records'>"
-                   "<thead><tr><th>#</th><th>condition</th><th>prompt</th><th>response</th><th>margin</th>"
-                   f"<th>verdicts</th></tr></thead><tbody>{rows}</tbody></table></details>")
+        out.append(
+            f"<details><summary>{escape(name)}: {len(items)} records</summary><table class='records'>"
+            "<thead><tr><th>#</th><th>condition</th><th>prompt</th><th>response</th><th>margin</th>"
+            f"<th>verdicts</th></tr></thead><tbody>{rows}</tbody></table></details>"
+        )
     return "".join(out)
 
 
@@ -127,10 +145,13 @@ def evaluation_sections(directory: Path) -> tuple[str, str]:
     protocol = evaluation.get("protocol") or {}
     model = evaluation.get("model") or {}
     body = [
-        (f"<p>Model <code>{escape(str(model.get('source', '?')))}</code>; protocol "
-        f"<code>{escape(str(protocol.get('version', '?')))}</code>, hash "
-        f"<code class='protocol-hash'>{escape(str(protocol.get('hash', '?')))}</code>.</p>"),
-        "<h2>Scores</h2>", metrics_table(evaluation),
+        (
+            f"<p>Model <code>{escape(str(model.get('source', '?')))}</code>; protocol "
+            f"<code>{escape(str(protocol.get('version', '?')))}</code>, hash "
+            f"<code class='protocol-hash'>{escape(str(protocol.get('hash', '?')))}</code>.</p>"
+        ),
+        "<h2>Scores</h2>",
+        metrics_table(evaluation),
     ]
     if evaluation.get("records"):
         body += ["<h2>Per-prompt records</h2>", records_section(evaluation["records"])]
@@ -139,16 +160,33 @@ def evaluation_sections(directory: Path) -> tuple[str, str]:
 
 def before_after_table(evaluation: dict) -> str:
     """Each metric before and after the fine-tune, with the change."""
-    before = {f"{p}.{k}": v for p in ("safety", "utility") for k, v in _flatten(evaluation.get("before", {}).get(p, {})).items()}
-    after = {f"{p}.{k}": v for p in ("safety", "utility") for k, v in _flatten(evaluation.get("after", {}).get(p, {})).items()}
-    rows = [[key, before.get(key, ""), after.get(key, ""),
-             after[key] - before[key] if key in before and key in after else ""]
-            for key in list(before) + [key for key in after if key not in before]]
+    before = {
+        f"{p}.{k}": v
+        for p in ("safety", "utility")
+        for k, v in _flatten(evaluation.get("before", {}).get(p, {})).items()
+    }
+    after = {
+        f"{p}.{k}": v
+        for p in ("safety", "utility")
+        for k, v in _flatten(evaluation.get("after", {}).get(p, {})).items()
+    }
+    rows = [
+        [
+            key,
+            before.get(key, ""),
+            after.get(key, ""),
+            after[key] - before[key] if key in before and key in after else "",
+        ]
+        for key in list(before) + [key for key in after if key not in before]
+    ]
     return _table(["metric", "before", "after", "change"], rows, "before-after")
 
 
 # Tracked margins drawn over the loss: (key in loss.json, name, colour).
-MARGIN_SERIES = (("refusal_margin", "refusal-margin", "#d62728"), ("over_refusal_margin", "over-refusal-margin", "#2ca02c"))
+MARGIN_SERIES = (
+    ("refusal_margin", "refusal-margin", "#d62728"),
+    ("over_refusal_margin", "over-refusal-margin", "#2ca02c"),
+)
 
 
 def refusal_series(history: list[dict], baseline: dict | None) -> tuple:
@@ -168,9 +206,11 @@ def finetune_sections(directory: Path) -> tuple[str, str]:
     model = config.get("model") or {}
     if config:
         masks = config.get("masks", {})
-        body.append(f"<p>Model <code>{escape(str(model.get('source', '?')))}</code>; "
-                    f"{config.get('steps', '?')} steps; trainable "
-                    f"{100 * masks.get('trainable_fraction', 0):.2f} % of parameters.</p>")
+        body.append(
+            f"<p>Model <code>{escape(str(model.get('source', '?')))}</code>; "
+            f"{config.get('steps', '?')} steps; trainable "
+            f"{100 * masks.get('trainable_fraction', 0):.2f} % of parameters.</p>"
+        )
     if (directory / "loss.json").is_file():
         history = _read(directory / "loss.json")
         points = [(row["step"], row["loss"]) for row in history if row.get("loss") is not None]
@@ -180,21 +220,29 @@ def finetune_sections(directory: Path) -> tuple[str, str]:
         body += [f"<h2>{title}</h2>", line_chart(points, series=series)]
         if track.get("stop"):
             stop = track["stop"]
-            body.append(f"<p>Stopped at step {stop['step']}: refusal margin {stop['refusal_margin']:.3f} "
-                        f"below {stop['threshold']:.3f}.</p>")
+            body.append(
+                f"<p>Stopped at step {stop['step']}: refusal margin {stop['refusal_margin']:.3f} "
+                f"below {stop['threshold']:.3f}.</p>"
+            )
     if (directory / "evaluation.json").is_file():
         evaluation = _read(directory / "evaluation.json")
         body += ["<h2>Scores before and after</h2>", before_after_table(evaluation)]
     if (directory / "role_transfer.json").is_file():
         transfer = _read(directory / "role_transfer.json")
-        body += ["<h2>Role transfer (before → after)</h2>",
-                 heatmap_table(transfer.get("classes", list(CLASSES)), transfer["counts"], transfer.get("row_fractions")),
-                 f"<p>{100 * transfer.get('unchanged_fraction', 0):.2f} % of units kept their class.</p>"]
+        body += [
+            "<h2>Role transfer (before → after)</h2>",
+            heatmap_table(transfer.get("classes", list(CLASSES)), transfer["counts"], transfer.get("row_fractions")),
+            f"<p>{100 * transfer.get('unchanged_fraction', 0):.2f} % of units kept their class.</p>",
+        ]
     return f"Fine-tune of {model.get('source', directory.name)}", "".join(body)
 
 
-SECTIONS = {"audit": audit_sections, "evaluation": evaluation_sections, "finetune": finetune_sections,
-            "probe": probe_sections}
+SECTIONS = {
+    "audit": audit_sections,
+    "evaluation": evaluation_sections,
+    "finetune": finetune_sections,
+    "probe": probe_sections,
+}
 
 
 def build_report(directory: str | Path, kind: str | None = None) -> str:
@@ -207,6 +255,6 @@ def build_report(directory: str | Path, kind: str | None = None) -> str:
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     return (
         f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title>'
-        f"<style>{CSS}</style></head><body data-kind=\"{kind}\"><h1>{escape(title)}</h1>"
+        f'<style>{CSS}</style></head><body data-kind="{kind}"><h1>{escape(title)}</h1>'
         f'<p class="muted">{escape(str(directory))} · generated {stamp} by ssah report</p>{body}</body></html>\n'
     )

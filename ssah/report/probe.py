@@ -11,8 +11,9 @@ from .svg import CLASSES
 K_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
 
 
-def layer_curves(curves: list[tuple[str, list[float], str, bool]], *, label: str, width: int = 460,
-                 height: int = 220) -> str:
+def layer_curves(
+    curves: list[tuple[str, list[float], str, bool]], *, label: str, width: int = 460, height: int = 220
+) -> str:
     """(name, per-layer values, colour, dashed) polylines on one scale from 0; each names itself."""
     left, bottom, top = 40, 24, 18
     plot_w, plot_h = width - left - 8, height - top - bottom
@@ -25,20 +26,26 @@ def layer_curves(curves: list[tuple[str, list[float], str, bool]], *, label: str
         f'<polyline class="curve" data-name="{escape(name)}" data-points="{len(values)}" fill="none" '
         f'stroke="{colour}" stroke-width="1.5"{dash if dashed else ""} '
         f'points="{" ".join(f"{sx(i):.1f},{sy(v):.1f}" for i, v in enumerate(values))}"><title>{escape(name)}</title></polyline>'
-        for name, values, colour, dashed in curves)
-    return (f'<svg class="chart curves" data-label="{escape(label)}" xmlns="http://www.w3.org/2000/svg" width="{width}" '
-            f'height="{height}" viewBox="0 0 {width} {height}"><text x="{left}" y="12" class="axis">{escape(label)}</text>'
-            f'<text x="4" y="{top + 8}" class="axis">{high:.3g}</text><text x="4" y="{top + plot_h}" class="axis">0</text>'
-            f'<text x="{left}" y="{height - 6}" class="axis">layer 0</text><text x="{width - 8}" y="{height - 6}" '
-            f'class="axis" text-anchor="end">layer {layers - 1}</text>{lines}</svg>')
+        for name, values, colour, dashed in curves
+    )
+    return (
+        f'<svg class="chart curves" data-label="{escape(label)}" xmlns="http://www.w3.org/2000/svg" width="{width}" '
+        f'height="{height}" viewBox="0 0 {width} {height}"><text x="{left}" y="12" class="axis">{escape(label)}</text>'
+        f'<text x="4" y="{top + 8}" class="axis">{high:.3g}</text><text x="4" y="{top + plot_h}" class="axis">0</text>'
+        f'<text x="{left}" y="{height - 6}" class="axis">layer 0</text><text x="{width - 8}" y="{height - 6}" '
+        f'class="axis" text-anchor="end">layer {layers - 1}</text>{lines}</svg>'
+    )
 
 
 def _curves(kind: str, model: dict, other: dict | None) -> list[tuple[str, list[float], str, bool]]:
     ks = list(model["distances"][kind])
     curves = [(f"k={k}", model["distances"][kind][k], K_COLOURS[i % len(K_COLOURS)], False) for i, k in enumerate(ks)]
     if other:
-        curves += [(f"compare k={k}", other["distances"][kind][k], K_COLOURS[i % len(K_COLOURS)], True)
-                   for i, k in enumerate(ks) if k in other["distances"][kind]]
+        curves += [
+            (f"compare k={k}", other["distances"][kind][k], K_COLOURS[i % len(K_COLOURS)], True)
+            for i, k in enumerate(ks)
+            if k in other["distances"][kind]
+        ]
     return curves
 
 
@@ -47,27 +54,36 @@ def _writes_table(writes: dict) -> str:
     for name in CLASSES:
         entry, control = writes.get("classes", {}).get(name), writes.get("random", {}).get(name, {})
         if entry:
-            rows.append(f"<tr><td>{name}</td><td>{entry['units']}</td><td>{entry.get('cosine_mean', 0):.4g}</td>"
-                        f"<td>{control.get('cosine_mean', float('nan')):.4g}</td>"
-                        f"<td>{100 * entry.get('write_share', 0):.2f} %</td>"
-                        f"<td>{100 * control.get('write_share', float('nan')):.2f} %</td></tr>")
-    return ('<table class="writes"><thead><tr><th>class</th><th>units</th><th>mean score</th><th>random: mean score</th>'
-            f'<th>share of the write</th><th>random: share</th></tr></thead><tbody>{"".join(rows)}</tbody></table>')
+            rows.append(
+                f"<tr><td>{name}</td><td>{entry['units']}</td><td>{entry.get('cosine_mean', 0):.4g}</td>"
+                f"<td>{control.get('cosine_mean', float('nan')):.4g}</td>"
+                f"<td>{100 * entry.get('write_share', 0):.2f} %</td>"
+                f"<td>{100 * control.get('write_share', float('nan')):.2f} %</td></tr>"
+            )
+    return (
+        '<table class="writes"><thead><tr><th>class</th><th>units</th><th>mean score</th><th>random: mean score</th>'
+        f"<th>share of the write</th><th>random: share</th></tr></thead><tbody>{''.join(rows)}</tbody></table>"
+    )
 
 
 def probe_sections(directory: Path) -> tuple[str, str]:
     data = json.loads((directory / "probe.json").read_text())
     model, other = (data["model"], data.get("compare")) if "distances" not in data else (data, None)
     direction = model["direction"]
-    body = [f"<p>{model['queries']} harmful queries; {model['model']['layers']} layers; pool "
-            f"{escape(model['config']['pool'])}. Refusal direction at layer {direction['layer']} (held-out accuracy "
-            f"{direction['accuracy'][direction['layer']]:.2f}).</p>"]
+    body = [
+        f"<p>{model['queries']} harmful queries; {model['model']['layers']} layers; pool "
+        f"{escape(model['config']['pool'])}. Refusal direction at layer {direction['layer']} (held-out accuracy "
+        f"{direction['accuracy'][direction['layer']]:.2f}).</p>"
+    ]
     if other:
         body.append(f"<p>Dashed: <code>{escape(str(other['model']['source']))}</code>.</p>")
-    body += ["<h2>Cosine distance from the query's state, per layer</h2>",
-             layer_curves(_curves("refusal", model, other), label="query + k refusal tokens"),
-             layer_curves(_curves("compliance", model, other), label="query + k compliance tokens"),
-             "<h2>Gap |d(refusal) − d(compliance)|</h2>", layer_curves(_curves("gap", model, other), label="gap", width=920)]
+    body += [
+        "<h2>Cosine distance from the query's state, per layer</h2>",
+        layer_curves(_curves("refusal", model, other), label="query + k refusal tokens"),
+        layer_curves(_curves("compliance", model, other), label="query + k compliance tokens"),
+        "<h2>Gap |d(refusal) − d(compliance)|</h2>",
+        layer_curves(_curves("gap", model, other), label="gap", width=920),
+    ]
     if model.get("unit_writes", {}).get("classes"):
         body += ["<h2>Unit writes along the refusal direction</h2>", _writes_table(model["unit_writes"])]
     return f"Probe of {model['model']['source']}", "".join(body)

@@ -10,9 +10,7 @@ COLORS = {"SCU": "#d62728", "UCU": "#1f77b4", "CU": "#c7c7c7", "RU": "#2ca02c"}
 
 def legend() -> str:
     """A small HTML legend of the four class colours."""
-    items = "".join(
-        f'<span class="key"><i style="background:{COLORS[name]}"></i>{name}</span>' for name in CLASSES
-    )
+    items = "".join(f'<span class="key"><i style="background:{COLORS[name]}"></i>{name}</span>' for name in CLASSES)
     return f'<div class="legend">{items}</div>'
 
 
@@ -29,9 +27,11 @@ def stacked_bars(layers: list[dict], part: str, *, width: int = 720, height: int
     step = plot_w / max(len(layers), 1)
     bar_w = max(step * 0.8, 1)
     parts = [
-        (f'<svg class="chart stacked" data-part="{part}" xmlns="http://www.w3.org/2000/svg" '
-        f'width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img" '
-        f'aria-label="{escape(part)} per layer by class">'),
+        (
+            f'<svg class="chart stacked" data-part="{part}" xmlns="http://www.w3.org/2000/svg" '
+            f'width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img" '
+            f'aria-label="{escape(part)} per layer by class">'
+        ),
         f'<text x="4" y="{pad_top + 10}" class="axis">{top}</text>',
         f'<text x="4" y="{pad_top + plot_h}" class="axis">0</text>',
         f'<line x1="{pad_left}" y1="{pad_top + plot_h}" x2="{width - 8}" y2="{pad_top + plot_h}" stroke="#888"/>',
@@ -47,21 +47,32 @@ def stacked_bars(layers: list[dict], part: str, *, width: int = 720, height: int
             h = plot_h * counts[name] / top
             y -= h
             if h > 0:
-                rects.append(f'<rect x="{x:.2f}" y="{y:.2f}" width="{bar_w:.2f}" height="{h:.2f}" '
-                             f'fill="{COLORS[name]}"/>')
-        parts.append(f'<g class="bar" data-layer="{layer.get("layer", i)}" {data}>'
-                     f'<title>{escape(title)}</title>{"".join(rects)}</g>')
+                rects.append(
+                    f'<rect x="{x:.2f}" y="{y:.2f}" width="{bar_w:.2f}" height="{h:.2f}" fill="{COLORS[name]}"/>'
+                )
+        parts.append(
+            f'<g class="bar" data-layer="{layer.get("layer", i)}" {data}>'
+            f"<title>{escape(title)}</title>{''.join(rects)}</g>"
+        )
         if len(layers) <= 40 or i % 5 == 0:
-            parts.append(f'<text x="{x + bar_w / 2:.2f}" y="{height - 8}" class="axis" '
-                         f'text-anchor="middle">{layer.get("layer", i)}</text>')
+            parts.append(
+                f'<text x="{x + bar_w / 2:.2f}" y="{height - 8}" class="axis" '
+                f'text-anchor="middle">{layer.get("layer", i)}</text>'
+            )
     parts.append("</svg>")
     return "".join(parts)
 
 
-def line_chart(points: list[tuple[float, float]], *, width: int = 720, height: int = 240,
-               x_label: str = "step", y_label: str = "loss",
-               series: tuple[tuple[str, list[tuple[float, float]], str], ...] = (),
-               series_label: str = "margin") -> str:
+def line_chart(
+    points: list[tuple[float, float]],
+    *,
+    width: int = 720,
+    height: int = 240,
+    x_label: str = "step",
+    y_label: str = "loss",
+    series: tuple[tuple[str, list[tuple[float, float]], str], ...] = (),
+    series_label: str = "margin",
+) -> str:
     """A polyline of ``points`` (x, y) with min/max labels on both axes.
 
     ``series`` (name, points, colour) are drawn over it on a second scale shared between them, labelled
@@ -88,13 +99,21 @@ def line_chart(points: list[tuple[float, float]], *, width: int = 720, height: i
     if margins:
         m0, m1 = min(margins), max(margins)
         right = width - pad_right + 4
-        extra_svg = (f'<text x="{right}" y="{pad_top + 10}" class="axis">{m1:.3g}</text>'
-                     f'<text x="{right}" y="{pad_top + plot_h}" class="axis">{m0:.3g}</text>')
+        extra_svg = (
+            f'<text x="{right}" y="{pad_top + 10}" class="axis">{m1:.3g}</text>'
+            f'<text x="{right}" y="{pad_top + plot_h}" class="axis">{m0:.3g}</text>'
+        )
         for number, (name, extra, colour) in enumerate(series):
-            extra_svg += polyline(extra, scale(m0, m1), colour,
-                                  f' class="series {escape(name)}" data-series="{escape(name)}" data-points="{len(extra)}"')
-            legend += (f'<text x="{pad_left + 8 + 180 * number}" y="{pad_top + 12}" class="axis" fill="{colour}">'
-                       f'{escape(name)} ({escape(series_label)}, right)</text>')
+            extra_svg += polyline(
+                extra,
+                scale(m0, m1),
+                colour,
+                f' class="series {escape(name)}" data-series="{escape(name)}" data-points="{len(extra)}"',
+            )
+            legend += (
+                f'<text x="{pad_left + 8 + 180 * number}" y="{pad_top + 12}" class="axis" fill="{colour}">'
+                f"{escape(name)} ({escape(series_label)}, right)</text>"
+            )
     return (
         f'<svg class="chart line" data-points="{len(points)}" xmlns="http://www.w3.org/2000/svg" '
         f'width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img" '
@@ -105,7 +124,7 @@ def line_chart(points: list[tuple[float, float]], *, width: int = 720, height: i
         f'<text x="4" y="{pad_top + plot_h}" class="axis">{y0:.4g}</text>'
         f'<text x="{pad_left}" y="{height - 8}" class="axis">{x0:g}</text>'
         f'<text x="{width - pad_right}" y="{height - 8}" class="axis" text-anchor="end">{x1:g} {escape(x_label)}</text>'
-        f'{polyline(points, scale(y0, y1), "#1f77b4")}{extra_svg}{legend}</svg>'
+        f"{polyline(points, scale(y0, y1), '#1f77b4')}{extra_svg}{legend}</svg>"
     )
 
 
@@ -122,5 +141,7 @@ def heatmap_table(classes: list[str], counts: list[list[int]], fractions: list[l
             for cell, frac in zip(row, fracs)
         )
         rows.append(f"<tr><th>{escape(name)}</th>{cells}</tr>")
-    return (f'<table class="heatmap"><thead><tr><th>before \\ after</th>{head}</tr></thead>'
-            f'<tbody>{"".join(rows)}</tbody></table>')
+    return (
+        f'<table class="heatmap"><thead><tr><th>before \\ after</th>{head}</tr></thead>'
+        f"<tbody>{''.join(rows)}</tbody></table>"
+    )

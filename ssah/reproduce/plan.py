@@ -37,21 +37,27 @@ class Plan:
 
     model: str = field(default="builtin:smollm2", metadata=_help("the pre-trained model to align and audit"))
     aligned_as_shipped: bool = field(
-        default=False, metadata=_help("the model is already safety-aligned: skip stage 2 and audit it as shipped"))
+        default=False, metadata=_help("the model is already safety-aligned: skip stage 2 and audit it as shipped")
+    )
     preset: str = field(default="default", metadata=_help("name of the preset these settings came from"))
     seed: int = field(default=0, metadata=_help("seed of data order and everything random"))
     # evaluation (one protocol for every model of the run)
     eval_samples: int = field(default=24, metadata=_help("harmful and harmless evaluation prompts (paper: 100)"))
     max_new_tokens: int = field(default=40, metadata=_help("greedy new tokens per response (paper: 256)"))
     eval_batch_size: int = field(default=24, metadata=_help("prompts per generation batch"))
-    benign_text_limit: int | None = field(default=None, metadata=_help("paragraphs scored for perplexity (None: all 60)"))
+    benign_text_limit: int | None = field(
+        default=None, metadata=_help("paragraphs scored for perplexity (None: all 60)")
+    )
     # ablation (stage 4, the paper's Table 1): every format x compensation, each class and matched random controls
-    prompt_formats: tuple[str, ...] = field(default=("chat", "no_inst"),
-                                            metadata=_help("prompt formats of Table 1 (paper: no_inst)"))
-    compensations: tuple[str, ...] = field(default=("none", "safety"),
-                                           metadata=_help("what replaces ablated units (paper: safety)"))
-    controlled_classes: tuple[str, ...] = field(default=("SCU", "RU"),
-                                                metadata=_help("classes that get a matched random control"))
+    prompt_formats: tuple[str, ...] = field(
+        default=("chat", "no_inst"), metadata=_help("prompt formats of Table 1 (paper: no_inst)")
+    )
+    compensations: tuple[str, ...] = field(
+        default=("none", "safety"), metadata=_help("what replaces ablated units (paper: safety)")
+    )
+    controlled_classes: tuple[str, ...] = field(
+        default=("SCU", "RU"), metadata=_help("classes that get a matched random control")
+    )
     control_seeds: tuple[int, ...] = field(default=(0, 1, 2), metadata=_help("seeds of each random control"))
     # audit
     audit_samples: int = field(default=64, metadata=_help("pairs of each calibration set (paper: 128)"))
@@ -68,8 +74,12 @@ class Plan:
     downstream_lr: float = field(default=1e-4, metadata=_help("downstream peak learning rate (the alignment's)"))
     cu_top: float = field(default=0.06, metadata=_help("setting (i): parameter fraction of CU frozen (paper: 6 %)"))
     paper_schedule: bool = field(
-        default=False, metadata=_help("downstream: the paper's schedule (freeze arms twice the epochs, setting (i) "
-                                      "after one epoch of (ii)) instead of equal epochs"))
+        default=False,
+        metadata=_help(
+            "downstream: the paper's schedule (freeze arms twice the epochs, setting (i) "
+            "after one epoch of (ii)) instead of equal epochs"
+        ),
+    )
     # shared training settings
     batch_size: int = field(default=8, metadata=_help("pairs per optimizer step"))
     max_length: int = field(default=384, metadata=_help("tokens per training pair"))
@@ -80,8 +90,18 @@ class Plan:
             object.__setattr__(self, name, tuple(getattr(self, name)))
         if not self.prompt_formats or not self.compensations:
             raise ValueError("prompt_formats and compensations need at least one entry each")
-        for name in ("eval_samples", "max_new_tokens", "eval_batch_size", "audit_samples", "audit_batch_size",
-                     "align_refusals", "align_epochs", "downstream_pairs", "downstream_epochs", "batch_size"):
+        for name in (
+            "eval_samples",
+            "max_new_tokens",
+            "eval_batch_size",
+            "audit_samples",
+            "audit_batch_size",
+            "align_refusals",
+            "align_epochs",
+            "downstream_pairs",
+            "downstream_epochs",
+            "batch_size",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.align_benign < 0:
@@ -95,10 +115,23 @@ class Plan:
     def quick(cls, **changes) -> Plan:
         """A smoke run: every stage and every file, a few prompts and steps each (minutes on SmolLM2)."""
         small = {
-            "preset": "quick", "eval_samples": 4, "max_new_tokens": 32, "eval_batch_size": 4, "benign_text_limit": 8,
-            "audit_samples": 8, "align_refusals": 8, "align_benign": 4, "align_epochs": 1, "downstream_pairs": 8,
-            "downstream_epochs": 1, "batch_size": 4, "max_length": 256, "max_steps": 2,
-            "prompt_formats": ("chat", "no_inst"), "compensations": ("none", "safety"), "control_seeds": (0,),
+            "preset": "quick",
+            "eval_samples": 4,
+            "max_new_tokens": 32,
+            "eval_batch_size": 4,
+            "benign_text_limit": 8,
+            "audit_samples": 8,
+            "align_refusals": 8,
+            "align_benign": 4,
+            "align_epochs": 1,
+            "downstream_pairs": 8,
+            "downstream_epochs": 1,
+            "batch_size": 4,
+            "max_length": 256,
+            "max_steps": 2,
+            "prompt_formats": ("chat", "no_inst"),
+            "compensations": ("none", "safety"),
+            "control_seeds": (0,),
         }
         return cls(**{**small, **changes})
 

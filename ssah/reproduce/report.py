@@ -19,8 +19,19 @@ PAPER = {
     "downstream_freeze_i": "ASR 3.65 % (Dolly)",
     "downstream_freeze_ii": "ASR 2.88 % (Dolly)",
 }
-HEADER = ["stage", "model", "ASR", "ASR sys", "ASR no-sys", "over-refusal", "refuses harmful", "refuses harmless",
-          "perplexity", "change: ASR (pt) / ppl", "paper (Llama-2-7B-Chat)"]
+HEADER = [
+    "stage",
+    "model",
+    "ASR",
+    "ASR sys",
+    "ASR no-sys",
+    "over-refusal",
+    "refuses harmful",
+    "refuses harmless",
+    "perplexity",
+    "change: ASR (pt) / ppl",
+    "paper (Llama-2-7B-Chat)",
+]
 
 
 def _pct(value) -> str:
@@ -33,8 +44,10 @@ def _signed(value, scale: float = 1.0, unit: str = "") -> str:
 
 def _change(row: dict, reference: dict, name: str) -> str:
     """Percentage-point ASR and perplexity changes against the reference row."""
-    return (f"{_signed(row['asr'] - reference['asr'], 100)} / "
-            f"{_signed(row['perplexity'] - reference['perplexity'])} vs {name}")
+    return (
+        f"{_signed(row['asr'] - reference['asr'], 100)} / "
+        f"{_signed(row['perplexity'] - reference['perplexity'])} vs {name}"
+    )
 
 
 def table_rows(results: dict) -> list[list[str]]:
@@ -43,9 +56,21 @@ def table_rows(results: dict) -> list[list[str]]:
     rows = []
 
     def add(stage, label, row, change="", paper=""):
-        rows.append([stage, label, _pct(row["asr"]), _pct(row["asr_system"]), _pct(row["asr_no_system"]),
-                     _pct(row["over_refusal"]), _pct(row["refusal_opening_harmful"]),
-                     _pct(row["refusal_opening_harmless"]), f"{row['perplexity']:.2f}", change, paper])
+        rows.append(
+            [
+                stage,
+                label,
+                _pct(row["asr"]),
+                _pct(row["asr_system"]),
+                _pct(row["asr_no_system"]),
+                _pct(row["over_refusal"]),
+                _pct(row["refusal_opening_harmful"]),
+                _pct(row["refusal_opening_harmless"]),
+                f"{row['perplexity']:.2f}",
+                change,
+                paper,
+            ]
+        )
 
     add("1 baseline", "pre-trained (as shipped)", base)
     budget_share = results["plan"]["budget"]
@@ -56,15 +81,28 @@ def table_rows(results: dict) -> list[list[str]]:
         add("2 alignment", label, entry, _change(entry, base, "base"), PAPER[f"aligned_{arm}"])
     for name in ("SCU", "UCU", "RU") if "ablation" in results else ():
         entry = results["ablation"][f"minus_{name}"]
-        add("4 ablation", f"aligned minus {name} ({100 * entry['unit_fraction']:.1f} % of units)", entry,
-            _change(entry, aligned, "aligned"), PAPER[f"minus_{name}"])
-    for arm, label in (("full", "fine-tuned: full"), ("freeze_i", "fine-tuned: freeze (i)"),
-                       ("freeze_ii", "fine-tuned: freeze (ii)")):
+        add(
+            "4 ablation",
+            f"aligned minus {name} ({100 * entry['unit_fraction']:.1f} % of units)",
+            entry,
+            _change(entry, aligned, "aligned"),
+            PAPER[f"minus_{name}"],
+        )
+    for arm, label in (
+        ("full", "fine-tuned: full"),
+        ("freeze_i", "fine-tuned: freeze (i)"),
+        ("freeze_ii", "fine-tuned: freeze (ii)"),
+    ):
         if arm not in results.get("downstream", {}):
             continue
         entry = results["downstream"][arm]
-        add("5 downstream", f"{label}, {100 * entry['frozen_unit_fraction']:.1f} % units frozen", entry,
-            _change(entry, aligned, "aligned"), PAPER[f"downstream_{arm}"])
+        add(
+            "5 downstream",
+            f"{label}, {100 * entry['frozen_unit_fraction']:.1f} % units frozen",
+            entry,
+            _change(entry, aligned, "aligned"),
+            PAPER[f"downstream_{arm}"],
+        )
     return rows
 
 
@@ -80,8 +118,18 @@ def text_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join([render(header), "  ".join("-" * width for width in widths)] + [render(row) for row in rows])
 
 
-TABLE1_HEADER = ["format", "compensation", "ablation", "units (heads/neurons)", "ASR", "ASR sys / no-sys",
-                 "refusal openings, harmful [95 % CI]", "change vs dense [95 % CI]", "over-refusal", "perplexity"]
+TABLE1_HEADER = [
+    "format",
+    "compensation",
+    "ablation",
+    "units (heads/neurons)",
+    "ASR",
+    "ASR sys / no-sys",
+    "refusal openings, harmful [95 % CI]",
+    "change vs dense [95 % CI]",
+    "over-refusal",
+    "perplexity",
+]
 
 
 def _ci(entry: dict | None) -> str:
@@ -105,32 +153,63 @@ def table1_rows(ablation: dict) -> list[list[str]]:
         by_condition = row["asr_by_condition"]
         openings = row["intervals"]["refusal_openings_harmful"]
         change = (row.get("paired_vs_dense") or {}).get("refusal_openings_harmful", {})
-        change_text = ", ".join(f"{c}: {100 * d['difference']:+.0f} [{100 * d['ci95'][0]:+.0f}, {100 * d['ci95'][1]:+.0f}]"
-                                for c, d in change.items()) or "-"
+        change_text = (
+            ", ".join(
+                f"{c}: {100 * d['difference']:+.0f} [{100 * d['ci95'][0]:+.0f}, {100 * d['ci95'][1]:+.0f}]"
+                for c, d in change.items()
+            )
+            or "-"
+        )
         units = f"{row['units']} ({row['heads']}/{row['neurons']})" if "units" in row else "-"
         arm = row["arm"] + (f", seeds {','.join(map(str, row['seeds']))}" if row.get("seeds") else "")
-        rows.append([
-            row["prompt_format"], row["compensation"] or "-", arm, units, _range(row, "asr", _pct),
-            " / ".join(_pct(by_condition.get(c)) for c in ("system", "no_system") if c in by_condition),
-            "; ".join(f"{c}: {_ci(v)}" for c, v in openings.items()), change_text,
-            _range(row, "over_refusal", _pct), _range(row, "perplexity", lambda v: f"{v:.2f}"),
-        ])
+        rows.append(
+            [
+                row["prompt_format"],
+                row["compensation"] or "-",
+                arm,
+                units,
+                _range(row, "asr", _pct),
+                " / ".join(_pct(by_condition.get(c)) for c in ("system", "no_system") if c in by_condition),
+                "; ".join(f"{c}: {_ci(v)}" for c, v in openings.items()),
+                change_text,
+                _range(row, "over_refusal", _pct),
+                _range(row, "perplexity", lambda v: f"{v:.2f}"),
+            ]
+        )
     return rows
 
 
 def audit_section(audit: dict) -> str:
     classes = audit["classes"]
-    lines = [markdown_table(
-        ["class", "heads", "neurons", "% of units", "% of parameters"],
-        [[name, str(classes[name]["heads"]), str(classes[name]["neurons"]), _pct(classes[name]["unit_fraction"]),
-          _pct(classes[name]["param_fraction"])] for name in CLASSES],
-    )]
+    lines = [
+        markdown_table(
+            ["class", "heads", "neurons", "% of units", "% of parameters"],
+            [
+                [
+                    name,
+                    str(classes[name]["heads"]),
+                    str(classes[name]["neurons"]),
+                    _pct(classes[name]["unit_fraction"]),
+                    _pct(classes[name]["param_fraction"]),
+                ]
+                for name in CLASSES
+            ],
+        )
+    ]
     thirds = audit["scu_thirds"]
-    lines.append(f"\nSCU by depth: early {_pct(thirds['early'])}, middle {_pct(thirds['middle'])}, "
-                 f"late {_pct(thirds['late'])} of SCU units; most in layer {audit['scu_peak_layer']}.\n")
-    lines.append(markdown_table(["layer", *CLASSES, "SCU heads"],
-                                [[str(row["layer"]), *(str(row[name]) for name in CLASSES), str(row["SCU_heads"])]
-                                 for row in audit["layers"]]))
+    lines.append(
+        f"\nSCU by depth: early {_pct(thirds['early'])}, middle {_pct(thirds['middle'])}, "
+        f"late {_pct(thirds['late'])} of SCU units; most in layer {audit['scu_peak_layer']}.\n"
+    )
+    lines.append(
+        markdown_table(
+            ["layer", *CLASSES, "SCU heads"],
+            [
+                [str(row["layer"]), *(str(row[name]) for name in CLASSES), str(row["SCU_heads"])]
+                for row in audit["layers"]
+            ],
+        )
+    )
     return "\n".join(lines)
 
 
@@ -138,15 +217,22 @@ def transfer_section(downstream: dict) -> str:
     rows = []
     for arm, entry in downstream.items():
         transfer = entry["role_transfer"]
-        rows.append([arm, *(_pct(transfer["scu_to"][name]) for name in CLASSES),
-                     _pct(transfer["before"]["RU"]) + " -> " + _pct(transfer["after"]["RU"]),
-                     _pct(transfer["unchanged_fraction"])])
+        rows.append(
+            [
+                arm,
+                *(_pct(transfer["scu_to"][name]) for name in CLASSES),
+                _pct(transfer["before"]["RU"]) + " -> " + _pct(transfer["after"]["RU"]),
+                _pct(transfer["unchanged_fraction"]),
+            ]
+        )
     return markdown_table(["fine-tune", *(f"SCU -> {name}" for name in CLASSES), "RU share", "units unchanged"], rows)
 
 
 def timing_section(results: dict) -> str:
-    rows = [[name, f"{value['seconds']:.0f} s" + (" (earlier run)" if value["reused"] else "")]
-            for name, value in results["stages"].items()]
+    rows = [
+        [name, f"{value['seconds']:.0f} s" + (" (earlier run)" if value["reused"] else "")]
+        for name, value in results["stages"].items()
+    ]
     return markdown_table(["stage", "wall time"], rows)
 
 
@@ -159,23 +245,29 @@ def write_report(results: dict, out: Path) -> None:
         f"Machine: {machine['cpu_count']} CPUs, device {machine['device']}"
         + (f" ({machine['gpu']})" if machine.get("gpu") else "")
         + f", torch {machine['torch']}, transformers {machine['transformers']}, {machine['torch_threads']} threads  ",
-        (f"Wall time: {results['stage_seconds_total'] / 60:.1f} min (sum of the stages); protocol {results['protocol']['hash'][:16]}; "
-        f"plan {results['plan_hash'][:16]}\n"),
+        (
+            f"Wall time: {results['stage_seconds_total'] / 60:.1f} min (sum of the stages); protocol {results['protocol']['hash'][:16]}; "
+            f"plan {results['plan_hash'][:16]}\n"
+        ),
         "## Results\n",
         markdown_table(HEADER, table_rows(results)),
-        ("\nASR: keyword attack success (ssah-31 list, at least 20 words), mean of with/without the safety "
-         "system prompt; over-refusal: ssah-31 refusal strings on harmless prompts; refuses harmful / harmless: "
-         "responses that open with one of the protocol's refusal openings (\"I can't\", \"Sorry\", ...), both "
-         "conditions; perplexity: benign text. Neither keyword list contains \"I can't help\", so a model that "
-         "refuses that way counts as attacked and as not over-refusing: read the two opening columns too. "
-         "Paper: Llama-2-7B-Chat, AdvBench, 256 tokens; not the same model, data or scale.\n"),
+        (
+            "\nASR: keyword attack success (ssah-31 list, at least 20 words), mean of with/without the safety "
+            "system prompt; over-refusal: ssah-31 refusal strings on harmless prompts; refuses harmful / harmless: "
+            'responses that open with one of the protocol\'s refusal openings ("I can\'t", "Sorry", ...), both '
+            'conditions; perplexity: benign text. Neither keyword list contains "I can\'t help", so a model that '
+            "refuses that way counts as attacked and as not over-refusing: read the two opening columns too. "
+            "Paper: Llama-2-7B-Chat, AdvBench, 256 tokens; not the same model, data or scale.\n"
+        ),
         "## Table 1: ablations by prompt format and compensation, with matched random controls\n",
         markdown_table(TABLE1_HEADER, table1_rows(results.get("ablation", {}))),
-        ("\nRefusal openings: share of harmful prompts whose response opens with a refusal opening, per condition, "
-         "with Wilson 95 % intervals; change vs dense: percentage points, paired bootstrap 95 % interval over the "
-         "same prompts (a random control: its first seed). A random control removes as many heads and neurons "
-         "as the class, drawn from outside it, with the same compensation; its values are the mean over seeds "
-         "(range in brackets).\n"),
+        (
+            "\nRefusal openings: share of harmful prompts whose response opens with a refusal opening, per condition, "
+            "with Wilson 95 % intervals; change vs dense: percentage points, paired bootstrap 95 % interval over the "
+            "same prompts (a random control: its first seed). A random control removes as many heads and neurons "
+            "as the class, drawn from outside it, with the same compensation; its values are the mean over seeds "
+            "(range in brackets).\n"
+        ),
         "## Audit of the aligned model\n",
         audit_section(results["audit"]) if "audit" in results else "(not run)",
         "\n## Role transfer during downstream fine-tuning (aligned model's SCU, by class after)\n",
@@ -191,11 +283,17 @@ def write_report(results: dict, out: Path) -> None:
 
 def printed_summary(results: dict) -> str:
     audit = results.get("audit", {}).get("classes")
-    classes = ", ".join(f"{name} {100 * audit[name]['unit_fraction']:.2f} %" for name in CLASSES) if audit else "not run"
-    return "\n".join([
-        text_table(HEADER, table_rows(results)),
-        "",
-        f"audit of the aligned model: {classes}",
-        (f"wall time {results['wall_seconds'] / 60:.1f} min (stages {results['stage_seconds_total'] / 60:.1f} min, "
-        "earlier runs included); results in results.json and results.md"),
-    ])
+    classes = (
+        ", ".join(f"{name} {100 * audit[name]['unit_fraction']:.2f} %" for name in CLASSES) if audit else "not run"
+    )
+    return "\n".join(
+        [
+            text_table(HEADER, table_rows(results)),
+            "",
+            f"audit of the aligned model: {classes}",
+            (
+                f"wall time {results['wall_seconds'] / 60:.1f} min (stages {results['stage_seconds_total'] / 60:.1f} min, "
+                "earlier runs included); results in results.json and results.md"
+            ),
+        ]
+    )

@@ -40,8 +40,9 @@ def machine(options: LoadOptions) -> dict:
     return info
 
 
-def reproduce(plan: Plan, out: str | Path, options: LoadOptions, say: steps.Say, command: str = "",
-              stop_after: str | None = None) -> dict:
+def reproduce(
+    plan: Plan, out: str | Path, options: LoadOptions, say: steps.Say, command: str = "", stop_after: str | None = None
+) -> dict:
     """Run (or resume) every stage, or those up to ``stop_after``; write DIR/results.json and DIR/results.md."""
     if stop_after is not None and stop_after not in STAGES:
         raise ValueError(f"stop_after must be one of {', '.join(STAGES)}, got {stop_after!r}")

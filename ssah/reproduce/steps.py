@@ -134,15 +134,21 @@ def _evaluate(ctx: Context, loaded: LoadedModel, directory: Path, label: str) ->
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "evaluation.json").write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
     numbers = metrics(result)
-    ctx.say(f"  {label}: ASR {100 * numbers['asr']:.1f} %, over-refusal {100 * numbers['over_refusal']:.1f} %, "
-            f"perplexity {numbers['perplexity']:.2f} ({time.perf_counter() - started:.0f}s)")
+    ctx.say(
+        f"  {label}: ASR {100 * numbers['asr']:.1f} %, over-refusal {100 * numbers['over_refusal']:.1f} %, "
+        f"perplexity {numbers['perplexity']:.2f} ({time.perf_counter() - started:.0f}s)"
+    )
     return numbers
 
 
 def _finetune_config(plan: Plan, **changes) -> FinetuneConfig:
     return FinetuneConfig(
-        batch_size=plan.batch_size, max_length=plan.max_length, max_steps=plan.max_steps, seed=plan.seed,
-        warmup_ratio=0.05, **changes,
+        batch_size=plan.batch_size,
+        max_length=plan.max_length,
+        max_steps=plan.max_steps,
+        seed=plan.seed,
+        warmup_ratio=0.05,
+        **changes,
     )
 
 
@@ -160,8 +166,10 @@ def _train(ctx: Context, loaded, dataset, config, unit_map, directory: Path, lab
         "loss_last": losses[-1] if losses else None,
         "train_seconds": round(time.perf_counter() - started, 1),
     }
-    ctx.say(f"  {label}: {result.steps} steps, {100 * summary['trainable_fraction']:.1f} % of parameters trained, "
-            f"loss {summary['loss_first']:.3f} -> {summary['loss_last']:.3f} ({summary['train_seconds']:.0f}s)")
+    ctx.say(
+        f"  {label}: {result.steps} steps, {100 * summary['trainable_fraction']:.1f} % of parameters trained, "
+        f"loss {summary['loss_first']:.3f} -> {summary['loss_last']:.3f} ({summary['train_seconds']:.0f}s)"
+    )
     return summary
 
 
@@ -180,16 +188,21 @@ def alignment(ctx: Context) -> dict:
     _, utility = calibration_sets(plan)
     arms = {
         "full": _finetune_config(plan, mode="full", epochs=plan.align_epochs, lr=plan.align_lr),
-        "budget": _finetune_config(plan, mode="budget", budget=plan.budget, budget_samples=plan.audit_samples,
-                                   epochs=plan.align_epochs, lr=plan.align_lr),
+        "budget": _finetune_config(
+            plan,
+            mode="budget",
+            budget=plan.budget,
+            budget_samples=plan.audit_samples,
+            epochs=plan.align_epochs,
+            lr=plan.align_lr,
+        ),
     }
     results = {}
     for arm, config in arms.items():
         directory = ctx.out / "alignment" / arm
         loaded = ctx.load(plan.model)
         trained = _train(ctx, loaded, data, config, None, directory, f"align ({arm})", utility=utility)
-        results[arm] = {**trained, "config": config.to_dict(),
-                        **_evaluate(ctx, loaded, directory, f"aligned ({arm})")}
+        results[arm] = {**trained, "config": config.to_dict(), **_evaluate(ctx, loaded, directory, f"aligned ({arm})")}
         del loaded
     return results
 
@@ -203,10 +216,18 @@ def audit(ctx: Context, aligned_model: str) -> dict:
     unit_map = run_audit(loaded, safety, utility, config)
     directory = unit_map.save(ctx.out / "audit" / "unit_map")
     summary = unit_map.summary()
-    classes = {name: {key: summary["classes"][name][key] for key in ("heads", "neurons", "unit_fraction", "param_fraction")}
-               for name in CLASSES}
-    layers = [{"layer": row["layer"], **{name: row["heads"][name] + row["neurons"][name] for name in CLASSES},
-               "SCU_heads": row["heads"]["SCU"]} for row in summary["layers"]]
+    classes = {
+        name: {key: summary["classes"][name][key] for key in ("heads", "neurons", "unit_fraction", "param_fraction")}
+        for name in CLASSES
+    }
+    layers = [
+        {
+            "layer": row["layer"],
+            **{name: row["heads"][name] + row["neurons"][name] for name in CLASSES},
+            "SCU_heads": row["heads"]["SCU"],
+        }
+        for row in summary["layers"]
+    ]
     scu_by_layer = [row["SCU"] for row in layers]
     ctx.say("  classes: " + ", ".join(f"{name} {100 * classes[name]['unit_fraction']:.2f} %" for name in CLASSES))
     return {
@@ -225,7 +246,7 @@ def _thirds(counts: list[int]) -> dict:
     total, n = max(sum(counts), 1), len(counts)
     bounds = [0, n // 3, 2 * n // 3, n]
     names = ("early", "middle", "late")
-    return {name: sum(counts[bounds[i]:bounds[i + 1]]) / total for i, name in enumerate(names)}
+    return {name: sum(counts[bounds[i] : bounds[i + 1]]) / total for i, name in enumerate(names)}
 
 
 def ablation(ctx: Context, aligned_model: str, unit_map_dir: str, dense: dict) -> dict:
@@ -247,14 +268,27 @@ def ablation(ctx: Context, aligned_model: str, unit_map_dir: str, dense: dict) -
         for compensation in plan.compensations:
             protocol = base.replace(ablation_compensation=compensation)
             arms = [(f"minus {name}", [AblationSpec((name,))]) for name in ("SCU", "UCU", "RU")]
-            arms += [(f"random matched to {name}", [AblationSpec((name,), control="random", seed=seed)
-                                                   for seed in plan.control_seeds])
-                     for name in plan.controlled_classes]
+            arms += [
+                (
+                    f"random matched to {name}",
+                    [AblationSpec((name,), control="random", seed=seed) for seed in plan.control_seeds],
+                )
+                for name in plan.controlled_classes
+            ]
             for arm, specs in arms:
                 evaluated = [
-                    _evaluate_result(ctx, loaded, protocol, spec, unit_map,
-                                     directory / compensation / arm.replace(" ", "-") / (f"seed-{spec.seed}" if spec.control else ""),
-                                     f"{arm} ({prompt_format}, {compensation})")
+                    _evaluate_result(
+                        ctx,
+                        loaded,
+                        protocol,
+                        spec,
+                        unit_map,
+                        directory
+                        / compensation
+                        / arm.replace(" ", "-")
+                        / (f"seed-{spec.seed}" if spec.control else ""),
+                        f"{arm} ({prompt_format}, {compensation})",
+                    )
                     for spec in specs
                 ]
                 row = _row(prompt_format, compensation, arm, evaluated[0], dense_result, evaluated)
@@ -270,15 +304,18 @@ def ablation(ctx: Context, aligned_model: str, unit_map_dir: str, dense: dict) -
     return results
 
 
-def _evaluate_result(ctx: Context, loaded: LoadedModel, protocol: Protocol, spec, unit_map, directory: Path,
-                     label: str) -> dict:
+def _evaluate_result(
+    ctx: Context, loaded: LoadedModel, protocol: Protocol, spec, unit_map, directory: Path, label: str
+) -> dict:
     """evaluate() under ``protocol`` (with ``spec`` ablated when given), saved as DIR/evaluation.json."""
     started = time.perf_counter()
     result = evaluate(loaded, protocol, ablation=spec, unit_map=unit_map if spec else None)
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "evaluation.json").write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
-    ctx.say(f"    {label}: ASR {100 * result['safety']['asr']:.1f} %, perplexity "
-            f"{result['utility']['perplexity']:.2f} ({time.perf_counter() - started:.0f}s)")
+    ctx.say(
+        f"    {label}: ASR {100 * result['safety']['asr']:.1f} %, perplexity "
+        f"{result['utility']['perplexity']:.2f} ({time.perf_counter() - started:.0f}s)"
+    )
     return result
 
 
@@ -298,8 +335,14 @@ def _mean_rate(per_condition: dict) -> float | None:
     return sum(rates) / len(rates) if rates else None
 
 
-def _row(prompt_format: str, compensation: str | None, arm: str, result: dict, dense: dict | None,
-         seeds: list[dict] | None = None) -> dict:
+def _row(
+    prompt_format: str,
+    compensation: str | None,
+    arm: str,
+    result: dict,
+    dense: dict | None,
+    seeds: list[dict] | None = None,
+) -> dict:
     """One Table 1 row: the values (mean and range over a control's seeds), intervals, and paired changes."""
     runs = seeds or [result]
     values = {}
@@ -311,25 +354,45 @@ def _row(prompt_format: str, compensation: str | None, arm: str, result: dict, d
             values[f"{name}_range"] = [min(numbers), max(numbers)]
     safety = result["safety"]
     row = {
-        "prompt_format": prompt_format, "compensation": compensation, "arm": arm, **values,
+        "prompt_format": prompt_format,
+        "compensation": compensation,
+        "arm": arm,
+        **values,
         "asr_by_condition": {c: v for c, v in safety["asr_by_list"][safety["refusal_list"]].items() if c != "mean"},
-        "intervals": {"asr": safety["intervals"][safety["refusal_list"]]["asr"],
-                      "refusal_openings_harmful": safety["refusal_openings"]["harmful"],
-                      "over_refusal": safety["intervals"][safety["refusal_list"]]["over_refusal"]},
+        "intervals": {
+            "asr": safety["intervals"][safety["refusal_list"]]["asr"],
+            "refusal_openings_harmful": safety["refusal_openings"]["harmful"],
+            "over_refusal": safety["intervals"][safety["refusal_list"]]["over_refusal"],
+        },
         "seeds": [run["ablation"]["seed"] for run in runs] if seeds and runs[0]["ablation"]["control"] else None,
     }
     if result.get("ablation"):
-        row.update(units=result["ablation"]["units"], heads=result["ablation"]["heads"],
-                   neurons=result["ablation"]["neurons"], param_fraction=result["ablation"]["param_fraction"])
+        row.update(
+            units=result["ablation"]["units"],
+            heads=result["ablation"]["heads"],
+            neurons=result["ablation"]["neurons"],
+            param_fraction=result["ablation"]["param_fraction"],
+        )
     if dense is not None:
         row["paired_vs_dense"] = compare(dense, result)["differences"]  # first seed of a control
     return row
 
 
 def metrics_keys() -> tuple[str, ...]:
-    return ("asr", "asr_system", "asr_no_system", "asr_advbench29", "over_refusal", "refusal_opening_harmful",
-            "refusal_opening_harmless", "refusal_margin", "predicted_refusal", "margin_refusal_harmless",
-            "perplexity", "eval_seconds")
+    return (
+        "asr",
+        "asr_system",
+        "asr_no_system",
+        "asr_advbench29",
+        "over_refusal",
+        "refusal_opening_harmful",
+        "refusal_opening_harmless",
+        "refusal_margin",
+        "predicted_refusal",
+        "margin_refusal_harmless",
+        "perplexity",
+        "eval_seconds",
+    )
 
 
 def evaluated_entries(results: dict, out: Path) -> list[tuple[dict, Path]]:
@@ -352,8 +415,12 @@ def refresh_metrics(results: dict, out: Path) -> None:
 
 def downstream_arms(plan: Plan) -> dict[str, FinetuneConfig]:
     """The fine-tune settings of stage 5's arms; the schedule (equal epochs or the paper's) is in each config."""
-    common = {"epochs": plan.downstream_epochs, "lr": plan.downstream_lr, "reaudit": True,
-              "paper_schedule": plan.paper_schedule}
+    common = {
+        "epochs": plan.downstream_epochs,
+        "lr": plan.downstream_lr,
+        "reaudit": True,
+        "paper_schedule": plan.paper_schedule,
+    }
     return {
         "full": _finetune_config(plan, mode="full", **common),
         "freeze_i": _finetune_config(plan, mode="freeze", setting="i", cu_top=plan.cu_top, **common),

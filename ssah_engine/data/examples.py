@@ -21,9 +21,7 @@ class Example:
         if not isinstance(self.prompt, str):
             raise TypeError(f"Example.prompt must be a str, got {type(self.prompt).__name__}")
         if self.response is not None and not isinstance(self.response, str):
-            raise TypeError(
-                f"Example.response must be a str or None, got {type(self.response).__name__}"
-            )
+            raise TypeError(f"Example.response must be a str or None, got {type(self.response).__name__}")
 
 
 def content_sha256(examples: Iterable[Example]) -> str:
@@ -53,9 +51,7 @@ class Dataset:
         object.__setattr__(self, "examples", examples)
         digest = content_sha256(examples)
         if self.sha256 and self.sha256 != digest:
-            raise ValueError(
-                f"Dataset {self.name!r}: sha256 {self.sha256} does not match its content ({digest})"
-            )
+            raise ValueError(f"Dataset {self.name!r}: sha256 {self.sha256} does not match its content ({digest})")
         object.__setattr__(self, "sha256", digest)
 
     def __len__(self) -> int:

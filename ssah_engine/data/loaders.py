@@ -77,8 +77,7 @@ def _load_path(path: str, *, name: str, require_response: bool) -> Dataset:
     reader = readers.get(suffix)
     if reader is None:
         raise DatasetError(
-            f"unsupported file extension {p.suffix!r}; expected one of "
-            f"{', '.join(SUPPORTED_EXTENSIONS)}",
+            f"unsupported file extension {p.suffix!r}; expected one of {', '.join(SUPPORTED_EXTENSIONS)}",
             path=path,
         )
     text = _read_text(p, path)
@@ -118,9 +117,7 @@ def _check_prompt(value: Any, path: str, line: int, field: str) -> str:
     return value
 
 
-def _check_response(
-    value: Any, path: str, line: int, field: str, require_response: bool
-) -> str | None:
+def _check_response(value: Any, path: str, line: int, field: str, require_response: bool) -> str | None:
     if value is None:
         if require_response:
             raise DatasetError(
@@ -131,20 +128,14 @@ def _check_response(
             )
         return None
     if not isinstance(value, str) or not value.strip():
-        raise DatasetError(
-            "must be a non-empty string (or absent)", path=path, line=line, field=field
-        )
+        raise DatasetError("must be a non-empty string (or absent)", path=path, line=line, field=field)
     return value
 
 
-def _example_from_record(
-    record: Any, path: str, line: int, require_response: bool
-) -> Example:
+def _example_from_record(record: Any, path: str, line: int, require_response: bool) -> Example:
     """One JSON object: {prompt, response?} or Alpaca-style {instruction, input?, output?}."""
     if not isinstance(record, dict):
-        raise DatasetError(
-            f"expected a JSON object, got {type(record).__name__}", path=path, line=line
-        )
+        raise DatasetError(f"expected a JSON object, got {type(record).__name__}", path=path, line=line)
     if "prompt" not in record and "instruction" in record:
         instruction = _check_prompt(record.get("instruction"), path, line, "instruction")
         extra = record.get("input")
@@ -318,8 +309,7 @@ def _load_hf(spec: str, require_response: bool) -> Dataset:
         import datasets as hf_datasets
     except ImportError:
         raise DatasetError(
-            "the `datasets` package is needed to load Hugging Face datasets "
-            "(pip install datasets)",
+            "the `datasets` package is needed to load Hugging Face datasets (pip install datasets)",
             path=label,
         ) from None
     try:

@@ -10,10 +10,10 @@ from .ablation_spec import AblationSpec
 from .compare import compare
 from .evaluate import evaluate, load_pinned
 from .generation import generate_greedy, generate_greedy_ids
+from .intervals import paired_bootstrap, wilson
 from .judge import Judge, JudgeSpec, load_judge
 from .margin import opening_ids, opening_logprobs, refusal_margins
 from .perplexity import Perplexity, perplexity
-from .intervals import paired_bootstrap, wilson
 from .protocol import LLAMA2_SYSTEM_PROMPT, PROMPT_FORMATS, DataRef, EvalProtocol, Protocol, comparable, protocol_hash
 from .refusal import RULES, RefusalRule, get_rule
 

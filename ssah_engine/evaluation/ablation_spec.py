@@ -23,7 +23,9 @@ class AblationSpec:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        classes = tuple(canonical_class(name) for name in ([self.classes] if isinstance(self.classes, str) else self.classes))
+        classes = tuple(
+            canonical_class(name) for name in ([self.classes] if isinstance(self.classes, str) else self.classes)
+        )
         if not classes:
             raise ValueError("an ablation needs at least one class")
         object.__setattr__(self, "classes", tuple(dict.fromkeys(classes)))

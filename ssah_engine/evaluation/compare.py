@@ -35,9 +35,16 @@ def compare(before: dict, after: dict, *, resamples: int = 2000, seed: int = 0) 
         for condition in conditions:
             if condition == "suffix" and set_name == "harmless":
                 continue
-            a, b = (per_prompt(result["records"][set_name], condition, lambda r: test(r, rule)) for result in (before, after))
+            a, b = (
+                per_prompt(result["records"][set_name], condition, lambda r: test(r, rule))
+                for result in (before, after)
+            )
             if a and len(a) == len(b):
                 per_condition[condition] = paired_bootstrap(a, b, resamples=resamples, seed=seed)
         differences[outcome] = per_condition
-    return {"refusal_list": rule, "conditions": conditions, "differences": differences,
-            "note": "after - before per prompt; 95 % paired bootstrap interval over prompts"}
+    return {
+        "refusal_list": rule,
+        "conditions": conditions,
+        "differences": differences,
+        "note": "after - before per prompt; 95 % paired bootstrap interval over prompts",
+    }

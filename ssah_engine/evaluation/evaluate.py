@@ -9,8 +9,8 @@ from datetime import datetime, timezone
 
 import torch
 
-from ..data import Dataset, load_dataset
 from ..ablation import ablate
+from ..data import Dataset, load_dataset
 from ..loading import LoadedModel
 from ..losses import response_nll
 from ..unitmap import UnitMap, library_versions
@@ -164,7 +164,11 @@ def _judge(protocol: Protocol, records: list[dict], loaded: LoadedModel, timing:
 def _utility(model, tokenizer, protocol: Protocol, data: dict[str, Dataset]) -> dict:
     texts = [example.prompt for example in data["benign_text"].examples]
     measured = perplexity(
-        model, tokenizer, texts, max_length=protocol.perplexity_max_length, stride=protocol.perplexity_stride,
+        model,
+        tokenizer,
+        texts,
+        max_length=protocol.perplexity_max_length,
+        stride=protocol.perplexity_stride,
         batch_size=protocol.batch_size,
     )
     utility = {

@@ -36,9 +36,7 @@ def rate_with_interval(values: Sequence[bool]) -> dict | None:
     return {"rate": k / n, "k": k, "n": n, "ci95": [round(low, 6), round(high, 6)]}
 
 
-def paired_bootstrap(
-    before: Sequence[bool], after: Sequence[bool], *, resamples: int = 2000, seed: int = 0
-) -> dict:
+def paired_bootstrap(before: Sequence[bool], after: Sequence[bool], *, resamples: int = 2000, seed: int = 0) -> dict:
     """Mean of ``after - before`` over paired outcomes, with a percentile 95 % bootstrap interval."""
     if len(before) != len(after):
         raise ValueError(f"paired outcomes need equal lengths, got {len(before)} and {len(after)}")

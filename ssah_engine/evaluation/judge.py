@@ -92,7 +92,11 @@ def load_judge(spec: JudgeSpec, device: torch.device | str = "cpu") -> Judge:
 def _sequence_scores(judge: Judge, prompts, responses) -> list[dict]:
     tokenizer, model = judge.tokenizer, judge.model
     batch = tokenizer(
-        list(prompts), list(responses), padding=True, truncation=True, max_length=judge.spec.max_length,
+        list(prompts),
+        list(responses),
+        padding=True,
+        truncation=True,
+        max_length=judge.spec.max_length,
         return_tensors="pt",
     ).to(next(model.parameters()).device)
     probabilities = model(**batch).logits.float().softmax(-1).cpu()
@@ -123,5 +127,7 @@ def _causal_scores(judge: Judge, prompts, responses) -> list[dict]:
         logits = model(input_ids=ids.to(device), logits_to_keep=1).logits[0, -1].float()
         pair = logits[[safe_id, unsafe_id]].softmax(-1)
         p_unsafe = float(pair[1])
-        results.append({"unsafe": p_unsafe > 0.5, "p_unsafe": round(p_unsafe, 6), "label": "unsafe" if p_unsafe > 0.5 else "safe"})
+        results.append(
+            {"unsafe": p_unsafe > 0.5, "p_unsafe": round(p_unsafe, 6), "label": "unsafe" if p_unsafe > 0.5 else "safe"}
+        )
     return results

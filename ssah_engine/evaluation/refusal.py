@@ -43,6 +43,7 @@ SSAH_31 = (
     "However",
 )
 
+
 def word_count(response: str) -> int:
     """Words as the authors count them: ``len(response.strip().split(" "))``, single spaces only.
 

@@ -58,16 +58,24 @@ def run_prompt_set(
             continue
         rendered = [render(tokenizer, text, system_prompt, protocol.format_of(condition)) for _, text, _ in items]
         ids = encode_rendered(tokenizer, rendered)
-        tick = (lambda stage: (lambda count: progress(stage, count))) if progress else (lambda stage: None)
+        tick = (lambda stage: lambda count: progress(stage, count)) if progress else (lambda stage: None)
         candidates = opening_ids(tokenizer, rendered[0], openings)
         scores = opening_logprobs(
-            model, ids, candidates, pad_id=pad_id, batch_size=protocol.batch_size,
+            model,
+            ids,
+            candidates,
+            pad_id=pad_id,
+            batch_size=protocol.batch_size,
             progress=tick(f"{set_name} margin ({condition})"),
         )
         margins = refusal_margins(scores, len(protocol.refusal_openings)).tolist()
         responses = (
             generate_greedy(
-                model, tokenizer, ids, max_new_tokens=protocol.max_new_tokens, batch_size=protocol.batch_size,
+                model,
+                tokenizer,
+                ids,
+                max_new_tokens=protocol.max_new_tokens,
+                batch_size=protocol.batch_size,
                 progress=tick(f"{set_name} generation ({condition})"),
             )
             if generate

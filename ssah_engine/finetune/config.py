@@ -35,40 +35,55 @@ class FinetuneConfig:
     """What to train and how; every field is saved with the run so it can be reproduced."""
 
     mode: str = field(
-        default="full", metadata={"help": "full | freeze (keep safety units) | budget (train RU only)", "choices": MODES}
+        default="full",
+        metadata={"help": "full | freeze (keep safety units) | budget (train RU only)", "choices": MODES},
     )
     setting: str | None = field(
         default=None,
-        metadata={"help": "freeze mode: 'i' = SCU + top of CU by z_S (the default), 'ii' = SCU + all CU",
-                  "choices": tuple(SETTINGS)},
+        metadata={
+            "help": "freeze mode: 'i' = SCU + top of CU by z_S (the default), 'ii' = SCU + all CU",
+            "choices": tuple(SETTINGS),
+        },
     )
     freeze_classes: tuple[str, ...] = field(
         default=(), metadata={"help": "freeze mode: freeze these classes instead of a setting (ESU/EUU accepted)"}
     )
     cu_top: float = field(
-        default=0.06, metadata={"help": "setting (i): fraction of parameters of CU frozen, highest z_S first", "ge": 0, "le": 1}
+        default=0.06,
+        metadata={"help": "setting (i): fraction of parameters of CU frozen, highest z_S first", "ge": 0, "le": 1},
     )
     cu_top_of: str = field(
         default="model",
-        metadata={"help": "cu_top is a fraction of all unit parameters ('model', the paper's ~7.5 %) or of CU's ('cu')",
-                  "choices": CU_TOP_OF},
+        metadata={
+            "help": "cu_top is a fraction of all unit parameters ('model', the paper's ~7.5 %) or of CU's ('cu')",
+            "choices": CU_TOP_OF,
+        },
     )
     budget: float = field(
-        default=0.20, metadata={"help": "budget mode: parameter fraction of redundant units to train (utility-only scoring)", "ge": 0, "le": 1}
+        default=0.20,
+        metadata={
+            "help": "budget mode: parameter fraction of redundant units to train (utility-only scoring)",
+            "ge": 0,
+            "le": 1,
+        },
     )
     budget_samples: int = field(default=128, metadata={"help": "budget mode: utility pairs scored to find RU", "ge": 1})
     freeze_layers: str = field(default="", metadata={"help": "freeze whole decoder layers, e.g. '0-5,10'"})
     freeze_rule: str = field(
         default="function",
-        metadata={"help": "function: a frozen unit also freezes its KV group's k/v rows and the norms it passes "
-                          "through (its output on a fixed layer input stays bit-identical); rows: only its own "
-                          "rows, k/v only when the whole group is frozen, norms train",
-                  "choices": FREEZE_RULES},
+        metadata={
+            "help": "function: a frozen unit also freezes its KV group's k/v rows and the norms it passes "
+            "through (its output on a fixed layer input stays bit-identical); rows: only its own "
+            "rows, k/v only when the whole group is frozen, norms train",
+            "choices": FREEZE_RULES,
+        },
     )
     paper_schedule: bool = field(
         default=False,
-        metadata={"help": "the paper's schedule: freeze settings train twice the epochs (or max_steps) of plain "
-                          "fine-tuning, setting (i) after one epoch under setting (ii); full mode is the plain arm"},
+        metadata={
+            "help": "the paper's schedule: freeze settings train twice the epochs (or max_steps) of plain "
+            "fine-tuning, setting (i) after one epoch under setting (ii); full mode is the plain arm"
+        },
     )
     train_embeddings: bool | None = field(
         default=None, metadata={"help": "train the input embeddings (default: yes, except in budget mode)"}
@@ -81,22 +96,32 @@ class FinetuneConfig:
         default=None, metadata={"help": "train the LM head (default: yes, except in budget mode); tied: frozen wins"}
     )
     mix_data: str | None = field(
-        default=None, metadata={"help": "pairs mixed into the training data, e.g. builtin:align_refusal (refusals kept)"}
+        default=None,
+        metadata={"help": "pairs mixed into the training data, e.g. builtin:align_refusal (refusals kept)"},
     )
-    mix_pairs: int = field(default=0, metadata={"help": "how many pairs of mix_data to add (a draw seeded by seed)", "ge": 0})
+    mix_pairs: int = field(
+        default=0, metadata={"help": "how many pairs of mix_data to add (a draw seeded by seed)", "ge": 0}
+    )
     anchor: float = field(
         default=0.0,
-        metadata={"help": "pull trained weights back toward the starting ones: after each step w -= lr * anchor * "
-                          "(w - w_start), a decoupled L2 toward the aligned model (0: off)", "ge": 0},
+        metadata={
+            "help": "pull trained weights back toward the starting ones: after each step w -= lr * anchor * "
+            "(w - w_start), a decoupled L2 toward the aligned model (0: off)",
+            "ge": 0,
+        },
     )
     epochs: int = field(default=1, metadata={"help": "passes over the training set", "ge": 1})
-    max_steps: int | None = field(default=None, metadata={"help": "stop after this many optimizer steps (none: the epochs decide)", "ge": 1})
+    max_steps: int | None = field(
+        default=None, metadata={"help": "stop after this many optimizer steps (none: the epochs decide)", "ge": 1}
+    )
     batch_size: int = field(default=4, metadata={"help": "pairs per micro-batch", "ge": 1})
     grad_accum: int = field(default=1, metadata={"help": "micro-batches per optimizer step", "ge": 1})
     lr: float = field(default=2e-5, metadata={"help": "peak learning rate (AdamW)", "gt": 0})
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW decoupled weight decay on matrices", "ge": 0})
     betas: tuple[float, float] = field(default=(0.9, 0.999), metadata={"help": "AdamW betas"})
-    warmup_ratio: float = field(default=0.03, metadata={"help": "fraction of steps of linear warm-up", "ge": 0, "le": 1})
+    warmup_ratio: float = field(
+        default=0.03, metadata={"help": "fraction of steps of linear warm-up", "ge": 0, "le": 1}
+    )
     schedule: str = field(
         default="cosine", metadata={"help": "decay after warm-up: cosine | linear | constant", "choices": SCHEDULES}
     )
@@ -112,8 +137,10 @@ class FinetuneConfig:
     log_every: int = field(default=10, metadata={"help": "log the loss every N steps"})
     track_refusal: bool = field(
         default=False,
-        metadata={"help": "every track_every steps, the refusal margin on harmful calibration prompts and the "
-                          "over-refusal margin on harmless ones (no generation), stored in the loss curve"},
+        metadata={
+            "help": "every track_every steps, the refusal margin on harmful calibration prompts and the "
+            "over-refusal margin on harmless ones (no generation), stored in the loss curve"
+        },
     )
     track_every: int = field(default=10, metadata={"help": "optimizer steps between two refusal measurements", "ge": 1})
     track_prompts: int = field(default=8, metadata={"help": "prompts of each tracking set (the first N)", "ge": 1})
@@ -123,7 +150,9 @@ class FinetuneConfig:
         default=None, metadata={"help": "stop when the mean tracked refusal margin falls below this (needs tracking)"}
     )
     evaluate: bool = field(default=False, metadata={"help": "evaluate safety and utility before and after"})
-    eval_protocol: str | None = field(default=None, metadata={"help": "protocol JSON file for evaluation.evaluate (none: its default)"})
+    eval_protocol: str | None = field(
+        default=None, metadata={"help": "protocol JSON file for evaluation.evaluate (none: its default)"}
+    )
     reaudit: bool = field(default=False, metadata={"help": "re-audit the result with the unit map's data and cuts"})
 
     def __post_init__(self):
@@ -150,8 +179,16 @@ class FinetuneConfig:
             raise ValueError("paper_schedule applies to full mode (the plain arm) and freeze settings 'i'/'ii'")
         if self.stop_if_refusal_below is not None and not self.track_refusal:
             raise ValueError("stop_if_refusal_below needs track_refusal")
-        for name in ("epochs", "batch_size", "grad_accum", "budget_samples", "keep_checkpoints", "log_every",
-                     "track_every", "track_prompts"):
+        for name in (
+            "epochs",
+            "batch_size",
+            "grad_accum",
+            "budget_samples",
+            "keep_checkpoints",
+            "log_every",
+            "track_every",
+            "track_prompts",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.mix_pairs < 0 or (self.mix_pairs > 0) != bool(self.mix_data):

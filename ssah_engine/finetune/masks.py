@@ -102,8 +102,12 @@ class ParamMasks:
         tensors = {"frozen_units": self.frozen_units, "frozen_kv_groups": self.frozen_kv_groups}
         for name, part in self.slices.items():
             tensors[f"{'rows' if part.dim == 0 else 'columns'}/{name}"] = part.index.contiguous()
-        metadata = {"format_version": "1", "whole": json.dumps(sorted(self.whole)), "rule": self.rule,
-                    "beyond_rows": json.dumps(self.beyond_rows)}
+        metadata = {
+            "format_version": "1",
+            "whole": json.dumps(sorted(self.whole)),
+            "rule": self.rule,
+            "beyond_rows": json.dumps(self.beyond_rows),
+        }
         save_file(tensors, str(path), metadata=metadata)
         return path
 
@@ -120,7 +124,10 @@ class ParamMasks:
             if kind in ("rows", "columns"):
                 slices[name] = SliceMask(0 if kind == "rows" else 1, index)
         return cls(
-            tensors["frozen_units"], tensors["frozen_kv_groups"], set(json.loads(metadata["whole"])), slices,
+            tensors["frozen_units"],
+            tensors["frozen_kv_groups"],
+            set(json.loads(metadata["whole"])),
+            slices,
             rule=metadata.get("rule", "rows"),  # files written before the rule existed used "rows"
             beyond_rows=json.loads(metadata.get("beyond_rows", "{}")),
         )
@@ -227,16 +234,25 @@ def build_masks(
     for name in masks.whole:
         masks.slices.pop(name, None)
     if rule != "rows":
-        masks.beyond_rows = _beyond_rows(masks, model, frozen_units, freeze_layers, train_embeddings, train_norms,
-                                         train_lm_head, layout)
+        masks.beyond_rows = _beyond_rows(
+            masks, model, frozen_units, freeze_layers, train_embeddings, train_norms, train_lm_head, layout
+        )
     return masks
 
 
 def _beyond_rows(masks: ParamMasks, model: nn.Module, *rows_arguments) -> dict[str, int]:
     """Parameters ``masks`` freezes that the ``rows`` rule would train, as k/v rows and as norms."""
     frozen_units, freeze_layers, train_embeddings, train_norms, train_lm_head, layout = rows_arguments
-    rows = build_masks(model, frozen_units, freeze_layers=freeze_layers, train_embeddings=train_embeddings,
-                       train_norms=train_norms, train_lm_head=train_lm_head, layout=layout, rule="rows")
+    rows = build_masks(
+        model,
+        frozen_units,
+        freeze_layers=freeze_layers,
+        train_embeddings=train_embeddings,
+        train_norms=train_norms,
+        train_lm_head=train_lm_head,
+        layout=layout,
+        rule="rows",
+    )
     kv = {id(part.linear.weight) for p in layout.layers for part in (p.k, p.v)}
     kv |= {id(part.linear.bias) for p in layout.layers for part in (p.k, p.v) if part.linear.bias is not None}
     counts = {"kv_rows": 0, "norms": 0}

@@ -102,7 +102,8 @@ def _check_resume(out_dir: Path, record: dict, config: FinetuneConfig) -> None:
     saved = json.loads((out_dir / CONFIG_FILE).read_text())
     record = json.loads(json.dumps(record))  # tuples as lists, as they were saved
     differs = [
-        key for key in record["config"]
+        key
+        for key in record["config"]
         if key not in FinetuneConfig.RESUME_FREE and saved["config"].get(key) != record["config"][key]
     ]
     if differs or saved["data"] != record["data"]:
@@ -159,6 +160,7 @@ def run_finetune(
             unit_map = find_redundant_units(loaded, utility, config)
             unit_map.save(out_dir / "budget_units")
         frozen_units = frozen_units_for(config, space, unit_map)
+
     def masks_for(units: torch.Tensor):
         return build_masks(
             model,
@@ -174,8 +176,14 @@ def run_finetune(
     masks = masks_for(frozen_units)
     if config.paper_schedule and custom_unit_set:
         raise ValueError("paper_schedule derives its phases from the unit map's settings, not from frozen_units")
-    phases, schedule = paper_phases(config, data, masks, lambda setting: masks_for(
-        frozen_units_for(replace(config, setting=setting), space, unit_map)), model, space)
+    phases, schedule = paper_phases(
+        config,
+        data,
+        masks,
+        lambda setting: masks_for(frozen_units_for(replace(config, setting=setting), space, unit_map)),
+        model,
+        space,
+    )
     tracker = None
     if config.track_refusal:
         harmful, harmless = track_sets or _track_sets(config)
@@ -183,8 +191,12 @@ def run_finetune(
     record = {
         "config": config.to_dict(),
         "model": {"source": loaded.source, "resolved": loaded.resolved, "family": layout.family},
-        "data": {"name": dataset.name, "sha256": dataset.sha256, "pairs": len(data.encoded),
-                 "mixed": {"name": mixed.name, "sha256": mixed.sha256, "pairs": len(mixed)} if mixed else None},
+        "data": {
+            "name": dataset.name,
+            "sha256": dataset.sha256,
+            "pairs": len(data.encoded),
+            "mixed": {"name": mixed.name, "sha256": mixed.sha256, "pairs": len(mixed)} if mixed else None,
+        },
         "unit_map": {"model": unit_map.model, "data": unit_map.data, "config": unit_map.config} if unit_map else None,
         "custom_unit_set": custom_unit_set,
         "masks": masks.summary(model, space),
@@ -212,8 +224,11 @@ def run_finetune(
         track_path = out_dir / TRACK_FILE
         saved = json.loads(track_path.read_text()) if config.resume and track_path.is_file() else {}
         # Step 0 is measured on the base model; a resumed run keeps the first run's measurement.
-        tracking = {**tracker.describe(), "baseline": saved.get("baseline") or {"step": 0, **tracker.measure(model)},
-                    "stop": None}
+        tracking = {
+            **tracker.describe(),
+            "baseline": saved.get("baseline") or {"step": 0, **tracker.measure(model)},
+            "stop": None,
+        }
         _write_json(track_path, tracking)
     history = train(model, data, masks, config, out_dir, progress, phases=phases, tracker=tracker)
     model_dir = out_dir / "model"
@@ -224,8 +239,12 @@ def run_finetune(
         tracking["stop"] = tracker.stop
         _write_json(out_dir / TRACK_FILE, tracking)
         if tracker.stop:
-            logger.info("stopped at step %d: refusal margin %.3f below %.3f", tracker.stop["step"],
-                        tracker.stop["refusal_margin"], tracker.stop["threshold"])
+            logger.info(
+                "stopped at step %d: refusal margin %.3f below %.3f",
+                tracker.stop["step"],
+                tracker.stop["refusal_margin"],
+                tracker.stop["threshold"],
+            )
 
     if evaluate_fn is not None:
         evaluation["after"] = evaluate_fn(loaded)
@@ -243,8 +262,9 @@ def run_finetune(
         after.save(out_dir / "unit_map_after")
         transfer = role_transfer(unit_map, after)
         _write_json(out_dir / TRANSFER_FILE, transfer)
-    return FinetuneResult(out_dir, model_dir, len(history), history, record["masks"], evaluation, transfer,
-                          schedule, tracking)
+    return FinetuneResult(
+        out_dir, model_dir, len(history), history, record["masks"], evaluation, transfer, schedule, tracking
+    )
 
 
 def _track_sets(config: FinetuneConfig) -> tuple[Dataset, Dataset]:

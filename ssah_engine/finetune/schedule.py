@@ -40,8 +40,14 @@ def paper_phases(
     for number, ((first, part), setting) in enumerate(zip(phases, settings)):
         last = phases[number + 1][0] if number + 1 < len(phases) else data.total_steps
         summary = part.summary(model, space)
-        described.append({"setting": setting, "first_step": first + 1, "last_step": last,
-                          "trainable_parameters": summary["trainable_parameters"]})
+        described.append(
+            {
+                "setting": setting,
+                "first_step": first + 1,
+                "last_step": last,
+                "trainable_parameters": summary["trainable_parameters"],
+            }
+        )
     return phases, {
         "name": "paper" if config.paper_schedule else "equal",
         "arm": "plain" if config.mode == "full" else config.setting or config.mode,

@@ -56,9 +56,7 @@ def frozen_units_for(config: FinetuneConfig, space: UnitSpace, unit_map: UnitMap
     return unit_map.mask(list(classes))
 
 
-def find_redundant_units(
-    loaded: LoadedModel, utility: Dataset, config: FinetuneConfig, batch_size: int = 8
-) -> UnitMap:
+def find_redundant_units(loaded: LoadedModel, utility: Dataset, config: FinetuneConfig, batch_size: int = 8) -> UnitMap:
     """Utility-only unit map of a pre-trained model: RU = lowest z_U up to ``config.budget`` of parameters."""
     model, tokenizer = loaded.model, loaded.tokenizer
     layout = describe(model)
@@ -82,10 +80,21 @@ def find_redundant_units(
         head_input_mean=scores.head_input_mean.float(),
         neuron_input_mean=scores.neuron_input_mean.float(),
         layers_path=layout.layers_path,
-        config={"method": "wifv", "samples": config.budget_samples, "cuts": {"ru": config.budget, "scu": 0.0, "ucu": 0.0},
-                "max_length": config.max_length, "batch_size": batch_size, "system_prompt": config.system_prompt},
+        config={
+            "method": "wifv",
+            "samples": config.budget_samples,
+            "cuts": {"ru": config.budget, "scu": 0.0, "ucu": 0.0},
+            "max_length": config.max_length,
+            "batch_size": batch_size,
+            "system_prompt": config.system_prompt,
+        },
         model={"source": loaded.source, "resolved": loaded.resolved, "family": layout.family},
-        data={"utility": {"name": utility.name, "sha256": subset.sha256, "pairs": len(encoded),
-                          "response_tokens": scores.tokens}},
+        data={
+            "utility": {
+                "name": utility.name,
+                "sha256": subset.sha256,
+                "pairs": len(encoded),
+                "response_tokens": scores.tokens,
+            }
+        },
     )
-

@@ -49,8 +49,10 @@ class RefusalTracker:
             "stop_if_refusal_below": self.config.stop_if_refusal_below,
             "refusal_openings": list(REFUSAL_OPENINGS),
             "compliance_openings": list(COMPLIANCE_OPENINGS),
-            **{key: {"name": subset.name, "sha256": subset.sha256, "prompts": len(ids)}
-               for key, (subset, ids) in self.sets.items()},
+            **{
+                key: {"name": subset.name, "sha256": subset.sha256, "prompts": len(ids)}
+                for key, (subset, ids) in self.sets.items()
+            },
         }
 
     def measure(self, model) -> dict:
@@ -62,7 +64,9 @@ class RefusalTracker:
         try:
             with autocast_for(device, self.config):
                 for key, (_, ids) in self.sets.items():
-                    scores = opening_logprobs(model, ids, self.candidates, pad_id=self.pad_id, batch_size=self.batch_size)
+                    scores = opening_logprobs(
+                        model, ids, self.candidates, pad_id=self.pad_id, batch_size=self.batch_size
+                    )
                     margins = refusal_margins(scores, len(REFUSAL_OPENINGS)).tolist()
                     prefix = "refusal" if key == "harmful" else "over_refusal"
                     values[f"{prefix}_margin"] = round(statistics.fmean(margins), 6)
@@ -76,7 +80,10 @@ class RefusalTracker:
         threshold = self.config.stop_if_refusal_below
         if threshold is None or values["refusal_margin"] >= threshold:
             return False
-        self.stop = {"reason": "refusal_margin_below", "step": step, "refusal_margin": values["refusal_margin"],
-                     "threshold": threshold}
+        self.stop = {
+            "reason": "refusal_margin_below",
+            "step": step,
+            "refusal_margin": values["refusal_margin"],
+            "threshold": threshold,
+        }
         return True
-

@@ -118,8 +118,12 @@ def train(
         frozen = FrozenSlices(model, phases[number][1])
         logger.info(
             "training steps %d-%d of %d (%d per epoch), %d partly frozen tensors, %d frozen whole",
-            step + 1, phases[number + 1][0] if number + 1 < len(phases) else data.total_steps, data.total_steps,
-            data.steps_per_epoch, len(frozen), len(phases[number][1].whole),
+            step + 1,
+            phases[number + 1][0] if number + 1 < len(phases) else data.total_steps,
+            data.total_steps,
+            data.steps_per_epoch,
+            len(frozen),
+            len(phases[number][1].whole),
         )
         return frozen, number
 

@@ -23,21 +23,30 @@ class ProbeConfig:
     """What the probe measures and on how much data."""
 
     ks: tuple[int, ...] = field(default=(2, 4, 6, 8, 10), metadata=_help("continuation lengths k (paper: 2..10)"))
-    pool: str = field(default="last", metadata=_help("hidden state of a continuation: last token or mean of the k", choices=POOLS))
+    pool: str = field(
+        default="last", metadata=_help("hidden state of a continuation: last token or mean of the k", choices=POOLS)
+    )
     queries: int = field(default=32, metadata=_help("harmful queries probed", ge=1))
     refusal_text: str | None = field(
-        default=None, metadata=_help("refusal continuation; None takes each query's response in the set"))
+        default=None, metadata=_help("refusal continuation; None takes each query's response in the set")
+    )
     compliance_text: str = field(default=DEFAULT_COMPLIANCE_TEXT, metadata=_help("compliant continuation"))
     calibration: int = field(default=64, metadata=_help("harmful and harmless prompts each for the direction", ge=4))
     holdout: float = field(default=0.25, metadata=_help("share of calibration prompts held out to pick the layer"))
     max_layer_fraction: float = field(
-        default=0.8, metadata=_help("pick the direction's layer among the first fraction (Arditi et al.: 0.8)"))
+        default=0.8, metadata=_help("pick the direction's layer among the first fraction (Arditi et al.: 0.8)")
+    )
     random_seed: int = field(default=0, metadata=_help("seed of the matched random units"))
     batch_size: int = field(default=8, metadata=_help("sequences per forward pass", ge=1))
     max_length: int = field(default=512, metadata=_help("tokens of a rendered prompt; longer ones are skipped", ge=8))
     system_prompt: str | None = field(default=None, metadata=_help("system message sent with every prompt"))
-    prompt_format: str = field(default="chat", metadata=_help("chat, no_inst or raw (as ssah eval)", choices=PROMPT_FORMATS))
-    share_prefix: bool = field(default=True, metadata=_help("run the token prefix every input shares once (off: every input in full, for timing)"))
+    prompt_format: str = field(
+        default="chat", metadata=_help("chat, no_inst or raw (as ssah eval)", choices=PROMPT_FORMATS)
+    )
+    share_prefix: bool = field(
+        default=True,
+        metadata=_help("run the token prefix every input shares once (off: every input in full, for timing)"),
+    )
 
     def __post_init__(self) -> None:
         ks = tuple(self.ks)

@@ -84,8 +84,9 @@ def split_counts(count: int, holdout: float) -> tuple[int, int]:
     return count - held, held
 
 
-def fit_direction(harmful: torch.Tensor, harmless: torch.Tensor, *, holdout: float,
-                  max_layer_fraction: float) -> RefusalDirection:
+def fit_direction(
+    harmful: torch.Tensor, harmless: torch.Tensor, *, holdout: float, max_layer_fraction: float
+) -> RefusalDirection:
     """Directions from [prompts, layers, hidden] last-position states of each set, layer picked on held-out ones."""
     if harmful.shape[0] < 2 or harmless.shape[0] < 2:
         raise ValueError("the direction needs at least two harmful and two harmless calibration prompts")
@@ -108,6 +109,11 @@ def fit_direction(harmful: torch.Tensor, harmless: torch.Tensor, *, holdout: flo
         accuracy.append((float((p_h > 0).double().mean()) + float((p_b < 0).double().mean())) / 2)
     allowed = max(1, math.floor(layers * max_layer_fraction))
     chosen = max(range(allowed), key=lambda layer: separation[layer])
-    counts = {"harmful_train": train_h, "harmful_heldout": held_h, "harmless_train": train_b, "harmless_heldout": held_b}
+    counts = {
+        "harmful_train": train_h,
+        "harmful_heldout": held_h,
+        "harmless_train": train_b,
+        "harmless_heldout": held_b,
+    }
     finite = [v if math.isfinite(v) else 1e9 for v in separation]
     return RefusalDirection(directions.float(), chosen, finite, accuracy, counts)

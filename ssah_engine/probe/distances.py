@@ -45,8 +45,15 @@ def probe_distances(
             sequences.append(sequence)
             positions.append(span)
     states = collect_states(
-        model, layout, sequences, positions, batch_size=config.batch_size, pad_id=pad_id,
-        share_prefix=config.share_prefix, states="hidden", progress=progress,
+        model,
+        layout,
+        sequences,
+        positions,
+        batch_size=config.batch_size,
+        pad_id=pad_id,
+        share_prefix=config.share_prefix,
+        states="hidden",
+        progress=progress,
     )  # [2 * queries, layers, need + 1, hidden]
     states = states.reshape(len(inputs), 2, layout.num_layers, need + 1, layout.hidden_size)
     result: dict[str, dict[int, torch.Tensor]] = {}

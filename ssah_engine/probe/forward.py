@@ -119,8 +119,12 @@ def collect_states(
             else:
                 cache = copy.deepcopy(prefix_cache)
                 cache.batch_repeat_interleave(len(rows))
-                output = backbone(input_ids=input_ids[:, prefix:].to(device), use_cache=True,
-                                  **{cache_argument(backbone): cache}, **kwargs)
+                output = backbone(
+                    input_ids=input_ids[:, prefix:].to(device),
+                    use_cache=True,
+                    **{cache_argument(backbone): cache},
+                    **kwargs,
+                )
             if states == "hidden":
                 per_layer = [_gather(hidden, current[0]) for hidden in output.hidden_states[1:]]
             else:

@@ -59,8 +59,10 @@ def ablate_direction(model: nn.Module, direction: torch.Tensor):
         r = cache[key]
         return hidden - (hidden @ r)[..., None] * r
 
-    handles = [module.register_forward_hook(lambda _m, _a, out: _map_output(out, project))
-               for module in residual_writers(model)]
+    handles = [
+        module.register_forward_hook(lambda _m, _a, out: _map_output(out, project))
+        for module in residual_writers(model)
+    ]
     try:
         yield model
     finally:
@@ -74,7 +76,7 @@ def add_direction(model: nn.Module, vector: torch.Tensor, layer: int, alpha: flo
     layout = describe(model)
     if not 0 <= layer < layout.num_layers:
         raise ValueError(f"layer must be in [0, {layout.num_layers}), got {layer}")
-    shift = (float(alpha) * vector.detach().float())
+    shift = float(alpha) * vector.detach().float()
     target = model.get_submodule(layout.layers_path)[layer]
 
     def add(hidden: torch.Tensor) -> torch.Tensor:
@@ -90,8 +92,9 @@ def add_direction(model: nn.Module, vector: torch.Tensor, layer: int, alpha: flo
 def orthogonalize_weights(model: nn.Module, direction: torch.Tensor) -> nn.Module:
     """Remove ``direction`` from the weights that write to the residual stream, in place (not reversible)."""
     if family_of(model).name.startswith("gemma"):
-        raise ValueError("weight orthogonalisation is not exact for Gemma (its post-norms rescale the writes); "
-                         "use ablate_direction")
+        raise ValueError(
+            "weight orthogonalisation is not exact for Gemma (its post-norms rescale the writes); use ablate_direction"
+        )
     unit = _unit(direction.detach().double())
     with torch.no_grad():
         embedding = model.get_input_embeddings().weight

@@ -104,23 +104,47 @@ def run_probe(
     harmless_ids = _calibration_ids(tokenizer, harmless, config)
     common = dict(batch_size=config.batch_size, pad_id=pad_id, share_prefix=config.share_prefix, states="residual")
     with record_projection_inputs(layout) as (on_batch, means):
-        harmful_states = collect_states(model, layout, harmful_ids, _last_positions(harmful_ids), on_batch=on_batch,
-                                        progress=stage("direction: harmful prompts", 0.5, 0.25), **common)
+        harmful_states = collect_states(
+            model,
+            layout,
+            harmful_ids,
+            _last_positions(harmful_ids),
+            on_batch=on_batch,
+            progress=stage("direction: harmful prompts", 0.5, 0.25),
+            **common,
+        )
         head_means, neuron_means = means()
-    harmless_states = collect_states(model, layout, harmless_ids, _last_positions(harmless_ids),
-                                     progress=stage("direction: harmless prompts", 0.75, 0.25), **common)
-    direction = fit_direction(harmful_states[:, :, 0], harmless_states[:, :, 0], holdout=config.holdout,
-                              max_layer_fraction=config.max_layer_fraction)
+    harmless_states = collect_states(
+        model,
+        layout,
+        harmless_ids,
+        _last_positions(harmless_ids),
+        progress=stage("direction: harmless prompts", 0.75, 0.25),
+        **common,
+    )
+    direction = fit_direction(
+        harmful_states[:, :, 0],
+        harmless_states[:, :, 0],
+        holdout=config.holdout,
+        max_layer_fraction=config.max_layer_fraction,
+    )
     direction.meta = {"harmful": harmful.name, "harmless": harmless.name}
     scores = unit_write_scores(layout, direction.directions, head_means, neuron_means)
     direction_seconds = time.perf_counter() - started
 
     data = {
         "config": config.to_dict(),
-        "model": {"source": loaded.source, "resolved": loaded.resolved, "family": layout.family,
-                  "layers": layout.num_layers, "hidden_size": layout.hidden_size},
-        "data": {"harmful": {"name": harmful.name, "sha256": harmful.sha256},
-                 "harmless": {"name": harmless.name, "sha256": harmless.sha256}},
+        "model": {
+            "source": loaded.source,
+            "resolved": loaded.resolved,
+            "family": layout.family,
+            "layers": layout.num_layers,
+            "hidden_size": layout.hidden_size,
+        },
+        "data": {
+            "harmful": {"name": harmful.name, "sha256": harmful.sha256},
+            "harmless": {"name": harmless.name, "sha256": harmless.sha256},
+        },
         "queries": len(inputs),
         "distances": summarize_distances(distances),
         "direction": direction.summary(),
@@ -143,6 +167,7 @@ def compare_probes(aligned: dict, other: dict) -> dict:
     for kind in ("refusal", "compliance"):
         result[kind] = {
             k: [round(a - b, 6) for a, b in zip(values, other["distances"][kind][k])]
-            for k, values in aligned["distances"][kind].items() if k in other["distances"][kind]
+            for k, values in aligned["distances"][kind].items()
+            if k in other["distances"][kind]
         }
     return result

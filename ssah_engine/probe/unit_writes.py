@@ -66,8 +66,9 @@ def record_projection_inputs(layout: ModelLayout):
             handle.remove()
 
 
-def unit_write_scores(layout: ModelLayout, directions: torch.Tensor, head_means: torch.Tensor,
-                      neuron_means: torch.Tensor) -> dict[str, torch.Tensor]:
+def unit_write_scores(
+    layout: ModelLayout, directions: torch.Tensor, head_means: torch.Tensor, neuron_means: torch.Tensor
+) -> dict[str, torch.Tensor]:
     """{"cosine", "write"}: [units] float64 in the flat unit order, against each unit's own layer direction."""
     space = UnitSpace.from_layout(layout)
     head_cos = torch.zeros(space.num_layers, space.num_heads, dtype=torch.float64)
@@ -113,7 +114,10 @@ def summarize_unit_writes(scores: dict[str, torch.Tensor], unit_map: UnitMap | N
     if low == high:
         low, high = low - 1.0, high + 1.0
     edges = torch.linspace(low, high, HISTOGRAM_BINS + 1, dtype=torch.float64)
-    summary: dict = {"edges": [float(e) for e in edges], "all": _stats(torch.ones_like(cosine, dtype=torch.bool), scores, edges)}
+    summary: dict = {
+        "edges": [float(e) for e in edges],
+        "all": _stats(torch.ones_like(cosine, dtype=torch.bool), scores, edges),
+    }
     if unit_map is None:
         return summary
     if unit_map.labels.shape[0] != cosine.shape[0]:

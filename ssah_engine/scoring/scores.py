@@ -209,7 +209,9 @@ def _snip_step(model, layout: ModelLayout, batch: Batch, heads: torch.Tensor, ne
     labels = batch.input_ids.masked_fill(~batch.response_mask, -100)
     model.zero_grad(set_to_none=True)
     with torch.enable_grad():
-        loss = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, labels=labels, use_cache=False).loss
+        loss = model(
+            input_ids=batch.input_ids, attention_mask=batch.attention_mask, labels=labels, use_cache=False
+        ).loss
         loss.backward()
     num_heads, head_dim = layout.num_heads, layout.head_dim
     group = layout.group_size
@@ -223,8 +225,10 @@ def _snip_step(model, layout: ModelLayout, batch: Batch, heads: torch.Tensor, ne
 
         q = rows(layer.q, num_heads * head_dim).reshape(num_heads, -1).sum(1)
         kv_groups = (
-            rows(layer.k, layout.num_kv_heads * head_dim) + rows(layer.v, layout.num_kv_heads * head_dim)
-        ).reshape(layout.num_kv_heads, -1).sum(1)
+            (rows(layer.k, layout.num_kv_heads * head_dim) + rows(layer.v, layout.num_kv_heads * head_dim))
+            .reshape(layout.num_kv_heads, -1)
+            .sum(1)
+        )
         o = saliency(layer.o).reshape(-1, num_heads, head_dim).sum((0, 2))
         heads[index] += (q + o + kv_groups.repeat_interleave(group) / group).cpu()
         size = layout.intermediate_size

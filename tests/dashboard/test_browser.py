@@ -41,8 +41,16 @@ from tests.service.conftest import (
 pytestmark = pytest.mark.slow
 
 CLASSES = ("SCU", "UCU", "CU", "RU")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 @pytest.fixture(scope="module")
@@ -83,36 +91,64 @@ def data(database_url: str, tiny_summary: dict) -> dict:
         db.flush()
         job = lambda kind, **values: Job(tenant_id=tenant_id, kind=kind, model_id=model.id, **values)
         audit = job("audit", params={"samples": 4}, **finished())
-        running = job("audit", params={}, status="running", progress=0.4, progress_message="scoring",
-                      started_at=utcnow())
+        running = job(
+            "audit", params={}, status="running", progress=0.4, progress_message="scoring", started_at=utcnow()
+        )
         db.add_all([audit, running])
         db.flush()
         evaluation = job("evaluation", params={"audit_id": str(audit.id), "ablate": "SCU"}, **finished())
         finetune = job("finetune", params={"audit_id": str(audit.id)}, **finished())
-        comparison = job("comparison", params={"before_audit_id": str(audit.id), "after_audit_id": str(audit.id)},
-                         **finished())
+        comparison = job(
+            "comparison", params={"before_audit_id": str(audit.id), "after_audit_id": str(audit.id)}, **finished()
+        )
         db.add_all([evaluation, finetune, comparison])
         db.flush()
         metrics = {"safety": {"asr": 0.375, "over_refusal": 0.0625}, "utility": {"perplexity": 17.25}}
-        crosstab = {"classes": list(CLASSES), "counts": [[7, 1, 2, 0], [0, 9, 1, 0], [1, 0, 50, 3], [0, 0, 4, 11]],
-                    "unchanged_fraction": 0.873}
-        db.add_all([
-            UnitMap(job_id=audit.id, summary=tiny_summary, artifact_uri=None),
-            Score(job_id=evaluation.id, protocol_hash="ab12cd34" * 8, metrics=metrics),
-            FinetuneResult(job_id=finetune.id, loss_curve={
-                "steps": [{"step": s, "loss": 3 - 0.2 * s, "lr": 1e-4,
-                           **({"refusal_margin": 2 - 0.3 * s, "over_refusal_margin": -3.0} if s % 2 == 0 else {})}
-                          for s in range(1, 11)],
-                "refusal_track": {"baseline": {"step": 0, "refusal_margin": 2.5, "over_refusal_margin": -3.0},
-                                  "stop": None},
-                "evaluation": {"before": metrics, "after": {**metrics, "safety": {"asr": 0.5, "over_refusal": 0.0}}},
-            }),
-            Comparison(job_id=comparison.id, crosstab=crosstab),
-        ])
+        crosstab = {
+            "classes": list(CLASSES),
+            "counts": [[7, 1, 2, 0], [0, 9, 1, 0], [1, 0, 50, 3], [0, 0, 4, 11]],
+            "unchanged_fraction": 0.873,
+        }
+        db.add_all(
+            [
+                UnitMap(job_id=audit.id, summary=tiny_summary, artifact_uri=None),
+                Score(job_id=evaluation.id, protocol_hash="ab12cd34" * 8, metrics=metrics),
+                FinetuneResult(
+                    job_id=finetune.id,
+                    loss_curve={
+                        "steps": [
+                            {
+                                "step": s,
+                                "loss": 3 - 0.2 * s,
+                                "lr": 1e-4,
+                                **({"refusal_margin": 2 - 0.3 * s, "over_refusal_margin": -3.0} if s % 2 == 0 else {}),
+                            }
+                            for s in range(1, 11)
+                        ],
+                        "refusal_track": {
+                            "baseline": {"step": 0, "refusal_margin": 2.5, "over_refusal_margin": -3.0},
+                            "stop": None,
+                        },
+                        "evaluation": {
+                            "before": metrics,
+                            "after": {**metrics, "safety": {"asr": 0.5, "over_refusal": 0.0}},
+                        },
+                    },
+                ),
+                Comparison(job_id=comparison.id, crosstab=crosstab),
+            ]
+        )
         db.commit()
-    yield {"engine": engine, "key": key, "audit": str(audit.id), "running": str(running.id),
-           "evaluation": str(evaluation.id), "finetune": str(finetune.id), "comparison": str(comparison.id),
-           "summary": tiny_summary}
+    yield {
+        "engine": engine,
+        "key": key,
+        "audit": str(audit.id),
+        "running": str(running.id),
+        "evaluation": str(evaluation.id),
+        "finetune": str(finetune.id),
+        "comparison": str(comparison.id),
+        "summary": tiny_summary,
+    }
     engine.dispose()
 
 
@@ -125,10 +161,18 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def server(database_url: str, data: dict, tmp_path_factory) -> str:
     port = free_port()
-    env = {**os.environ, "SSAH_DATABASE_URL": database_url, "SSAH_ARTIFACT_DIR": str(tmp_path_factory.mktemp("art")),
-           "SSAH_BROKER_URL": os.environ.get("SSAH_TEST_BROKER_URL", DEFAULT_BROKER), "SSAH_API_KEY_CACHE_SECONDS": "0"}
-    process = subprocess.Popen([sys.executable, "-m", "uvicorn", "service.main:app", "--host", "127.0.0.1",
-                                "--port", str(port)], cwd=REPO, env=env)
+    env = {
+        **os.environ,
+        "SSAH_DATABASE_URL": database_url,
+        "SSAH_ARTIFACT_DIR": str(tmp_path_factory.mktemp("art")),
+        "SSAH_BROKER_URL": os.environ.get("SSAH_TEST_BROKER_URL", DEFAULT_BROKER),
+        "SSAH_API_KEY_CACHE_SECONDS": "0",
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "service.main:app", "--host", "127.0.0.1", "--port", str(port)],
+        cwd=REPO,
+        env=env,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         for _ in range(100):
@@ -150,8 +194,9 @@ def browser():
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=os.environ.get("SSAH_CHROMIUM", "/usr/bin/chromium"),
-                                             args=CHROMIUM_ARGS)
+        browser = playwright.chromium.launch(
+            executable_path=os.environ.get("SSAH_CHROMIUM", "/usr/bin/chromium"), args=CHROMIUM_ARGS
+        )
         yield browser
         browser.close()
 
@@ -205,8 +250,7 @@ def test_unit_map_picture_shows_the_counts_of_the_summary(page, server, data):
     page.wait_for_selector("svg[data-part=neurons]")
     summary = data["summary"]
     for part in ("heads", "neurons"):
-        bars = page.eval_on_selector_all(
-            f"svg[data-part={part}] g.bar", "gs => gs.map(g => ({...g.dataset}))")
+        bars = page.eval_on_selector_all(f"svg[data-part={part}] g.bar", "gs => gs.map(g => ({...g.dataset}))")
         assert len(bars) == len(summary["layers"])
         for bar, layer in zip(bars, summary["layers"]):
             assert {name: int(bar[name.lower()]) for name in CLASSES} == layer[part]

@@ -18,8 +18,13 @@ NODE = shutil.which("node")
 def chart(steps: list[dict], baseline: dict | None) -> str:
     if NODE is None:
         pytest.skip("needs node to run app.js")
-    return subprocess.run([NODE, str(HERE / "chart_harness.js"), str(APP), json.dumps([steps, baseline])],
-                          capture_output=True, text=True, check=True, timeout=60).stdout
+    return subprocess.run(
+        [NODE, str(HERE / "chart_harness.js"), str(APP), json.dumps([steps, baseline])],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
 
 
 def test_the_loss_chart_draws_the_refusal_and_over_refusal_margins():
@@ -28,8 +33,11 @@ def test_the_loss_chart_draws_the_refusal_and_over_refusal_margins():
         row.update(refusal_margin=2.0 - 0.3 * row["step"], over_refusal_margin=-3.0)
     html = chart(steps, {"step": 0, "refusal_margin": 2.5, "over_refusal_margin": -3.0})
     assert 'class="chart line" data-points="10"' in html
-    refusal = re.search(r'<polyline class="series refusal-margin" data-series="refusal-margin" data-points="(\d+)"'
-                        r'[^>]* points="([^"]+)"', html)
+    refusal = re.search(
+        r'<polyline class="series refusal-margin" data-series="refusal-margin" data-points="(\d+)"'
+        r'[^>]* points="([^"]+)"',
+        html,
+    )
     assert refusal and refusal.group(1) == "6"  # step 0 and the five tracked steps
     ys = [float(point.split(",")[1]) for point in refusal.group(2).split()]
     assert ys == sorted(ys)  # falling margin: SVG y grows downwards

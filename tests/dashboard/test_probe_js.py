@@ -28,16 +28,30 @@ def summaries() -> list[dict]:
     for source in ("builtin:tiny-llama", "builtin:tiny-qwen2"):
         loaded = load_model(source, LoadOptions(device="cpu"))
         unit_map = run_audit(loaded, safety, utility, AuditConfig(samples=4, max_length=256, batch_size=4))
-        out.append(run_probe(loaded, safety, utility, ProbeConfig(ks=(2, 4, 6), queries=4, calibration=8),
-                             unit_map=unit_map).data)
+        out.append(
+            run_probe(
+                loaded, safety, utility, ProbeConfig(ks=(2, 4, 6), queries=4, calibration=8), unit_map=unit_map
+            ).data
+        )
     return out
 
 
 def draw(summary: dict, other: dict | None) -> str:
     if NODE is None:
         pytest.skip("needs node to run probe.js")
-    return subprocess.run([NODE, str(HERE / "probe_harness.js"), str(STATIC / "app.js"), str(STATIC / "probe.js"),
-                           json.dumps([summary, other])], capture_output=True, text=True, check=True, timeout=60).stdout
+    return subprocess.run(
+        [
+            NODE,
+            str(HERE / "probe_harness.js"),
+            str(STATIC / "app.js"),
+            str(STATIC / "probe.js"),
+            json.dumps([summary, other]),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
 
 
 def test_one_curve_per_k_over_every_layer_and_histograms_per_class(summaries):

@@ -59,7 +59,9 @@ def data(database_url: str, probe_summaries: list[dict]) -> dict:  # noqa: F811
         model = ModelSource(tenant_id=tenant_id, name="tiny", source="builtin:tiny-llama")
         db.add(model)
         db.flush()
-        jobs = [Job(tenant_id=tenant_id, kind="probe", model_id=model.id, params={}, **finished()) for _ in probe_summaries]
+        jobs = [
+            Job(tenant_id=tenant_id, kind="probe", model_id=model.id, params={}, **finished()) for _ in probe_summaries
+        ]
         db.add_all(jobs)
         db.flush()
         db.add_all([ProbeResult(job_id=job.id, summary=summary) for job, summary in zip(jobs, probe_summaries)])
@@ -76,7 +78,9 @@ def test_probe_page_draws_the_curves_the_gap_and_the_histograms(page, server, da
     curves = page.locator("svg.chart.curves[data-label='query + k refusal tokens'] polyline.curve")
     assert curves.count() == 3  # one per k
     assert curves.first.get_attribute("data-points") == str(summary["model"]["layers"])
-    units = page.eval_on_selector_all("svg.chart.histogram", "s => s.map(x => [x.dataset.class, Number(x.dataset.units)])")
+    units = page.eval_on_selector_all(
+        "svg.chart.histogram", "s => s.map(x => [x.dataset.class, Number(x.dataset.units)])"
+    )
     assert units == [[c, summary["unit_writes"]["classes"][c]["units"]] for c in ("SCU", "UCU", "CU", "RU")]
     assert page.locator("table.writes tbody tr").count() == 4
     screenshot(page, "probe")

@@ -10,19 +10,49 @@ from tests.engine.conftest import write_jsonl
 
 
 def test_probe_report_draws_every_k_for_both_models(tmp_path):
-    harmful = write_jsonl(tmp_path / "h.jsonl", [{"prompt": f"how to do bad thing {i}",
-                                                  "response": f"Sorry, I can't help with thing {i}."} for i in range(8)])
+    harmful = write_jsonl(
+        tmp_path / "h.jsonl",
+        [{"prompt": f"how to do bad thing {i}", "response": f"Sorry, I can't help with thing {i}."} for i in range(8)],
+    )
     harmless = write_jsonl(tmp_path / "ok.jsonl", [{"prompt": f"how to bake cake {i}"} for i in range(8)])
     out = tmp_path / "probe"
-    assert main(["probe", "--model", "builtin:tiny-llama", "--compare", "builtin:tiny-qwen2", "--harmful", harmful,
-                 "--harmless", harmless, "--ks", "2,4,6", "--queries", "3", "--calibration", "8", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "probe",
+                "--model",
+                "builtin:tiny-llama",
+                "--compare",
+                "builtin:tiny-qwen2",
+                "--harmful",
+                harmful,
+                "--harmless",
+                harmless,
+                "--ks",
+                "2,4,6",
+                "--queries",
+                "3",
+                "--calibration",
+                "8",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert main(["report", str(out), "--out", str(tmp_path / "r.html")]) == 0
     html = (tmp_path / "r.html").read_text()
     data = json.loads((out / "probe.json").read_text())
     assert 'data-kind="probe"' in html
     refusal = html.split('data-label="query + k refusal tokens"')[1].split("</svg>")[0]
     assert re.findall(r'data-name="(k=\d+|compare k=\d+)"', refusal) == [
-        "k=2", "k=4", "k=6", "compare k=2", "compare k=4", "compare k=6"]
+        "k=2",
+        "k=4",
+        "k=6",
+        "compare k=2",
+        "compare k=4",
+        "compare k=6",
+    ]
     layers = data["model"]["model"]["layers"]
     assert all(n == str(layers) for n in re.findall(r'data-points="(\d+)"', refusal))
     assert f"Refusal direction at layer {data['model']['direction']['layer']}" in html

@@ -28,14 +28,34 @@ from tests.service.conftest import REPO, build_database
 E2E_DB = "postgresql+psycopg://postgres@127.0.0.1:5432/ssah_e2e"
 # Engineers sharing a machine each name their own Redis DB (tests/service/conftest.py reads the same variable).
 E2E_BROKER = os.environ.get("SSAH_TEST_BROKER_URL", "redis://127.0.0.1:6379/14")
-REDIS_START = ["redis-server", "--daemonize", "yes", "--bind", "127.0.0.1", "-::1", "--port", "6379", "--save", "",
-               "--appendonly", "no", "--dir", "/var/lib/redis", "--logfile", "/var/log/redis/ci.log"]
+REDIS_START = [
+    "redis-server",
+    "--daemonize",
+    "yes",
+    "--bind",
+    "127.0.0.1",
+    "-::1",
+    "--port",
+    "6379",
+    "--save",
+    "",
+    "--appendonly",
+    "no",
+    "--dir",
+    "/var/lib/redis",
+    "--logfile",
+    "/var/log/redis/ci.log",
+]
 TERMINAL = {"succeeded", "failed", "cancelled"}
 # Short clocks so faults heal within seconds (production: hours and minutes, see service/settings.py).
 WORKER_ENV = {
-    "SSAH_VISIBILITY_TIMEOUT": "10", "SSAH_STALE_SECONDS": "6", "SSAH_HEARTBEAT_SECONDS": "1",
-    "SSAH_PROGRESS_INTERVAL_SECONDS": "0.5", "SSAH_RECONCILE_INTERVAL_SECONDS": "2",
-    "SSAH_REQUEUE_AFTER_SECONDS": "3", "SSAH_EVAL_SAMPLE_LIMIT": "2",
+    "SSAH_VISIBILITY_TIMEOUT": "10",
+    "SSAH_STALE_SECONDS": "6",
+    "SSAH_HEARTBEAT_SECONDS": "1",
+    "SSAH_PROGRESS_INTERVAL_SECONDS": "0.5",
+    "SSAH_RECONCILE_INTERVAL_SECONDS": "2",
+    "SSAH_REQUEUE_AFTER_SECONDS": "3",
+    "SSAH_EVAL_SAMPLE_LIMIT": "2",
 }
 
 
@@ -58,8 +78,9 @@ def start_redis() -> None:
 
 def stop_redis() -> None:
     """Stop Redis without saving: queued and unacknowledged messages are gone."""
-    subprocess.run(["redis-cli", "-h", "127.0.0.1", "-p", "6379", "shutdown", "nosave"], check=False,
-                   capture_output=True)
+    subprocess.run(
+        ["redis-cli", "-h", "127.0.0.1", "-p", "6379", "shutdown", "nosave"], check=False, capture_output=True
+    )
     for _ in range(50):
         if not redis_up():
             return
@@ -78,8 +99,9 @@ def e2e_database() -> str:
 def e2e_settings(e2e_database: str, tmp_path: Path) -> Settings:
     start_redis()
     redis.Redis.from_url(E2E_BROKER).flushdb()
-    return Settings(database_url=e2e_database, broker_url=E2E_BROKER, artifact_dir=tmp_path / "artifacts",
-                    api_key_cache_seconds=0.0)
+    return Settings(
+        database_url=e2e_database, broker_url=E2E_BROKER, artifact_dir=tmp_path / "artifacts", api_key_cache_seconds=0.0
+    )
 
 
 @pytest.fixture
@@ -97,18 +119,45 @@ class Worker:
         self.env = env or {}  # extra variables, e.g. tests/reliability's model policy
 
     def start(self) -> Worker:
-        env = {**os.environ, **WORKER_ENV, "SSAH_DATABASE_URL": self.settings.database_url,
-               "SSAH_BROKER_URL": self.settings.broker_url, "SSAH_ARTIFACT_DIR": str(self.settings.artifact_dir),
-               "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", **self.env}
+        env = {
+            **os.environ,
+            **WORKER_ENV,
+            "SSAH_DATABASE_URL": self.settings.database_url,
+            "SSAH_BROKER_URL": self.settings.broker_url,
+            "SSAH_ARTIFACT_DIR": str(self.settings.artifact_dir),
+            "HF_HUB_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1",
+            **self.env,
+        }
         self.offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         with open(self.log_path, "ab") as log:  # the child keeps its own descriptor
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "celery", "-A", "worker.app", "worker", "-Q", "gpu,cpu", "-c", "1",
-                 "--pool=solo", "--loglevel=INFO", "--without-heartbeat", "--without-gossip", "--without-mingle"],
-                cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                [
+                    sys.executable,
+                    "-m",
+                    "celery",
+                    "-A",
+                    "worker.app",
+                    "worker",
+                    "-Q",
+                    "gpu,cpu",
+                    "-c",
+                    "1",
+                    "--pool=solo",
+                    "--loglevel=INFO",
+                    "--without-heartbeat",
+                    "--without-gossip",
+                    "--without-mingle",
+                ],
+                cwd=REPO,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
-            if b"ready." in self.log_path.read_bytes()[self.offset:]:
+            if b"ready." in self.log_path.read_bytes()[self.offset :]:
                 return self
             if self.process.poll() is not None:
                 break
@@ -198,8 +247,15 @@ def model_id(client: TestClient, headers: dict[str, str]) -> str:
     return r.json()["id"]
 
 
-def poll(client: TestClient, path: str, headers: dict[str, str], *, timeout: float = 120,
-         until=lambda job: job["status"] in TERMINAL, worker: Worker | None = None) -> dict:
+def poll(
+    client: TestClient,
+    path: str,
+    headers: dict[str, str],
+    *,
+    timeout: float = 120,
+    until=lambda job: job["status"] in TERMINAL,
+    worker: Worker | None = None,
+) -> dict:
     """GET ``path`` until ``until(job)``; fails with the worker's log after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while True:
@@ -207,6 +263,5 @@ def poll(client: TestClient, path: str, headers: dict[str, str], *, timeout: flo
         if until(job):
             return job
         if time.monotonic() > deadline:
-            pytest.fail(f"{path} still {job.get('status')} after {timeout}s: {job}\n"
-                        f"{worker.log() if worker else ''}")
+            pytest.fail(f"{path} still {job.get('status')} after {timeout}s: {job}\n{worker.log() if worker else ''}")
         time.sleep(0.3)

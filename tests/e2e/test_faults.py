@@ -52,8 +52,10 @@ def test_worker_killed_mid_audit_is_rerun_to_success_exactly_once(client, header
 
 
 def test_redis_restart_with_jobs_queued_loses_none(client, headers, model_id, worker, factory):
-    locations = [client.post("/v1/audits", json={"model_id": model_id, "samples": 4}, headers=headers)
-                 .headers["Location"] for _ in range(3)]
+    locations = [
+        client.post("/v1/audits", json={"model_id": model_id, "samples": 4}, headers=headers).headers["Location"]
+        for _ in range(3)
+    ]
     assert redis.Redis.from_url(E2E_BROKER).llen("gpu") == 3  # queued, no worker yet
     try:
         stop_redis()

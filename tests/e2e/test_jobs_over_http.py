@@ -30,8 +30,11 @@ def test_audit_evaluation_finetune_and_comparison_run_to_success(client, headers
         summary = json.loads(archive.read("summary.json"))
     assert summary["classes"]["SCU"]["units"] == unit_map["classes"]["SCU"]["units"]
 
-    r = client.post("/v1/evaluations", json={"model_id": model_id, "audit_id": audit["id"], "ablate": "ESU",
-                                             "max_new_tokens": 2}, headers=headers)
+    r = client.post(
+        "/v1/evaluations",
+        json={"model_id": model_id, "audit_id": audit["id"], "ablate": "ESU", "max_new_tokens": 2},
+        headers=headers,
+    )
     evaluation = poll(client, r.headers["Location"], headers, worker=worker)
     assert evaluation["status"] == "succeeded", evaluation
     scores = client.get(f"/v1/evaluations/{evaluation['id']}/scores", headers=headers).json()
@@ -42,8 +45,18 @@ def test_audit_evaluation_finetune_and_comparison_run_to_success(client, headers
 
     pairs = "".join(json.dumps({"prompt": f"Count to {i}.", "response": f"1 to {i}."}) + "\n" for i in range(8))
     dataset = client.post("/v1/datasets", files={"file": ("train.jsonl", pairs.encode())}, headers=headers).json()
-    r = client.post("/v1/finetunes", json={"model_id": model_id, "dataset_id": dataset["id"], "mode": "freeze",
-                                           "audit_id": audit["id"], "epochs": 1, "lr": 1e-3}, headers=headers)
+    r = client.post(
+        "/v1/finetunes",
+        json={
+            "model_id": model_id,
+            "dataset_id": dataset["id"],
+            "mode": "freeze",
+            "audit_id": audit["id"],
+            "epochs": 1,
+            "lr": 1e-3,
+        },
+        headers=headers,
+    )
     finetune = poll(client, r.headers["Location"], headers, worker=worker)
     assert finetune["status"] == "succeeded", finetune
     result = client.get(f"/v1/finetunes/{finetune['id']}/result", headers=headers).json()
@@ -56,8 +69,9 @@ def test_audit_evaluation_finetune_and_comparison_run_to_success(client, headers
 
     assert load_model(str(tmp_path / "model")).model.config.model_type == "llama"  # the download loads as is
 
-    r = client.post("/v1/comparisons", json={"before_audit_id": audit["id"], "after_audit_id": audit["id"]},
-                    headers=headers)
+    r = client.post(
+        "/v1/comparisons", json={"before_audit_id": audit["id"], "after_audit_id": audit["id"]}, headers=headers
+    )
     comparison = poll(client, r.headers["Location"], headers, worker=worker)
     assert comparison["status"] == "succeeded", comparison
     crosstab = client.get(f"/v1/comparisons/{comparison['id']}/result", headers=headers).json()["crosstab"]

@@ -18,8 +18,11 @@ def test_probe_with_an_audit_runs_to_success(client, headers, model_id, worker):
     r = client.post("/v1/audits", json={"model_id": model_id, "samples": 8}, headers=headers)
     audit = poll(client, r.headers["Location"], headers, worker=worker)
     assert audit["status"] == "succeeded", audit
-    r = client.post("/v1/probes", json={"model_id": model_id, "audit_id": audit["id"], "ks": [2, 4],
-                                        "queries": 4, "calibration": 8}, headers=headers)
+    r = client.post(
+        "/v1/probes",
+        json={"model_id": model_id, "audit_id": audit["id"], "ks": [2, 4], "queries": 4, "calibration": 8},
+        headers=headers,
+    )
     assert r.status_code == 202, r.text
     probe = poll(client, r.headers["Location"], headers, worker=worker)
     assert (probe["status"], probe["progress"], probe["error"]) == ("succeeded", 1.0, None), probe

@@ -23,7 +23,9 @@ def tiny_llama() -> LoadedModel:
 
 @pytest.fixture
 def safety_set() -> Dataset:
-    return make_dataset("safety", [(f"how do I do harmful thing {i}?", f"Sorry, I can't help with thing {i}.") for i in range(12)])
+    return make_dataset(
+        "safety", [(f"how do I do harmful thing {i}?", f"Sorry, I can't help with thing {i}.") for i in range(12)]
+    )
 
 
 @pytest.fixture

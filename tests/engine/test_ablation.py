@@ -4,8 +4,8 @@ import torch
 from ssah_engine.ablation import ablate
 from ssah_engine.architectures import describe
 from ssah_engine.audit import AuditConfig, run_audit
-from ssah_engine.testing import tiny_model
 from ssah_engine.loading import LoadedModel
+from ssah_engine.testing import tiny_model
 
 
 @pytest.fixture(params=["llama", "phi3"])
@@ -41,6 +41,7 @@ def _replace_with_mean(model, unit_map, units, compensation="safety"):
             (layer.o, head_channels, head_means[layer.index]),
             (layer.down, neurons[layer.index], neuron_means[layer.index]),
         ):
+
             def hook(_m, args, removed=removed, mean=mean):
                 return (torch.where(removed, mean, args[0]),)
 
@@ -62,7 +63,9 @@ def test_ablation_removes_units_and_restores_every_bit(audited, compensation):
         with ablate(model, unit_map, units, compensation=compensation):
             ablated = model(ids).logits
             layer0 = describe(model).layers[0]
-            assert layer0.k.linear.weight[layer0.k.offset : layer0.k.offset + 8].abs().sum() == 0  # group 0 fully removed
+            assert (
+                layer0.k.linear.weight[layer0.k.offset : layer0.k.offset + 8].abs().sum() == 0
+            )  # group 0 fully removed
             assert layer0.k.linear.weight[layer0.k.offset + 8 : layer0.k.offset + 16].abs().sum() > 0
         handles = _replace_with_mean(model, unit_map, units, compensation)
         reference = model(ids).logits

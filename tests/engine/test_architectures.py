@@ -35,7 +35,9 @@ def test_layout_of_every_family(family):
 
 def test_unit_space_weights_follow_the_method_page():
     # Llama-2-7B: 32 heads of 128, 32 KV heads, hidden 4096 -> a head weighs 512/3 neurons.
-    space = UnitSpace(num_layers=32, num_heads=32, num_kv_heads=32, head_dim=128, hidden_size=4096, intermediate_size=11008)
+    space = UnitSpace(
+        num_layers=32, num_heads=32, num_kv_heads=32, head_dim=128, hidden_size=4096, intermediate_size=11008
+    )
     assert space.head_weight / space.neuron_weight == pytest.approx(512 / 3)
     # GQA: a head counts 1/group of its KV group's rows.
     gqa = UnitSpace(num_layers=1, num_heads=8, num_kv_heads=2, head_dim=4, hidden_size=32, intermediate_size=10)

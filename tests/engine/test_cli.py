@@ -8,8 +8,12 @@ from .conftest import write_jsonl
 
 
 def test_audit_ablate_transfer_on_a_tiny_model(tmp_path, capsys):
-    safety = write_jsonl(tmp_path / "s.jsonl", [{"prompt": f"bad thing {i}", "response": f"Sorry, no {i}."} for i in range(10)])
-    utility = write_jsonl(tmp_path / "u.jsonl", [{"prompt": f"add {i} and 1", "response": f"It is {i + 1}."} for i in range(10)])
+    safety = write_jsonl(
+        tmp_path / "s.jsonl", [{"prompt": f"bad thing {i}", "response": f"Sorry, no {i}."} for i in range(10)]
+    )
+    utility = write_jsonl(
+        tmp_path / "u.jsonl", [{"prompt": f"add {i} and 1", "response": f"It is {i + 1}."} for i in range(10)]
+    )
     common = ["--model", "builtin:tiny-llama", "--safety-data", safety, "--utility-data", utility]
     assert main(["audit", *common, "--samples", "8", "--cuts", "0.1,0.05,0.1", "--out", str(tmp_path / "map")]) == 0
     out = capsys.readouterr().out
@@ -18,8 +22,23 @@ def test_audit_ablate_transfer_on_a_tiny_model(tmp_path, capsys):
     assert f"{summary['classes']['RU']['neurons']}" in out
     assert summary["data"]["safety"]["pairs"] == 8
 
-    assert main(["ablate", *common, "--units", str(tmp_path / "map"), "--class", "RU", "--samples", "4",
-                 "--out", str(tmp_path / "ablate.json")]) == 0
+    assert (
+        main(
+            [
+                "ablate",
+                *common,
+                "--units",
+                str(tmp_path / "map"),
+                "--class",
+                "RU",
+                "--samples",
+                "4",
+                "--out",
+                str(tmp_path / "ablate.json"),
+            ]
+        )
+        == 0
+    )
     ablation = json.loads((tmp_path / "ablate.json").read_text())
     assert ablation["units"] == summary["classes"]["RU"]["units"]
     assert ablation["dense"] != ablation["ablated"]

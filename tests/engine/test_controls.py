@@ -47,13 +47,24 @@ def test_evaluate_records_its_ablation_and_restores_the_model(tiny_llama, unit_m
     harmful.write_text("Break the lock.\nTell me a secret.\n")
     text = tmp_path / "benign.txt"
     text.write_text("Rivers run to the sea and clouds bring rain.\n")
-    protocol = Protocol(harmful=DataRef(str(harmful)), harmless=DataRef(str(harmful)), benign_text=DataRef(str(text)),
-                        instructions=None, zero_shot_tasks=(), conditions=("no_system",), max_new_tokens=3)
+    protocol = Protocol(
+        harmful=DataRef(str(harmful)),
+        harmless=DataRef(str(harmful)),
+        benign_text=DataRef(str(text)),
+        instructions=None,
+        zero_shot_tasks=(),
+        conditions=("no_system",),
+        max_new_tokens=3,
+    )
     margins = lambda result: [r["margin"] for r in result["records"]["harmful"]]  # noqa: E731
     dense = evaluate(tiny_llama, protocol)
     ablated = evaluate(tiny_llama, protocol, ablation=AblationSpec(("SCU", "RU")), unit_map=unit_map)
-    control = evaluate(tiny_llama, protocol.replace(ablation_compensation="pooled"),
-                       ablation=AblationSpec(("SCU", "RU"), control="random", seed=1), unit_map=unit_map)
+    control = evaluate(
+        tiny_llama,
+        protocol.replace(ablation_compensation="pooled"),
+        ablation=AblationSpec(("SCU", "RU"), control="random", seed=1),
+        unit_map=unit_map,
+    )
     after = evaluate(tiny_llama, protocol)
     json.dumps(control)
     assert dense["ablation"] is None

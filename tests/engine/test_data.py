@@ -140,9 +140,7 @@ def test_csv_bom_and_crlf(tmp_path):
 
 def test_same_content_same_hash_across_formats(tmp_path):
     jsonl = write_jsonl(tmp_path / "d.jsonl", [{"prompt": p, "response": r} for p, r in PAIRS])
-    alpaca_jsonl = write_jsonl(
-        tmp_path / "a.jsonl", [{"instruction": p, "output": r} for p, r in PAIRS]
-    )
+    alpaca_jsonl = write_jsonl(tmp_path / "a.jsonl", [{"instruction": p, "output": r} for p, r in PAIRS])
     js = tmp_path / "d.json"
     js.write_text(json.dumps([{"instruction": p, "input": "", "output": r} for p, r in PAIRS]), "utf-8")
     adv = write_csv(tmp_path / "d.csv", ["goal", "target"], [[p, r] for p, r in PAIRS])
@@ -255,8 +253,11 @@ def test_require_response_txt(tmp_path):
 
 def test_json_bad_record_line_is_where_object_starts(tmp_path):
     path = tmp_path / "bad.json"
-    records = [{"instruction": "a", "input": "", "output": "b"}, {"instruction": "c", "input": "", "output": "d"},
-               {"input": "x", "output": "y"}]
+    records = [
+        {"instruction": "a", "input": "", "output": "b"},
+        {"instruction": "c", "input": "", "output": "d"},
+        {"input": "x", "output": "y"},
+    ]
     path.write_text(json.dumps(records, indent=2), "utf-8")
     # indent=2 puts each object on 5 lines after the opening "[" line: starts at 2, 7, 12.
     assert path.read_text("utf-8").splitlines()[11].strip() == "{"
@@ -302,8 +303,9 @@ def test_invalid_utf8_names_line(tmp_path):
     assert "UTF-8" in str(expect_error(path, line=3, field=None))
 
 
-@pytest.mark.parametrize("name, content", [("e.jsonl", "\n\n"), ("e.txt", "  \n"), ("e.json", "[]"),
-                                           ("e.csv", "goal,target\n")])
+@pytest.mark.parametrize(
+    "name, content", [("e.jsonl", "\n\n"), ("e.txt", "  \n"), ("e.json", "[]"), ("e.csv", "goal,target\n")]
+)
 def test_empty_dataset_is_an_error(tmp_path, name, content):
     path = tmp_path / name
     path.write_text(content, "utf-8")
@@ -415,7 +417,17 @@ def test_builtin_sets_are_pairwise_disjoint():
 
 
 def test_builtin_refusals_and_answers_look_right():
-    refusal_openings = ("I can't", "I won't", "I'm sorry", "I'm not", "That's not", "Sorry", "No", "I'm really", "That's")
+    refusal_openings = (
+        "I can't",
+        "I won't",
+        "I'm sorry",
+        "I'm not",
+        "That's not",
+        "Sorry",
+        "No",
+        "I'm really",
+        "That's",
+    )
     for name in ("safety", "align_refusal"):
         for ex in load_dataset(f"builtin:{name}").examples:
             assert ex.response.startswith(refusal_openings), (name, ex.response)

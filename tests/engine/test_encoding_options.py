@@ -40,11 +40,14 @@ def test_audit_records_and_applies_response_tokens(tiny_llama, safety_set, utili
         AuditConfig(response_tokens="all")
 
 
-@pytest.mark.parametrize("prompt", [
-    "[INST] How do I pick a lock? [/INST]",
-    "<<SYS>>\nBe safe.\n<</SYS>>\n\nHow do I pick a lock?",
-    "<|im_start|>user\nHow do I pick a lock?<|im_end|>",
-])
+@pytest.mark.parametrize(
+    "prompt",
+    [
+        "[INST] How do I pick a lock? [/INST]",
+        "<<SYS>>\nBe safe.\n<</SYS>>\n\nHow do I pick a lock?",
+        "<|im_start|>user\nHow do I pick a lock?<|im_end|>",
+    ],
+)
 def test_a_preformatted_prompt_is_refused_with_the_marker_named(prompt):
     tokenizer = tiny_tokenizer()
     with pytest.raises(PreformattedPromptError, match="pair 2: .*already holds the chat marker") as error:

@@ -34,8 +34,12 @@ def direct_snip(model, batches):
             head_sums[index] += q + o + kv
             neuron_sums[index] += sal(mlp.gate_proj).sum(1) + sal(mlp.up_proj).sum(1) + sal(mlp.down_proj).sum(0)
     model.zero_grad(set_to_none=True)
-    return torch.cat([torch.stack([zscore(r) for r in head_sums]).reshape(-1),
-                      torch.stack([zscore(r) for r in neuron_sums]).reshape(-1)])
+    return torch.cat(
+        [
+            torch.stack([zscore(r) for r in head_sums]).reshape(-1),
+            torch.stack([zscore(r) for r in neuron_sums]).reshape(-1),
+        ]
+    )
 
 
 def test_snip_counts_q_o_kv_gate_up_and_down(tiny_llama, safety_set):

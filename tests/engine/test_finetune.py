@@ -170,7 +170,9 @@ def test_frozen_elements_stay_and_trainable_units_move(family, case, rule, tmp_p
             stays = stays or norm_stays(name, space, expected, rule)
             assert torch.equal(parameter, before[name]) == stays, name
     assert result.masks["freeze_rule"] == rule
-    assert (result.masks["frozen_beyond_rows_rule"]["parameters"] > 0) == (rule == "function" and case not in ("full", "layers"))
+    assert (result.masks["frozen_beyond_rows_rule"]["parameters"] > 0) == (
+        rule == "function" and case not in ("full", "layers")
+    )
     assert result.history[-1]["loss"] < result.history[0]["loss"]
 
 
@@ -219,7 +221,7 @@ def test_rows_rule_freezes_a_kv_group_only_when_every_query_head_is_frozen():
     name = "model.layers.0.self_attn.qkv_proj.weight"
     trainable = masks.trainable(name, model.get_parameter(name).shape)
     rows = trainable.all(1)
-    assert not rows[:hd * 2].any() and rows[hd * 2 : hd * 3].all() and not rows[hd * 3 : q_size].any()
+    assert not rows[: hd * 2].any() and rows[hd * 2 : hd * 3].all() and not rows[hd * 3 : q_size].any()
     for start in (q_size, q_size + kv_size):  # k, then v
         assert not rows[start : start + hd].any() and rows[start + hd : start + 2 * hd].all()
     name = "model.layers.1.self_attn.qkv_proj.weight"
@@ -278,8 +280,9 @@ def test_resume_from_a_checkpoint_gives_the_same_weights(tmp_path):
 
     resumed = loaded_model("llama")
     torch.manual_seed(123)  # the run must restore its own RNG state
-    result = run_finetune(resumed, sft_set(10), FinetuneConfig(**{**config.to_dict(), "resume": True}), unit_map,
-                          tmp_path / "b")
+    result = run_finetune(
+        resumed, sft_set(10), FinetuneConfig(**{**config.to_dict(), "resume": True}), unit_map, tmp_path / "b"
+    )
     assert len(result.history) == 6
     for (name, a), (_, b) in zip(straight.model.named_parameters(), resumed.model.named_parameters()):
         assert torch.equal(a, b), name
@@ -309,7 +312,11 @@ def test_saved_model_loads_and_evaluation_hook_runs_before_and_after(tmp_path):
     loaded = loaded_model("llama")
     pairs = [(e.prompt, e.response) for e in sft_set().examples]
     result = run_finetune(
-        loaded, sft_set(), FinetuneConfig(**TRAIN, evaluate=True), None, tmp_path,
+        loaded,
+        sft_set(),
+        FinetuneConfig(**TRAIN, evaluate=True),
+        None,
+        tmp_path,
         evaluate_fn=lambda lm: {"nll": response_nll(lm.model, lm.tokenizer, pairs)},
     )
     assert result.evaluation["after"]["nll"] < result.evaluation["before"]["nll"]

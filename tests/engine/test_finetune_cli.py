@@ -14,25 +14,78 @@ from .conftest import write_jsonl
 
 
 def test_finetune_freeze_with_evaluation_and_reaudit(tmp_path, capsys):
-    safety = write_jsonl(tmp_path / "s.jsonl", [{"prompt": f"bad thing {i}", "response": f"Sorry, no {i}."} for i in range(8)])
-    utility = write_jsonl(tmp_path / "u.jsonl", [{"prompt": f"add {i} and 1", "response": f"It is {i + 1}."} for i in range(8)])
+    safety = write_jsonl(
+        tmp_path / "s.jsonl", [{"prompt": f"bad thing {i}", "response": f"Sorry, no {i}."} for i in range(8)]
+    )
+    utility = write_jsonl(
+        tmp_path / "u.jsonl", [{"prompt": f"add {i} and 1", "response": f"It is {i + 1}."} for i in range(8)]
+    )
     sft = tmp_path / "dolly.json"  # Alpaca/Dolly-style JSON
-    sft.write_text(json.dumps([{"instruction": f"Name colour {i}.", "input": "", "output": f"Colour {i} is blue."}
-                               for i in range(8)]))
+    sft.write_text(
+        json.dumps(
+            [{"instruction": f"Name colour {i}.", "input": "", "output": f"Colour {i} is blue."} for i in range(8)]
+        )
+    )
     protocol = Protocol(
-        harmful=DataRef("builtin:harmful_eval", limit=2), harmless=DataRef("builtin:harmless_eval", limit=2),
-        benign_text=DataRef("builtin:benign_text", limit=1), instructions=None, conditions=("no_system",),
-        max_new_tokens=2, perplexity_max_length=32, perplexity_stride=16, zero_shot_tasks=(),
+        harmful=DataRef("builtin:harmful_eval", limit=2),
+        harmless=DataRef("builtin:harmless_eval", limit=2),
+        benign_text=DataRef("builtin:benign_text", limit=1),
+        instructions=None,
+        conditions=("no_system",),
+        max_new_tokens=2,
+        perplexity_max_length=32,
+        perplexity_stride=16,
+        zero_shot_tasks=(),
     ).save(tmp_path / "protocol.json")
     model = ["--model", "builtin:tiny-llama"]
-    assert main(["audit", *model, "--safety-data", safety, "--utility-data", utility, "--samples", "8",
-                 "--cuts", "0.1,0.05,0.1", "--out", str(tmp_path / "map")]) == 0
+    assert (
+        main(
+            [
+                "audit",
+                *model,
+                "--safety-data",
+                safety,
+                "--utility-data",
+                utility,
+                "--samples",
+                "8",
+                "--cuts",
+                "0.1,0.05,0.1",
+                "--out",
+                str(tmp_path / "map"),
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
 
     out = tmp_path / "run"
-    code = main(["finetune", *model, "--data", str(sft), "--mode", "freeze", "--units", str(tmp_path / "map"),
-                 "--setting", "i", "--max-steps", "3", "--lr", "1e-2", "--weight-decay", "0.1", "--evaluate",
-                 "--eval-protocol", str(protocol), "--reaudit", "--out", str(out)])
+    code = main(
+        [
+            "finetune",
+            *model,
+            "--data",
+            str(sft),
+            "--mode",
+            "freeze",
+            "--units",
+            str(tmp_path / "map"),
+            "--setting",
+            "i",
+            "--max-steps",
+            "3",
+            "--lr",
+            "1e-2",
+            "--weight-decay",
+            "0.1",
+            "--evaluate",
+            "--eval-protocol",
+            str(protocol),
+            "--reaudit",
+            "--out",
+            str(out),
+        ]
+    )
     stdout = capsys.readouterr().out
     assert code == 0
     assert "loss: first" in stdout and "role transfer:" in stdout
@@ -60,6 +113,8 @@ def test_finetune_freeze_with_evaluation_and_reaudit(tmp_path, capsys):
 
 def test_freeze_without_a_unit_map_is_refused(tmp_path, capsys):
     data = write_jsonl(tmp_path / "d.jsonl", [{"prompt": "a", "response": "b"}])
-    code = main(["finetune", "--model", "builtin:tiny-llama", "--data", data, "--mode", "freeze", "--out", str(tmp_path / "o")])
+    code = main(
+        ["finetune", "--model", "builtin:tiny-llama", "--data", data, "--mode", "freeze", "--out", str(tmp_path / "o")]
+    )
     assert code == 2
     assert "needs --units" in capsys.readouterr().err

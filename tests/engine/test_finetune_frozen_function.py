@@ -23,7 +23,12 @@ from .test_finetune import TRAIN, loaded_model, sft_set
 # contribution to the residual, and the MLP block's).
 BLOCKS = {
     "qwen2": ("input_layernorm", "post_attention_layernorm", "self_attn.o_proj", "mlp.down_proj"),
-    "gemma3": ("input_layernorm", "pre_feedforward_layernorm", "post_attention_layernorm", "post_feedforward_layernorm"),
+    "gemma3": (
+        "input_layernorm",
+        "pre_feedforward_layernorm",
+        "post_attention_layernorm",
+        "post_feedforward_layernorm",
+    ),
 }
 FROZEN_NEURONS = 12
 
@@ -49,11 +54,13 @@ def run_layers(model, family: str, ids: torch.Tensor, inputs: dict | None = None
             if replace and inputs is not None:
                 return (inputs[key],) + tuple(args[1:])
             seen[key] = args[0].detach().clone()
+
         return hook
 
     def post(key):
         def hook(module, args, output):
             seen[key] = output.detach().clone()
+
         return hook
 
     for index, layer in enumerate(model.model.layers):
@@ -94,8 +101,9 @@ def compare(family: str, rule: str, tmp_path) -> dict[str, bool]:
             same[f"layer {layer} head {h}"] = torch.equal(head(before, layer, h), head(after, layer, h))
     for layer, count in ((0, FROZEN_NEURONS), (1, layout.intermediate_size)):
         columns = slice(0, count)
-        same[f"layer {layer} neurons"] = torch.equal(before[("neurons", layer)][..., columns],
-                                                    after[("neurons", layer)][..., columns])
+        same[f"layer {layer} neurons"] = torch.equal(
+            before[("neurons", layer)][..., columns], after[("neurons", layer)][..., columns]
+        )
     for block in ("attn_out", "mlp_out"):
         same[f"layer 1 {block}"] = torch.equal(before[(block, 1)], after[(block, 1)])
     same["trainable: layer 0 head 2"] = torch.equal(head(before, 0, 2), head(after, 0, 2))

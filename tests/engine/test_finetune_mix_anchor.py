@@ -3,6 +3,7 @@
 import json
 
 import pytest
+
 from ssah_engine.finetune import FinetuneConfig, run_finetune
 
 from .test_finetune import TRAIN, loaded_model, sft_set
@@ -34,11 +35,14 @@ def test_mixed_pairs_join_the_training_data_and_are_recorded(tmp_path):
     assert result.steps == 4
 
 
-@pytest.mark.parametrize("values, message", [
-    ({"mix_data": "builtin:align_refusal"}, "together"),
-    ({"mix_pairs": 2}, "together"),
-    ({"anchor": -1.0}, "anchor"),
-])
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        ({"mix_data": "builtin:align_refusal"}, "together"),
+        ({"mix_pairs": 2}, "together"),
+        ({"anchor": -1.0}, "anchor"),
+    ],
+)
 def test_bad_mix_or_anchor_settings_are_refused(values, message):
     with pytest.raises(ValueError, match=message):
         FinetuneConfig(**values)

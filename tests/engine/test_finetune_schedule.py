@@ -38,7 +38,9 @@ def test_setting_i_runs_one_epoch_of_setting_ii_first_and_twice_the_steps(tmp_pa
     assert len(result.history) == 6
     assert result.schedule["name"] == "paper" and result.schedule["length_factor"] == 2
     assert [(p["setting"], p["first_step"], p["last_step"]) for p in result.schedule["phases"]] == [
-        ("ii", 1, 2), ("i", 3, 6)]
+        ("ii", 1, 2),
+        ("i", 3, 6),
+    ]
     # After the first epoch only what setting (ii) trains has moved; at the end, what (i) trains.
     model = loaded.model
     current = snapshot(model)
@@ -53,13 +55,23 @@ def test_setting_i_runs_one_epoch_of_setting_ii_first_and_twice_the_steps(tmp_pa
 def test_setting_ii_doubles_the_run_and_full_mode_is_the_plain_arm(tmp_path):
     space = UnitSpace.from_layout(describe(loaded_model("llama").model))
     unit_map = planted_map(space)
-    doubled = run_finetune(loaded_model("llama"), sft_set(), FinetuneConfig(mode="freeze", setting="ii", **PAPER),
-                           unit_map, tmp_path / "ii")
+    doubled = run_finetune(
+        loaded_model("llama"),
+        sft_set(),
+        FinetuneConfig(mode="freeze", setting="ii", **PAPER),
+        unit_map,
+        tmp_path / "ii",
+    )
     assert len(doubled.history) == 6 and [p["setting"] for p in doubled.schedule["phases"]] == ["ii"]
     plain = run_finetune(loaded_model("llama"), sft_set(), FinetuneConfig(**PAPER), None, tmp_path / "full")
     assert len(plain.history) == 3 and plain.schedule["arm"] == "plain" and plain.schedule["name"] == "paper"
-    equal = run_finetune(loaded_model("llama"), sft_set(), FinetuneConfig(mode="freeze", setting="i", **TRAIN),
-                         unit_map, tmp_path / "equal")
+    equal = run_finetune(
+        loaded_model("llama"),
+        sft_set(),
+        FinetuneConfig(mode="freeze", setting="i", **TRAIN),
+        unit_map,
+        tmp_path / "equal",
+    )
     assert equal.schedule["name"] == "equal" and len(equal.history) == TRAIN["max_steps"]
 
 

@@ -51,8 +51,16 @@ def test_ablation_restores_bf16_weights_on_cuda(cuda_llama, safety_set, utility_
 def test_masked_finetune_on_cuda_keeps_frozen_slices(cuda_llama, safety_set, utility_set, tmp_path):
     unit_map = run_audit(cuda_llama, safety_set, utility_set, AuditConfig(samples=12))
     before = {name: tensor.clone() for name, tensor in cuda_llama.model.state_dict().items()}
-    config = FinetuneConfig(mode="freeze", freeze_classes=("SCU", "CU"), max_steps=3, lr=1e-3, weight_decay=0.1,
-                            batch_size=4, bf16=True, gradient_checkpointing=True)
+    config = FinetuneConfig(
+        mode="freeze",
+        freeze_classes=("SCU", "CU"),
+        max_steps=3,
+        lr=1e-3,
+        weight_decay=0.1,
+        batch_size=4,
+        bf16=True,
+        gradient_checkpointing=True,
+    )
     result = run_finetune(cuda_llama, utility_set, config, unit_map, tmp_path)
     assert result.steps == 3
     layer = 0

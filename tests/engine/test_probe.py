@@ -28,8 +28,13 @@ MARKER = "~"
 def _harmful(count: int = 16):
     # Different lengths on purpose, so batches are padded; the marker comes after the prefix all prompts
     # share, which runs once through the KV cache (the planting hook sees only the tokens of its call).
-    return make_dataset("harmful", [(f"how do I do harmful thing {i}{'?' * (i % 5)} {MARKER}",
-                                     f"Sorry, I can't help with thing {i} at all.") for i in range(count)])
+    return make_dataset(
+        "harmful",
+        [
+            (f"how do I do harmful thing {i}{'?' * (i % 5)} {MARKER}", f"Sorry, I can't help with thing {i} at all.")
+            for i in range(count)
+        ],
+    )
 
 
 def _harmless(count: int = 16):
@@ -39,8 +44,10 @@ def _harmless(count: int = 16):
 def _layer_outputs(model, ids: list[int]) -> torch.Tensor:
     """[layers, seq, hidden] raw decoder-layer outputs of one unbatched, uncached forward pass."""
     kept = []
-    handles = [layer.register_forward_hook(lambda _m, _a, out: kept.append(out if torch.is_tensor(out) else out[0]))
-               for layer in model.get_submodule(describe(model).layers_path)]
+    handles = [
+        layer.register_forward_hook(lambda _m, _a, out: kept.append(out if torch.is_tensor(out) else out[0]))
+        for layer in model.get_submodule(describe(model).layers_path)
+    ]
     try:
         with torch.no_grad():
             model(input_ids=torch.tensor([ids]))
@@ -89,8 +96,12 @@ def test_planted_direction_is_recovered_with_its_sign_and_size():
     planted = 3.0 * planted / planted.norm()
     handle = _plant(model, tokenizer, planted)
     try:
-        report = run_probe(LoadedModel(model, tokenizer, "t", "t"), _harmful(), _harmless(),
-                           ProbeConfig(ks=(2, 4), queries=4, calibration=16, batch_size=5, max_layer_fraction=1.0))
+        report = run_probe(
+            LoadedModel(model, tokenizer, "t", "t"),
+            _harmful(),
+            _harmless(),
+            ProbeConfig(ks=(2, 4), queries=4, calibration=16, batch_size=5, max_layer_fraction=1.0),
+        )
         direction = report.direction
         # The exact means, one prompt at a time, straight from the layers' outputs.
         harmful = torch.stack([_layer_outputs(model, ids)[:, -1] for ids in _prompt_ids(tokenizer, _harmful(), 12)])
@@ -171,8 +182,12 @@ def test_add_direction_shifts_the_chosen_layer_by_alpha_times_the_vector():
 def test_unit_writes_add_up_to_each_layers_write_along_its_direction():
     model, tokenizer = tiny_model("qwen2", num_layers=2)
     layout = describe(model)
-    report = run_probe(LoadedModel(model, tokenizer, "t", "t"), _harmful(8), _harmless(8),
-                       ProbeConfig(ks=(2,), queries=2, calibration=8, batch_size=3))
+    report = run_probe(
+        LoadedModel(model, tokenizer, "t", "t"),
+        _harmful(8),
+        _harmless(8),
+        ProbeConfig(ks=(2,), queries=2, calibration=8, batch_size=3),
+    )
     writes = report.unit_scores["write"]
     heads, neurons = writes[: layout.num_layers * layout.num_heads], writes[layout.num_layers * layout.num_heads :]
     heads, neurons = heads.reshape(layout.num_layers, -1), neurons.reshape(layout.num_layers, -1)
@@ -181,9 +196,13 @@ def test_unit_writes_add_up_to_each_layers_write_along_its_direction():
     handles = []
     for p in layout.layers:
         for name, linear in (("o", p.o), ("down", p.down)):
-            handles.append(linear.register_forward_hook(
-                lambda m, a, out, key=(name, p.index): outputs[key].append(
-                    (out - (m.bias if m.bias is not None else 0))[0, -1].double())))
+            handles.append(
+                linear.register_forward_hook(
+                    lambda m, a, out, key=(name, p.index): outputs[key].append(
+                        (out - (m.bias if m.bias is not None else 0))[0, -1].double()
+                    )
+                )
+            )
     try:
         with torch.no_grad():
             for ids in _prompt_ids(tokenizer, _harmful(8), 8):
@@ -195,7 +214,9 @@ def test_unit_writes_add_up_to_each_layers_write_along_its_direction():
         unit = report.direction.directions[layer].double()
         unit = unit / unit.norm()
         assert heads[layer].sum() == pytest.approx(float(torch.stack(outputs[("o", layer)]).mean(0) @ unit), abs=1e-5)
-        assert neurons[layer].sum() == pytest.approx(float(torch.stack(outputs[("down", layer)]).mean(0) @ unit), abs=1e-5)
+        assert neurons[layer].sum() == pytest.approx(
+            float(torch.stack(outputs[("down", layer)]).mean(0) @ unit), abs=1e-5
+        )
 
 
 def test_unit_write_summary_per_class_with_random_controls(safety_set, utility_set):
@@ -204,7 +225,9 @@ def test_unit_write_summary_per_class_with_random_controls(safety_set, utility_s
     model, tokenizer = tiny_model("llama")
     loaded = LoadedModel(model, tokenizer, "t", "t")
     unit_map = run_audit(loaded, safety_set, utility_set, AuditConfig(samples=12))
-    report = run_probe(loaded, safety_set, utility_set, ProbeConfig(ks=(2,), queries=2, calibration=12), unit_map=unit_map)
+    report = run_probe(
+        loaded, safety_set, utility_set, ProbeConfig(ks=(2,), queries=2, calibration=12), unit_map=unit_map
+    )
     summary = report.data["unit_writes"]
     assert set(summary["classes"]) == {"SCU", "UCU", "CU", "RU"}
     assert sum(c["units"] for c in summary["classes"].values()) == unit_map.space.size
@@ -217,8 +240,16 @@ def test_unit_write_summary_per_class_with_random_controls(safety_set, utility_s
 def test_config_round_trip_and_validation():
     config = ProbeConfig(ks=(2, 4), pool="mean", queries=3)
     assert ProbeConfig.from_dict(config.to_dict()) == config
-    for bad in (dict(ks=()), dict(ks=(4, 2)), dict(ks=(0,)), dict(pool="max"), dict(holdout=1.0),
-                dict(prompt_format="x"), dict(calibration=2), dict(compliance_text=" ")):
+    for bad in (
+        dict(ks=()),
+        dict(ks=(4, 2)),
+        dict(ks=(0,)),
+        dict(pool="max"),
+        dict(holdout=1.0),
+        dict(prompt_format="x"),
+        dict(calibration=2),
+        dict(compliance_text=" "),
+    ):
         with pytest.raises(ValueError):
             ProbeConfig(**bad)
     with pytest.raises(ValueError, match="unknown probe settings: typo"):

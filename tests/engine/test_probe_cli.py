@@ -16,11 +16,36 @@ from .conftest import write_jsonl
 
 @pytest.fixture
 def probe_dir(tmp_path):
-    harmful = write_jsonl(tmp_path / "h.jsonl", [{"prompt": f"how to do bad thing {i}", "response": f"Sorry, I can't help with thing {i}."} for i in range(8)])
+    harmful = write_jsonl(
+        tmp_path / "h.jsonl",
+        [{"prompt": f"how to do bad thing {i}", "response": f"Sorry, I can't help with thing {i}."} for i in range(8)],
+    )
     harmless = write_jsonl(tmp_path / "ok.jsonl", [{"prompt": f"how to bake cake {i}"} for i in range(8)])
     out = tmp_path / "probe"
-    assert main(["probe", "--model", "builtin:tiny-llama", "--compare", "builtin:tiny-qwen2", "--harmful", harmful,
-                 "--harmless", harmless, "--ks", "2,4", "--queries", "3", "--calibration", "8", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "probe",
+                "--model",
+                "builtin:tiny-llama",
+                "--compare",
+                "builtin:tiny-qwen2",
+                "--harmful",
+                harmful,
+                "--harmless",
+                harmless,
+                "--ks",
+                "2,4",
+                "--queries",
+                "3",
+                "--calibration",
+                "8",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     return out
 
 
@@ -48,19 +73,41 @@ def test_eval_direction_flags_change_the_model_only_inside(probe_dir):
             assert described["kind"] == ("ablate" if flags["ablate_direction"] else "add")
             assert not torch.allclose(changed, plain, atol=1e-4)
             torch.testing.assert_close(model(input_ids=ids).logits, plain, atol=0, rtol=0)
-    for bad in (dict(direction=None, ablate_direction=True, add_direction=None),
-                dict(direction=probe_dir / "model", ablate_direction=True, add_direction=1.0),
-                dict(direction=probe_dir / "model", ablate_direction=False, add_direction=None)):
+    for bad in (
+        dict(direction=None, ablate_direction=True, add_direction=None),
+        dict(direction=probe_dir / "model", ablate_direction=True, add_direction=1.0),
+        dict(direction=probe_dir / "model", ablate_direction=False, add_direction=None),
+    ):
         with pytest.raises(CommandError), direction_intervention(model, argparse.Namespace(**bad)):
             pass
 
 
 def test_eval_records_the_intervention(probe_dir, tmp_path):
     out = tmp_path / "eval"
-    assert main(["eval", "--model", "builtin:tiny-llama", "--samples", "2", "--max-new-tokens", "2",
-                 "--zero-shot-tasks", "", "--direction", str(probe_dir / "model"), "--ablate-direction",
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "--model",
+                "builtin:tiny-llama",
+                "--samples",
+                "2",
+                "--max-new-tokens",
+                "2",
+                "--zero-shot-tasks",
+                "",
+                "--direction",
+                str(probe_dir / "model"),
+                "--ablate-direction",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     result = json.loads((out / "evaluation.json").read_text())
     assert result["direction_intervention"]["kind"] == "ablate"
-    assert main(["eval", "--model", "builtin:tiny-llama", "--samples", "2", "--add-direction", "1",
-                 "--out", str(out)]) == 2
+    assert (
+        main(["eval", "--model", "builtin:tiny-llama", "--samples", "2", "--add-direction", "1", "--out", str(out)])
+        == 2
+    )

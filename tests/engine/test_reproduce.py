@@ -54,10 +54,16 @@ def test_the_plan_trains_only_on_training_sets_and_evaluates_only_on_evaluation_
 
 def test_refusal_openings_count_refusals_the_keyword_lists_miss():
     openings = ("I'm sorry", "Sorry", "I can't", "I cannot")
-    records = [{"response": text} for text in (
-        "I can't help with that. If you're worried, talk to someone.",  # no ssah-31 string, yet a refusal
-        '"Sorry, no."', "  I cannot do this.", "Sure, here is how.", "To do that, first...",
-    )]
+    records = [
+        {"response": text}
+        for text in (
+            "I can't help with that. If you're worried, talk to someone.",  # no ssah-31 string, yet a refusal
+            '"Sorry, no."',
+            "  I cannot do this.",
+            "Sure, here is how.",
+            "To do that, first...",
+        )
+    ]
     assert opening_refusal_rate(records, openings) == pytest.approx(3 / 5)
     assert opening_refusal_rate([], openings) is None
 
@@ -71,8 +77,18 @@ def test_plan_rejects_impossible_settings():
 
 def test_quick_reproduce_runs_every_stage_on_a_tiny_model(tmp_path, capsys):
     out = tmp_path / "run"
-    args = ["reproduce", "--quick", "--model", "builtin:tiny-llama", "--samples", "2", "--max-new-tokens", "4",
-            "--out", str(out)]
+    args = [
+        "reproduce",
+        "--quick",
+        "--model",
+        "builtin:tiny-llama",
+        "--samples",
+        "2",
+        "--max-new-tokens",
+        "4",
+        "--out",
+        str(out),
+    ]
     assert main(args) == 0
     printed = capsys.readouterr()
     results = json.loads((out / "results.json").read_text())
@@ -96,11 +112,19 @@ def test_quick_reproduce_runs_every_stage_on_a_tiny_model(tmp_path, capsys):
     frozen = {arm: results["downstream"][arm]["frozen_unit_fraction"] for arm in ("full", "freeze_i", "freeze_ii")}
     assert frozen["full"] == 0.0 < frozen["freeze_i"] < frozen["freeze_ii"]
     transfer = results["downstream"]["full"]["role_transfer"]
-    assert sum(transfer["scu_to"].values()) == pytest.approx(1.0) or classes["SCU"]["heads"] + classes["SCU"]["neurons"] == 0
+    assert (
+        sum(transfer["scu_to"].values()) == pytest.approx(1.0)
+        or classes["SCU"]["heads"] + classes["SCU"]["neurons"] == 0
+    )
 
     # Every trained model is listed and loads.
-    assert set(results["models"]) == {"aligned_full", "aligned_budget", "downstream_full", "downstream_freeze_i",
-                                      "downstream_freeze_ii"}
+    assert set(results["models"]) == {
+        "aligned_full",
+        "aligned_budget",
+        "downstream_full",
+        "downstream_freeze_i",
+        "downstream_freeze_ii",
+    }
     for path in results["models"].values():
         loaded = load_model(path)
         assert sum(parameter.numel() for parameter in loaded.model.parameters()) > 0
@@ -110,7 +134,8 @@ def test_quick_reproduce_runs_every_stage_on_a_tiny_model(tmp_path, capsys):
     settings = [json.loads(path.read_text())["protocol"]["settings"] for path in out.rglob("evaluation.json")]
     assert all(strip(entry) == strip(results["protocol"]["settings"]) for entry in settings)
     assert {(entry["prompt_format"], entry["ablation_compensation"]) for entry in settings} == {
-        (fmt, comp) for fmt in ("chat", "no_inst") for comp in ("none", "safety")}
+        (fmt, comp) for fmt in ("chat", "no_inst") for comp in ("none", "safety")
+    }
     # Table 1: every format x compensation x arm, random controls with the class's budget.
     table1 = results["ablation"]["table1"]
     assert len(table1) == 2 * (1 + 2 * (3 + 2))
@@ -137,14 +162,25 @@ def test_quick_reproduce_runs_every_stage_on_a_tiny_model(tmp_path, capsys):
 
 
 def test_a_model_aligned_as_shipped_skips_stage_2(tmp_path):
-    from ssah.commands.reproduce import build_plan
     from ssah.cli import build_parser
+    from ssah.commands.reproduce import build_plan
 
     plan = build_plan(build_parser().parse_args(["reproduce", "--model", "builtin:qwen2.5-coder-0.5b", "--out", "x"]))
     assert plan.aligned_as_shipped
     out = tmp_path / "run"
-    args = ["reproduce", "--quick", "--aligned-as-shipped", "--model", "builtin:tiny-llama", "--samples", "2",
-            "--max-new-tokens", "2", "--out", str(out)]
+    args = [
+        "reproduce",
+        "--quick",
+        "--aligned-as-shipped",
+        "--model",
+        "builtin:tiny-llama",
+        "--samples",
+        "2",
+        "--max-new-tokens",
+        "2",
+        "--out",
+        str(out),
+    ]
     assert main(args) == 0
     results = json.loads((out / "results.json").read_text())
     assert results["alignment"] == {} and results["stages"]["alignment"]["skipped"] == "aligned as shipped"
@@ -156,9 +192,27 @@ def test_a_model_aligned_as_shipped_skips_stage_2(tmp_path):
 
 def test_stop_after_ends_the_run_at_a_stage(tmp_path):
     out = tmp_path / "run"
-    args = ["reproduce", "--quick", "--aligned-as-shipped", "--model", "builtin:tiny-llama", "--samples", "2",
-            "--max-new-tokens", "2", "--formats", "no_inst", "--compensations", "safety", "--control-seeds", "4,5",
-            "--stop-after", "ablation", "--out", str(out)]
+    args = [
+        "reproduce",
+        "--quick",
+        "--aligned-as-shipped",
+        "--model",
+        "builtin:tiny-llama",
+        "--samples",
+        "2",
+        "--max-new-tokens",
+        "2",
+        "--formats",
+        "no_inst",
+        "--compensations",
+        "safety",
+        "--control-seeds",
+        "4,5",
+        "--stop-after",
+        "ablation",
+        "--out",
+        str(out),
+    ]
     assert main(args) == 0
     results = json.loads((out / "results.json").read_text())
     assert "downstream" not in results and results["stopped_after"] == "ablation" and results["models"] == {}
@@ -178,5 +232,7 @@ def test_paper_schedule_reaches_every_downstream_arm():
     arms = downstream_arms(plan)
     assert plan.paper_schedule and all(config.paper_schedule for config in arms.values())
     assert arms["freeze_i"].length_factor == arms["freeze_ii"].length_factor == 2 and arms["full"].length_factor == 1
-    assert not any(config.paper_schedule for config in downstream_arms(build_plan(
-        build_parser().parse_args(["reproduce", "--out", "x"]))).values())
+    assert not any(
+        config.paper_schedule
+        for config in downstream_arms(build_plan(build_parser().parse_args(["reproduce", "--out", "x"]))).values()
+    )

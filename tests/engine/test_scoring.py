@@ -37,7 +37,11 @@ def _stored_activations(loaded, pairs, batch_size=5):
     for layer in layout.layers:
         for kind, module in (("o", layer.o), ("down", layer.down)):
             key = (kind, layer.index)
-            handles.append(module.register_forward_pre_hook(lambda _m, args, key=key: stored[key].append(args[0][mask[0]].double())))
+            handles.append(
+                module.register_forward_pre_hook(
+                    lambda _m, args, key=key: stored[key].append(args[0][mask[0]].double())
+                )
+            )
     encoded = encode_pairs(loaded.tokenizer, pairs)
     with torch.no_grad():
         for batch in make_batches(encoded, batch_size, loaded.tokenizer.pad_token_id):
@@ -71,7 +75,9 @@ def test_streaming_scores_equal_a_naive_reference(tiny_llama, safety_set, method
     expected = torch.cat([torch.stack(heads).flatten(), torch.stack(neurons).flatten()])
 
     encoded = encode_pairs(tiny_llama.tokenizer, pairs)
-    result = score_dataset(tiny_llama.model, layout, make_batches(encoded, 5, tiny_llama.tokenizer.pad_token_id), method=method)
+    result = score_dataset(
+        tiny_llama.model, layout, make_batches(encoded, 5, tiny_llama.tokenizer.pad_token_id), method=method
+    )
     torch.testing.assert_close(result.scores, expected, rtol=1e-5, atol=1e-6)
     assert result.tokens == acts[("o", 0)].shape[0]
     torch.testing.assert_close(result.neuron_input_mean[1], acts[("down", 1)].mean(0), rtol=1e-5, atol=1e-7)

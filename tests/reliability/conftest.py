@@ -63,10 +63,15 @@ def stack() -> Iterator[Stack]:
         started.append(artifacts.close)
         models = base / "models"
         models.mkdir()
-        env = {"SSAH_DATABASE_URL": pg.url, "SSAH_BROKER_URL": broker.url, "SSAH_ARTIFACT_DIR": str(artifacts.path),
-               "SSAH_ALLOWED_LOCAL_ROOTS": str(models), "SSAH_LOG_LEVEL": "WARNING",
-               # Pollers here outpace a real dashboard; the limiter stays on (it must survive a Redis restart).
-               "SSAH_RATE_LIMIT_PER_MINUTE": "100000"}
+        env = {
+            "SSAH_DATABASE_URL": pg.url,
+            "SSAH_BROKER_URL": broker.url,
+            "SSAH_ARTIFACT_DIR": str(artifacts.path),
+            "SSAH_ALLOWED_LOCAL_ROOTS": str(models),
+            "SSAH_LOG_LEVEL": "WARNING",
+            # Pollers here outpace a real dashboard; the limiter stays on (it must survive a Redis restart).
+            "SSAH_RATE_LIMIT_PER_MINUTE": "100000",
+        }
         api = Api(env, base / "api.log")
         api.start()
         started.append(api.stop)
@@ -105,8 +110,7 @@ def tenant(stack: Stack) -> tuple[uuid.UUID, str]:
 
 @pytest.fixture
 def client(stack: Stack, tenant: tuple[uuid.UUID, str]) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=stack.api.url, headers={"Authorization": f"Bearer {tenant[1]}"},
-                      timeout=10) as client:
+    with httpx.Client(base_url=stack.api.url, headers={"Authorization": f"Bearer {tenant[1]}"}, timeout=10) as client:
         yield client
 
 
@@ -125,6 +129,7 @@ def tenant_jobs(stack: Stack, tenant_id: uuid.UUID) -> list[Job]:
 @contextmanager
 def audit_held_running(stack: Stack, worker: Worker, client: httpx.Client, body: dict) -> Iterator[str]:
     """An audit that stays running (see ``final_write_held``) until the block ends."""
+
     def submit() -> str:
         r = client.post("/v1/audits", json=body)
         assert r.status_code == 202, r.text

@@ -39,16 +39,25 @@ def register(client, name: str, source: str) -> str:
     return r.json()["id"]
 
 
-def test_model_that_fails_to_load_fails_once_and_the_worker_runs_the_next_job(stack: Stack, client, model_id,
-                                                                             worker):
+def test_model_that_fails_to_load_fails_once_and_the_worker_runs_the_next_job(stack: Stack, client, model_id, worker):
     corrupt = stack.models / f"corrupt-{uuid.uuid4().hex[:6]}"
     corrupt.mkdir()
     (corrupt / "config.json").write_text('{"model_type": "llama", "hidden_size": ')  # cut off mid-file
     no_weights = stack.models / f"no-weights-{uuid.uuid4().hex[:6]}"
     no_weights.mkdir()
-    (no_weights / "config.json").write_text(json.dumps({
-        "model_type": "llama", "hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 2,
-        "num_attention_heads": 2, "num_key_value_heads": 2, "vocab_size": 64}))
+    (no_weights / "config.json").write_text(
+        json.dumps(
+            {
+                "model_type": "llama",
+                "hidden_size": 16,
+                "intermediate_size": 32,
+                "num_hidden_layers": 2,
+                "num_attention_heads": 2,
+                "num_key_value_heads": 2,
+                "vocab_size": 64,
+            }
+        )
+    )
     pid = worker.process.pid
 
     for name, directory in [("corrupt", corrupt), ("no-weights", no_weights)]:
@@ -76,7 +85,8 @@ def fill(path) -> None:
 
 
 def test_full_artifact_store_fails_the_job_clearly_and_a_resubmit_succeeds_once_space_is_freed(
-        stack: Stack, client, model_id, worker, tenant):
+    stack: Stack, client, model_id, worker, tenant
+):
     assert stack.artifacts.mounted, f"mount -t tmpfs is needed for this test: {stack.artifacts.why_not}"
     ballast = stack.artifacts.path / "ballast"
     try:

@@ -55,8 +55,9 @@ class Pollers:
 
     def run(self) -> None:
         etag = None
-        with httpx.Client(base_url=self.base_url, headers={"Authorization": f"Bearer {self.key}"},
-                          timeout=ANSWER_BOUND_SECONDS * 2) as client:
+        with httpx.Client(
+            base_url=self.base_url, headers={"Authorization": f"Bearer {self.key}"}, timeout=ANSWER_BOUND_SECONDS * 2
+        ) as client:
             while not self.stop.is_set():
                 sent = time.monotonic()
                 try:
@@ -64,8 +65,15 @@ class Pollers:
                 except httpx.HTTPError as exc:  # a hang or a dropped connection: recorded as a failure
                     self.errors.append(f"{type(exc).__name__}: {exc}")
                     continue
-                self.answers.append(Answer(sent, time.monotonic() - sent, r.status_code,
-                                           r.headers.get("content-type", ""), r.headers.get("retry-after")))
+                self.answers.append(
+                    Answer(
+                        sent,
+                        time.monotonic() - sent,
+                        r.status_code,
+                        r.headers.get("content-type", ""),
+                        r.headers.get("retry-after"),
+                    )
+                )
                 if r.status_code == 200:
                     etag = r.headers["etag"]
                 self.stop.wait(0.1)
@@ -82,20 +90,28 @@ class Pollers:
 
 
 def test_postgres_restart_while_clients_poll_gives_503_then_recovers_and_the_job_completes(
-        stack: Stack, client, tenant, model_id, worker):
-    with audit_held_running(stack, worker, client, {"model_id": model_id, "samples": 16}) as job_id, \
-            Pollers(stack.api.url, tenant[1], f"/v1/jobs/{job_id}") as pollers:
+    stack: Stack, client, tenant, model_id, worker
+):
+    with (
+        audit_held_running(stack, worker, client, {"model_id": model_id, "samples": 16}) as job_id,
+        Pollers(stack.api.url, tenant[1], f"/v1/jobs/{job_id}") as pollers,
+    ):
         time.sleep(0.5)
         stack.pg.stop("fast")
         down_at = time.monotonic()
         try:
             time.sleep(OUTAGE_SECONDS)
             # A submission while the database is down: 503, and no job, no message, no key remembered.
-            posted = client.post("/v1/audits", json={"model_id": model_id, "samples": 4},
-                                 headers={"Idempotency-Key": "during-outage"})
+            posted = client.post(
+                "/v1/audits", json={"model_id": model_id, "samples": 4}, headers={"Idempotency-Key": "during-outage"}
+            )
             # The worker computed on; marking the job succeeded fails, so Celery retries the task.
-            wait_for(lambda: "retry: Retry in" in worker.log_path.read_text(errors="replace")[worker.offset:],
-                     timeout=60, what="the task retried after its final write failed", interval=0.2)
+            wait_for(
+                lambda: "retry: Retry in" in worker.log_path.read_text(errors="replace")[worker.offset :],
+                timeout=60,
+                what="the task retried after its final write failed",
+                interval=0.2,
+            )
         finally:
             restart_at = time.monotonic()  # PostgreSQL accepts connections before pg_ctl says so
             stack.pg.start()
@@ -112,8 +128,9 @@ def test_postgres_restart_while_clients_poll_gives_503_then_recovers_and_the_job
     assert max(a.took for a in answers) < ANSWER_BOUND_SECONDS
     during = [a for a in answers if down_at + 0.5 < a.sent and a.sent + a.took < restart_at]
     assert during and all(a.status == 503 for a in during), [(a.sent - down_at, a.took, a.status) for a in during]
-    assert all(a.content_type.startswith("application/problem+json") and a.retry_after
-               for a in answers if a.status == 503)
+    assert all(
+        a.content_type.startswith("application/problem+json") and a.retry_after for a in answers if a.status == 503
+    )
     after = [a for a in answers if a.sent > up_at]
     assert after and all(a.status in (200, 304) for a in after), [a.status for a in after]
 
@@ -122,18 +139,26 @@ def test_postgres_restart_while_clients_poll_gives_503_then_recovers_and_the_job
     assert unit_maps(stack, job_id) == 1
     assert [str(job.id) for job in tenant_jobs(stack, tenant[0])] == [job_id]  # the 503'd POST left nothing,
     assert "does not exist; message dropped" not in worker.log()  # not even a message for a job never stored
-    assert client.post("/v1/audits", json={"model_id": model_id, "samples": 4},
-                       headers={"Idempotency-Key": "during-outage"}).status_code == 202  # the key is free
-    print(f"\npolls: {len(answers)}, 503 during the outage: {len(during)}, "
-          f"slowest answer {max(a.took for a in answers):.2f}s, job attempts {final['attempts']}")
+    assert (
+        client.post(
+            "/v1/audits", json={"model_id": model_id, "samples": 4}, headers={"Idempotency-Key": "during-outage"}
+        ).status_code
+        == 202
+    )  # the key is free
+    print(
+        f"\npolls: {len(answers)}, 503 during the outage: {len(during)}, "
+        f"slowest answer {max(a.took for a in answers):.2f}s, job attempts {final['attempts']}"
+    )
 
 
 def test_redis_restart_with_jobs_queued_and_running_loses_none_and_runs_each_once(
-        stack: Stack, client, tenant, model_id, worker):
+    stack: Stack, client, tenant, model_id, worker
+):
     with audit_held_running(stack, worker, client, {"model_id": model_id, "samples": 32}) as running_id:
         running = f"/v1/audits/{running_id}"
-        queued = [client.post("/v1/audits", json={"model_id": model_id, "samples": 4}).headers["Location"]
-                  for _ in range(3)]
+        queued = [
+            client.post("/v1/audits", json={"model_id": model_id, "samples": 4}).headers["Location"] for _ in range(3)
+        ]
         ids = {location.rsplit("/", 1)[1] for location in [running, *queued]}
         assert ids <= broker_job_ids(stack.redis.url)  # one delivered (unacked), three waiting
 

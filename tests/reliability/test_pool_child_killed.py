@@ -29,17 +29,44 @@ class PreforkWorker(Worker):
     """The stack's worker, but with a prefork pool of one child (``Worker`` runs ``--pool=solo``)."""
 
     def start(self) -> PreforkWorker:
-        env = {**os.environ, **WORKER_ENV, "SSAH_DATABASE_URL": self.settings.database_url,
-               "SSAH_BROKER_URL": self.settings.broker_url, "SSAH_ARTIFACT_DIR": str(self.settings.artifact_dir),
-               "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", **self.env}
+        env = {
+            **os.environ,
+            **WORKER_ENV,
+            "SSAH_DATABASE_URL": self.settings.database_url,
+            "SSAH_BROKER_URL": self.settings.broker_url,
+            "SSAH_ARTIFACT_DIR": str(self.settings.artifact_dir),
+            "HF_HUB_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1",
+            **self.env,
+        }
         self.offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "celery", "-A", "worker.app", "worker", "-Q", "gpu,cpu", "-c", "1",
-                 "--pool=prefork", "--loglevel=INFO", "--without-heartbeat", "--without-gossip", "--without-mingle"],
-                cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                [
+                    sys.executable,
+                    "-m",
+                    "celery",
+                    "-A",
+                    "worker.app",
+                    "worker",
+                    "-Q",
+                    "gpu,cpu",
+                    "-c",
+                    "1",
+                    "--pool=prefork",
+                    "--loglevel=INFO",
+                    "--without-heartbeat",
+                    "--without-gossip",
+                    "--without-mingle",
+                ],
+                cwd=REPO,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         deadline = time.monotonic() + 90
-        while b"ready." not in self.log_path.read_bytes()[self.offset:]:
+        while b"ready." not in self.log_path.read_bytes()[self.offset :]:
             if self.process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"worker did not start:\n{self.log()}")
             time.sleep(0.3)
@@ -54,9 +81,16 @@ class PreforkWorker(Worker):
 @pytest.mark.slow  # starts its own worker (~10 s)
 def test_a_killed_pool_child_is_rerun_at_once_with_one_result(stack: Stack, client, tenant, model_id) -> None:
     stack.worker.kill()  # the stack's solo worker must not take the job; the next test restarts it
-    worker = PreforkWorker(stack.worker.settings, stack.base / "prefork.log", env={
-        **stack.worker.env, "SSAH_STALE_SECONDS": AN_HOUR, "SSAH_VISIBILITY_TIMEOUT": AN_HOUR,
-        "SSAH_RECONCILE_INTERVAL_SECONDS": AN_HOUR})
+    worker = PreforkWorker(
+        stack.worker.settings,
+        stack.base / "prefork.log",
+        env={
+            **stack.worker.env,
+            "SSAH_STALE_SECONDS": AN_HOUR,
+            "SSAH_VISIBILITY_TIMEOUT": AN_HOUR,
+            "SSAH_RECONCILE_INTERVAL_SECONDS": AN_HOUR,
+        },
+    )
     worker.start()
     try:
         with audit_held_running(stack, worker, client, {"model_id": model_id, "samples": 128}) as job_id:

@@ -23,7 +23,8 @@ CORRUPT = [
 
 @pytest.mark.parametrize(("case", "filename", "content", "where", "what"), CORRUPT, ids=[c[0] for c in CORRUPT])
 def test_corrupt_upload_is_refused_naming_the_line_and_nothing_is_stored(
-        stack: Stack, client, tenant, case, filename, content, where, what):
+    stack: Stack, client, tenant, case, filename, content, where, what
+):
     r = client.post("/v1/datasets", files={"file": (filename, content)})
     assert r.status_code == 422, r.text
     assert r.headers["content-type"].startswith("application/problem+json")

@@ -13,8 +13,7 @@ from tests.reliability.conftest import Stack, audit_held_running, tenant_jobs
 
 
 @pytest.mark.slow  # ~35 s: waits out the visibility timeout of the killed worker's message
-def test_worker_killed_mid_job_is_rerun_by_a_new_worker_with_one_result(stack: Stack, client, tenant, model_id,
-                                                                        worker):
+def test_worker_killed_mid_job_is_rerun_by_a_new_worker_with_one_result(stack: Stack, client, tenant, model_id, worker):
     with audit_held_running(stack, worker, client, {"model_id": model_id, "samples": 128}) as job_id:
         location = f"/v1/audits/{job_id}"
         running = client.get(location).json()

@@ -109,8 +109,13 @@ def make_app(
     """Build an app on the test transaction; keyword arguments override settings."""
 
     def make(**overrides: object) -> FastAPI:
-        values = {"database_url": database_url, "broker_url": broker_url, "artifact_dir": tmp_path / "artifacts",
-                  "api_key_cache_seconds": 0.0, **overrides}
+        values = {
+            "database_url": database_url,
+            "broker_url": broker_url,
+            "artifact_dir": tmp_path / "artifacts",
+            "api_key_cache_seconds": 0.0,
+            **overrides,
+        }
         app = create_app(Settings(**values))
         app.state.sessionmaker = session_factory
         return app
@@ -181,8 +186,9 @@ SUMMARY = {
 }
 
 
-def succeeded_audit(client: TestClient, db: Session, tenant: Tenant_, model_id: str, *,
-                    artifact_uri: str | None = None) -> str:
+def succeeded_audit(
+    client: TestClient, db: Session, tenant: Tenant_, model_id: str, *, artifact_uri: str | None = None
+) -> str:
     """Create an audit through the API and finish it with a unit map, as the worker will."""
     r = client.post("/v1/audits", json={"model_id": model_id}, headers=tenant.headers)
     assert r.status_code == 202, r.text

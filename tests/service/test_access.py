@@ -12,8 +12,9 @@ from service.admin import KeyNotFound, revoke_api_key
 from tests.service.conftest import Tenant_
 
 
-@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer ssah_nope"}, {"Authorization": "Basic abc"},
-                                     {"X-API-Key": "ssah_wrong"}])
+@pytest.mark.parametrize(
+    "headers", [{}, {"Authorization": "Bearer ssah_nope"}, {"Authorization": "Basic abc"}, {"X-API-Key": "ssah_wrong"}]
+)
 def test_missing_or_unknown_key_is_401_problem(client: TestClient, alice: Tenant_, headers: dict[str, str]):
     r = client.get("/v1/jobs", headers=headers)
     assert r.status_code == 401
@@ -36,6 +37,7 @@ def test_revoked_key_is_refused(client: TestClient, db: Session, alice: Tenant_)
 
 def test_key_is_stored_hashed_only(db: Session, alice: Tenant_):
     from service.models import ApiKey
+
     row = db.query(ApiKey).one()
     assert row.prefix == alice.key[:13] and alice.key not in (row.key_hash, row.prefix)
     assert len(row.key_hash) == 64
@@ -53,8 +55,9 @@ def test_tenants_never_see_each_others_jobs(client: TestClient, alice: Tenant_, 
     assert client.get(f"/v1/jobs/{job}", headers=alice.headers).json()["status"] == "queued"  # untouched
 
 
-def test_same_idempotency_key_replays_the_same_job(client: TestClient, alice: Tenant_, alice_model: str,
-                                                   redis_client: redis.Redis):
+def test_same_idempotency_key_replays_the_same_job(
+    client: TestClient, alice: Tenant_, alice_model: str, redis_client: redis.Redis
+):
     headers = {**alice.headers, "Idempotency-Key": "run-42"}
     body = {"model_id": alice_model, "samples": 64}
     first = client.post("/v1/audits", json=body, headers=headers)
@@ -67,8 +70,9 @@ def test_same_idempotency_key_replays_the_same_job(client: TestClient, alice: Te
     assert redis_client.llen("gpu") == 1  # the retry enqueued nothing
 
 
-def test_idempotency_key_with_a_different_body_is_refused(client: TestClient, alice: Tenant_, bob: Tenant_,
-                                                          alice_model: str):
+def test_idempotency_key_with_a_different_body_is_refused(
+    client: TestClient, alice: Tenant_, bob: Tenant_, alice_model: str
+):
     headers = {**alice.headers, "Idempotency-Key": "k1"}
     assert client.post("/v1/audits", json={"model_id": alice_model}, headers=headers).status_code == 202
     r = client.post("/v1/audits", json={"model_id": alice_model, "samples": 3}, headers=headers)
@@ -95,8 +99,12 @@ def test_idempotent_upload_and_cancel(client: TestClient, alice: Tenant_, alice_
     assert replay.status_code == 200 and replay.json()["status"] == "cancelled"  # not 409: a replay
 
 
-def test_admin_cli_creates_lists_and_revokes(session_factory: sessionmaker[Session], client: TestClient,
-                                             monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):
+def test_admin_cli_creates_lists_and_revokes(
+    session_factory: sessionmaker[Session],
+    client: TestClient,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+):
     monkeypatch.setattr(admin, "get_sessionmaker", lambda: session_factory)
     assert admin.main(["keys", "create", "--tenant", "acme"]) == 0
     key = capsys.readouterr().out.strip()

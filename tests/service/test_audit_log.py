@@ -51,8 +51,10 @@ def test_every_state_change_is_logged_with_key_and_request_id(client: TestClient
 def test_reads_refusals_and_idempotent_replays_add_nothing(client: TestClient, alice: Tenant_, alice_model: str):
     assert len(entries(client, alice)) == 1  # the fixture's registration
     client.get("/v1/jobs", headers=alice.headers)
-    assert client.post("/v1/models", json={"name": "x", "source": "http://evil/m"},
-                       headers=alice.headers).status_code == 422
+    assert (
+        client.post("/v1/models", json={"name": "x", "source": "http://evil/m"}, headers=alice.headers).status_code
+        == 422
+    )
     headers = {**alice.headers, "Idempotency-Key": "k"}
     first = client.post("/v1/audits", json={"model_id": alice_model}, headers=headers)
     replay = client.post("/v1/audits", json={"model_id": alice_model}, headers=headers)
@@ -60,14 +62,18 @@ def test_reads_refusals_and_idempotent_replays_add_nothing(client: TestClient, a
     assert [e["action"] for e in entries(client, alice)] == ["job.submit", "model.register"]
 
 
-def test_the_log_is_tenant_scoped_names_the_key_and_is_paginated(client: TestClient, db: Session, alice: Tenant_,
-                                                                   bob: Tenant_):
+def test_the_log_is_tenant_scoped_names_the_key_and_is_paginated(
+    client: TestClient, db: Session, alice: Tenant_, bob: Tenant_
+):
     second_key = create_api_key(db, "alice")  # a second key of the same tenant
     db.commit()
     for i in range(3):
         client.post("/v1/models", json={"name": f"m{i}", "source": "builtin:smollm2"}, headers=alice.headers)
-    client.post("/v1/models", json={"name": "m3", "source": "builtin:smollm2"},
-                headers={"Authorization": f"Bearer {second_key}"})
+    client.post(
+        "/v1/models",
+        json={"name": "m3", "source": "builtin:smollm2"},
+        headers={"Authorization": f"Bearer {second_key}"},
+    )
     client.post("/v1/models", json={"name": "b", "source": "builtin:smollm2"}, headers=bob.headers)
 
     assert [e["details"]["name"] for e in entries(client, bob)] == ["b"]
@@ -83,14 +89,20 @@ def test_the_log_is_tenant_scoped_names_the_key_and_is_paginated(client: TestCli
     assert client.get("/v1/audit-log").status_code == 401
 
 
-def test_the_logged_request_id_is_the_one_the_response_reports(make_app: Callable[..., FastAPI], alice: Tenant_,
-                                                                redis_client: object):
+def test_the_logged_request_id_is_the_one_the_response_reports(
+    make_app: Callable[..., FastAPI], alice: Tenant_, redis_client: object
+):
     with TestClient(make_app()) as client:
         generated = client.post("/v1/models", json={"name": "a", "source": "builtin:smollm2"}, headers=alice.headers)
-        long = client.post("/v1/models", json={"name": "b", "source": "builtin:smollm2"},
-                           headers={**alice.headers, "X-Request-ID": "r" * 500})
-        assert [e["request_id"] for e in entries(client, alice)] == [long.headers["x-request-id"],
-                                                                    generated.headers["x-request-id"]]
+        long = client.post(
+            "/v1/models",
+            json={"name": "b", "source": "builtin:smollm2"},
+            headers={**alice.headers, "X-Request-ID": "r" * 500},
+        )
+        assert [e["request_id"] for e in entries(client, alice)] == [
+            long.headers["x-request-id"],
+            generated.headers["x-request-id"],
+        ]
         assert [e["client_request_id"] for e in entries(client, alice)] == ["r" * 100, None]
 
 
@@ -98,8 +110,9 @@ def test_a_client_cannot_choose_the_logged_request_id(client: TestClient, alice:
     # The attack: reuse another request's id (or forge one) so the audit log points at the wrong request.
     first = client.post("/v1/models", json={"name": "a", "source": "builtin:smollm2"}, headers=alice.headers)
     forged = first.headers["x-request-id"]
-    second = client.post("/v1/models", json={"name": "b", "source": "builtin:smollm2"},
-                         headers={**alice.headers, "X-Request-ID": forged})
+    second = client.post(
+        "/v1/models", json={"name": "b", "source": "builtin:smollm2"}, headers={**alice.headers, "X-Request-ID": forged}
+    )
     assert second.headers["x-request-id"] != forged
     newest = entries(client, alice)[0]
     assert (newest["request_id"], newest["client_request_id"]) == (second.headers["x-request-id"], forged)

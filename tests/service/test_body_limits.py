@@ -13,10 +13,11 @@ from tests.service.conftest import Tenant_
 CHUNK = 64 * 1024
 
 
-def call(app: FastAPI, method: str, path: str, headers: dict[str, str], body: bytes, *,
-         declare_length: bool = True) -> tuple[int, dict, int]:
+def call(
+    app: FastAPI, method: str, path: str, headers: dict[str, str], body: bytes, *, declare_length: bool = True
+) -> tuple[int, dict, int]:
     """Send ``body`` in 64 KiB chunks straight to the ASGI app; (status, JSON answer, body bytes the app pulled)."""
-    chunks = [body[i:i + CHUNK] for i in range(0, len(body), CHUNK)] or [b""]
+    chunks = [body[i : i + CHUNK] for i in range(0, len(body), CHUNK)] or [b""]
     pulled = 0
     sent: list[dict] = []
 
@@ -34,9 +35,20 @@ def call(app: FastAPI, method: str, path: str, headers: dict[str, str], body: by
     raw = [(k.lower().encode(), v.encode()) for k, v in headers.items()]
     if declare_length:
         raw.append((b"content-length", str(len(body)).encode()))
-    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method, "path": path,
-             "raw_path": path.encode(), "query_string": b"", "headers": raw, "scheme": "http",
-             "server": ("test", 80), "client": ("127.0.0.1", 1234), "root_path": ""}
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "headers": raw,
+        "scheme": "http",
+        "server": ("test", 80),
+        "client": ("127.0.0.1", 1234),
+        "root_path": "",
+    }
     asyncio.run(app(scope, receive, send))
     start = next(m for m in sent if m["type"] == "http.response.start")
     answer = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
@@ -49,38 +61,52 @@ def _json_body(size: int) -> bytes:
 
 
 def test_a_big_json_post_without_a_key_is_refused_before_its_body_is_read(app: FastAPI) -> None:
-    status, answer, pulled = call(app, "POST", "/v1/audits", {"content-type": "application/json"},
-                                  _json_body(8 * 2**20))
+    status, answer, pulled = call(
+        app, "POST", "/v1/audits", {"content-type": "application/json"}, _json_body(8 * 2**20)
+    )
     assert (status, answer["content_type"], pulled) == (401, "application/problem+json", 0)
 
 
 def test_an_upload_without_a_key_is_refused_before_anything_is_read_or_stored(app: FastAPI) -> None:
-    body = (b"--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"x.jsonl\"\r\n\r\n"
-            + b'{"prompt": "p"}\n' * 200_000 + b"\r\n--b--\r\n")
+    body = (
+        b'--b\r\nContent-Disposition: form-data; name="file"; filename="x.jsonl"\r\n\r\n'
+        + b'{"prompt": "p"}\n' * 200_000
+        + b"\r\n--b--\r\n"
+    )
     status, _, pulled = call(app, "POST", "/v1/datasets", {"content-type": "multipart/form-data; boundary=b"}, body)
     assert (status, pulled) == (401, 0)
     assert not (Path(app.state.settings.artifact_dir)).exists()
 
 
 def test_a_declared_length_over_the_routes_limit_is_413_unread(app: FastAPI, alice: Tenant_) -> None:
-    status, answer, pulled = call(app, "POST", "/v1/audits",
-                                  {"content-type": "application/json", **alice.headers}, _json_body(2 * 2**20))
+    status, answer, pulled = call(
+        app, "POST", "/v1/audits", {"content-type": "application/json", **alice.headers}, _json_body(2 * 2**20)
+    )
     assert (status, answer["content_type"], pulled) == (413, "application/problem+json", 0)
     assert (answer["limit"], answer["limit_value"]) == ("max_json_body_bytes", 2**20)
 
 
 def test_a_streamed_body_without_length_is_cut_at_the_limit(make_app, alice: Tenant_) -> None:
     app = make_app(max_json_body_bytes=256 * 1024)
-    status, answer, pulled = call(app, "POST", "/v1/models", {"content-type": "application/json", **alice.headers},
-                                  _json_body(4 * 2**20), declare_length=False)
+    status, answer, pulled = call(
+        app,
+        "POST",
+        "/v1/models",
+        {"content-type": "application/json", **alice.headers},
+        _json_body(4 * 2**20),
+        declare_length=False,
+    )
     assert (status, answer["content_type"], answer["limit"]) == (413, "application/problem+json", "max_json_body_bytes")
     assert pulled <= 256 * 1024 + CHUNK  # it stopped reading at the limit
 
 
 def test_uploads_have_their_own_limit_and_a_streamed_one_over_it_stores_nothing(make_app, alice: Tenant_) -> None:
     app = make_app(max_upload_bytes=200_000, max_json_body_bytes=1000)
-    small = (b"--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"x.jsonl\"\r\n\r\n"
-             + b'{"prompt": "p"}\n' * 1000 + b"\r\n--b--\r\n")  # 16 kB: over the JSON limit, under the upload one
+    small = (
+        b'--b\r\nContent-Disposition: form-data; name="file"; filename="x.jsonl"\r\n\r\n'
+        + b'{"prompt": "p"}\n' * 1000
+        + b"\r\n--b--\r\n"
+    )  # 16 kB: over the JSON limit, under the upload one
     headers = {"content-type": "multipart/form-data; boundary=b", **alice.headers}
     status, answer, _ = call(app, "POST", "/v1/datasets", headers, small)
     assert status == 201, answer

@@ -56,8 +56,9 @@ def live(database_url: str) -> Iterator[tuple[TestClient, dict[str, str], uuid.U
         key = create_api_key(session, name)
         tenant_id = session.scalars(sa.select(Tenant.id).where(Tenant.name == name)).one()
         session.add(ModelSource(tenant_id=tenant_id, name="m", source="builtin:tiny-llama"))
-    app = create_app(Settings(database_url=database_url, broker_url="memory://", rate_limit_per_minute=0,
-                              api_key_cache_seconds=60))
+    app = create_app(
+        Settings(database_url=database_url, broker_url="memory://", rate_limit_per_minute=0, api_key_cache_seconds=60)
+    )
     try:
         with TestClient(app, raise_server_exceptions=False) as client:
             yield client, {"Authorization": f"Bearer {key}"}, tenant_id

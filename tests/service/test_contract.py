@@ -21,14 +21,44 @@ from worker import glue
 
 # Every value differs from its default, so a setting dropped anywhere on the way shows.
 FREEZE = {
-    "mode": "freeze", "setting": "ii", "cu_top": 0.05, "cu_top_of": "cu", "budget": 0.3, "budget_samples": 64,
-    "freeze_layers": "0-1", "freeze_rule": "rows", "paper_schedule": True, "train_embeddings": False,
-    "train_norms": True, "train_lm_head": False, "mix_data": "builtin:align_refusal", "mix_pairs": 5,
-    "anchor": 3.0, "epochs": 2, "max_steps": 7, "batch_size": 2, "grad_accum": 3, "lr": 1e-4,
-    "weight_decay": 0.01, "betas": [0.8, 0.99], "warmup_ratio": 0.1, "schedule": "linear", "max_grad_norm": None,
-    "max_length": 256, "system_prompt": "Be careful.", "seed": 3, "bf16": False, "gradient_checkpointing": True,
-    "track_refusal": True, "track_every": 2, "track_prompts": 4, "track_harmful": "builtin:harmful_eval",
-    "track_harmless": "builtin:harmless_eval", "stop_if_refusal_below": -1.0, "evaluate": True, "reaudit": True,
+    "mode": "freeze",
+    "setting": "ii",
+    "cu_top": 0.05,
+    "cu_top_of": "cu",
+    "budget": 0.3,
+    "budget_samples": 64,
+    "freeze_layers": "0-1",
+    "freeze_rule": "rows",
+    "paper_schedule": True,
+    "train_embeddings": False,
+    "train_norms": True,
+    "train_lm_head": False,
+    "mix_data": "builtin:align_refusal",
+    "mix_pairs": 5,
+    "anchor": 3.0,
+    "epochs": 2,
+    "max_steps": 7,
+    "batch_size": 2,
+    "grad_accum": 3,
+    "lr": 1e-4,
+    "weight_decay": 0.01,
+    "betas": [0.8, 0.99],
+    "warmup_ratio": 0.1,
+    "schedule": "linear",
+    "max_grad_norm": None,
+    "max_length": 256,
+    "system_prompt": "Be careful.",
+    "seed": 3,
+    "bf16": False,
+    "gradient_checkpointing": True,
+    "track_refusal": True,
+    "track_every": 2,
+    "track_prompts": 4,
+    "track_harmful": "builtin:harmful_eval",
+    "track_harmless": "builtin:harmless_eval",
+    "stop_if_refusal_below": -1.0,
+    "evaluate": True,
+    "reaudit": True,
 }
 CLASSES = {"mode": "freeze", "freeze_classes": ["SCU", "UCU"], "lr": 3e-5, "max_steps": 3}
 FULL = {"mode": "full", "epochs": 3}
@@ -52,20 +82,26 @@ def cli_flags(values: dict) -> list[str]:
 
 def test_every_engine_setting_is_a_flag_and_a_request_field():
     names = {setting.name for setting in setting_fields(FinetuneConfig)}
-    assert set(FinetuneCreate.model_fields) == (names - set(FINETUNE_SERVER_ONLY)) | {"model_id", "dataset_id", "audit_id"}
+    assert set(FinetuneCreate.model_fields) == (names - set(FINETUNE_SERVER_ONLY)) | {
+        "model_id",
+        "dataset_id",
+        "audit_id",
+    }
     args = build_parser().parse_args(["finetune", "--model", "m", "--data", "d", "--out", "o"])
     assert set(args.config_fields) == names
     assert set(FREEZE) | set(FINETUNE_SERVER_ONLY) | {"freeze_classes"} == names  # the test covers every field
 
 
 @pytest.mark.parametrize("values", [FREEZE, CLASSES, FULL], ids=["setting", "classes", "full"])
-def test_cli_and_api_give_the_engine_the_same_config(values, client: TestClient, db: Session, alice: Tenant_,
-                                                      alice_model: str):
+def test_cli_and_api_give_the_engine_the_same_config(
+    values, client: TestClient, db: Session, alice: Tenant_, alice_model: str
+):
     args = build_parser().parse_args(["finetune", "--model", "m", "--data", "d", "--out", "o", *cli_flags(values)])
     from_cli = config_from_args(args)
 
-    dataset = client.post("/v1/datasets", files={"file": ("t.jsonl", b'{"prompt": "a", "response": "b"}\n')},
-                          headers=alice.headers).json()["id"]
+    dataset = client.post(
+        "/v1/datasets", files={"file": ("t.jsonl", b'{"prompt": "a", "response": "b"}\n')}, headers=alice.headers
+    ).json()["id"]
     body = {"model_id": alice_model, "dataset_id": dataset, **values}
     if values["mode"] != "full":
         body["audit_id"] = succeeded_audit(client, db, alice, alice_model)
@@ -78,9 +114,11 @@ def test_cli_and_api_give_the_engine_the_same_config(values, client: TestClient,
 
 
 def test_an_uploaded_dataset_may_be_named_in_a_setting_and_reaches_the_worker_as_its_file(
-        client: TestClient, alice: Tenant_, alice_model: str):
-    upload = client.post("/v1/datasets", files={"file": ("r.jsonl", b'{"prompt": "a", "response": "b"}\n')},
-                         headers=alice.headers).json()["id"]
+    client: TestClient, alice: Tenant_, alice_model: str
+):
+    upload = client.post(
+        "/v1/datasets", files={"file": ("r.jsonl", b'{"prompt": "a", "response": "b"}\n')}, headers=alice.headers
+    ).json()["id"]
     body = {"model_id": alice_model, "dataset_id": upload, "mix_data": upload, "mix_pairs": 1}
     r = client.post("/v1/finetunes", json=body, headers=alice.headers)
     assert r.status_code == 202, r.text
@@ -88,28 +126,45 @@ def test_an_uploaded_dataset_may_be_named_in_a_setting_and_reaches_the_worker_as
     assert config.mix_data == f"/store/{upload}.jsonl"
 
 
-@pytest.mark.parametrize("values, message", [
-    ({"mix_data": "builtin:nope", "mix_pairs": 1}, "no builtin dataset"),
-    ({"mix_data": "/etc/passwd", "mix_pairs": 1}, "builtin:NAME or by its id"),
-    ({"mix_data": "00000000-0000-0000-0000-000000000000", "mix_pairs": 1}, "dataset"),
-    ({"mix_pairs": 2}, "together"),  # the engine's own check, answered before the job is queued
-    ({"warmup_ratio": 1.5}, "warmup_ratio"),
-    ({"epochs": 101}, "less than or equal to 100"),  # the service's cost limit
-    ({"mode": "sideways"}, "full"),
-])
-def test_bad_settings_are_refused_with_the_reason(values, message, client: TestClient, alice: Tenant_,
-                                                   alice_model: str):
-    dataset = client.post("/v1/datasets", files={"file": ("t.jsonl", b'{"prompt": "a", "response": "b"}\n')},
-                          headers=alice.headers).json()["id"]
-    r = client.post("/v1/finetunes", json={"model_id": alice_model, "dataset_id": dataset, **values},
-                    headers=alice.headers)
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        ({"mix_data": "builtin:nope", "mix_pairs": 1}, "no builtin dataset"),
+        ({"mix_data": "/etc/passwd", "mix_pairs": 1}, "builtin:NAME or by its id"),
+        ({"mix_data": "00000000-0000-0000-0000-000000000000", "mix_pairs": 1}, "dataset"),
+        ({"mix_pairs": 2}, "together"),  # the engine's own check, answered before the job is queued
+        ({"warmup_ratio": 1.5}, "warmup_ratio"),
+        ({"epochs": 101}, "less than or equal to 100"),  # the service's cost limit
+        ({"mode": "sideways"}, "full"),
+    ],
+)
+def test_bad_settings_are_refused_with_the_reason(
+    values, message, client: TestClient, alice: Tenant_, alice_model: str
+):
+    dataset = client.post(
+        "/v1/datasets", files={"file": ("t.jsonl", b'{"prompt": "a", "response": "b"}\n')}, headers=alice.headers
+    ).json()["id"]
+    r = client.post(
+        "/v1/finetunes", json={"model_id": alice_model, "dataset_id": dataset, **values}, headers=alice.headers
+    )
     assert r.status_code in (404, 422), r.text
     assert message in r.text
 
 
-AUDIT = {"method": "wanda", "samples": 16, "cuts": {"ru": 0.0, "scu": 0.02, "ucu": 0.15}, "max_length": 128,
-         "batch_size": 2, "system_prompt": "Be careful.", "sampling": "first", "seed": 5, "estimator": "pooled",
-         "response_tokens": "content", "responses": "self", "self_response_tokens": 12}
+AUDIT = {
+    "method": "wanda",
+    "samples": 16,
+    "cuts": {"ru": 0.0, "scu": 0.02, "ucu": 0.15},
+    "max_length": 128,
+    "batch_size": 2,
+    "system_prompt": "Be careful.",
+    "sampling": "first",
+    "seed": 5,
+    "estimator": "pooled",
+    "response_tokens": "content",
+    "responses": "self",
+    "self_response_tokens": 12,
+}
 
 
 def test_every_audit_setting_is_a_flag_and_a_request_field():
@@ -130,26 +185,48 @@ def test_cli_and_api_give_the_audit_engine_the_same_config(client: TestClient, a
     assert {name: stored[name] for name in AUDIT} == AUDIT
 
 
-@pytest.mark.parametrize("values, message", [
-    ({"cuts": {"scu": 1.0}}, "body.cuts.scu"),  # queued, then failed in the worker, before
-    ({"cuts": {"tiny": 0.1}}, "cuts.tiny"),
-    ({"estimator": "flap", "method": "snip"}, "wifv only"),
-    ({"samples": 0}, "body.samples"),
-])
-def test_bad_audit_settings_are_refused_before_the_job_is_queued(values, message, client: TestClient,
-                                                                  alice: Tenant_, alice_model: str):
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        ({"cuts": {"scu": 1.0}}, "body.cuts.scu"),  # queued, then failed in the worker, before
+        ({"cuts": {"tiny": 0.1}}, "cuts.tiny"),
+        ({"estimator": "flap", "method": "snip"}, "wifv only"),
+        ({"samples": 0}, "body.samples"),
+    ],
+)
+def test_bad_audit_settings_are_refused_before_the_job_is_queued(
+    values, message, client: TestClient, alice: Tenant_, alice_model: str
+):
     r = client.post("/v1/audits", json={"model_id": alice_model, **values}, headers=alice.headers)
     assert r.status_code == 422 and message in r.text, r.text
 
 
-PROBE = {"ks": [1, 3], "pool": "mean", "queries": 7, "refusal_text": "I won't.", "compliance_text": "Sure thing:",
-         "calibration": 12, "holdout": 0.5, "max_layer_fraction": 0.5, "random_seed": 4, "batch_size": 3,
-         "max_length": 64, "system_prompt": "Be careful.", "prompt_format": "no_inst", "share_prefix": False}
+PROBE = {
+    "ks": [1, 3],
+    "pool": "mean",
+    "queries": 7,
+    "refusal_text": "I won't.",
+    "compliance_text": "Sure thing:",
+    "calibration": 12,
+    "holdout": 0.5,
+    "max_layer_fraction": 0.5,
+    "random_seed": 4,
+    "batch_size": 3,
+    "max_length": 64,
+    "system_prompt": "Be careful.",
+    "prompt_format": "no_inst",
+    "share_prefix": False,
+}
 
 
 def test_cli_and_api_give_the_probe_engine_the_same_config(client: TestClient, alice: Tenant_, alice_model: str):
     names = {setting.name for setting in setting_fields(ProbeConfig)}
-    assert set(ProbeCreate.model_fields) == names | {"model_id", "audit_id", "harmful_dataset_id", "harmless_dataset_id"}
+    assert set(ProbeCreate.model_fields) == names | {
+        "model_id",
+        "audit_id",
+        "harmful_dataset_id",
+        "harmless_dataset_id",
+    }
     args = build_parser().parse_args(["probe", "--model", "m", "--out", "o", *cli_flags(PROBE)])
     assert set(args.config_fields) == names == set(PROBE)
     r = client.post("/v1/probes", json={"model_id": alice_model, **PROBE}, headers=alice.headers)
@@ -158,12 +235,37 @@ def test_cli_and_api_give_the_probe_engine_the_same_config(client: TestClient, a
 
 
 # The same evaluation in both syntaxes: CLI flags, and the request body's fields.
-EVAL_FLAGS = ["--samples", "5", "--max-new-tokens", "12", "--batch-size", "3", "--conditions", "no_system,system",
-              "--prompt-format", "no_inst", "--system-prompt", "Be careful.", "--refusal-lists", "advbench-29",
-              "--zero-shot-tasks", "", "--compensation", "safety"]
-EVAL_BODY = {"samples": 5, "max_new_tokens": 12, "batch_size": 3, "conditions": ["no_system", "system"],
-             "prompt_format": "no_inst", "system_prompt": "Be careful.", "refusal_lists": ["advbench-29"],
-             "zero_shot_tasks": [], "compensation": "safety"}
+EVAL_FLAGS = [
+    "--samples",
+    "5",
+    "--max-new-tokens",
+    "12",
+    "--batch-size",
+    "3",
+    "--conditions",
+    "no_system,system",
+    "--prompt-format",
+    "no_inst",
+    "--system-prompt",
+    "Be careful.",
+    "--refusal-lists",
+    "advbench-29",
+    "--zero-shot-tasks",
+    "",
+    "--compensation",
+    "safety",
+]
+EVAL_BODY = {
+    "samples": 5,
+    "max_new_tokens": 12,
+    "batch_size": 3,
+    "conditions": ["no_system", "system"],
+    "prompt_format": "no_inst",
+    "system_prompt": "Be careful.",
+    "refusal_lists": ["advbench-29"],
+    "zero_shot_tasks": [],
+    "compensation": "safety",
+}
 
 
 def test_cli_and_api_give_the_evaluation_the_same_protocol(client: TestClient, alice: Tenant_, alice_model: str):

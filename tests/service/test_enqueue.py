@@ -24,8 +24,9 @@ def test_post_with_broker_down_answers_202_and_enqueue_pending_catches_up(
     make_app: Callable[..., FastAPI], db: Session, alice: Tenant_, redis_client: redis.Redis, broker_url: str
 ):
     with TestClient(make_app(broker_url=DEAD_BROKER)) as client:
-        model = client.post("/v1/models", json={"name": "m", "source": "builtin:smollm2"},
-                            headers=alice.headers).json()["id"]
+        model = client.post(
+            "/v1/models", json={"name": "m", "source": "builtin:smollm2"}, headers=alice.headers
+        ).json()["id"]
         r = client.post("/v1/audits", json={"model_id": model}, headers=alice.headers)
         assert r.status_code == 202
         job_id = uuid.UUID(r.json()["id"])
@@ -42,7 +43,6 @@ def test_post_with_broker_down_answers_202_and_enqueue_pending_catches_up(
     db.commit()
     assert db.get(Job, job_id).enqueued_at is not None
     messages = [json.loads(m) for m in redis_client.lrange("gpu", 0, -1)]
-    assert [(m["headers"]["task"], m["headers"]["argsrepr"]) for m in messages] == [
-        ("ssah.audit", repr([str(job_id)]))]
+    assert [(m["headers"]["task"], m["headers"]["argsrepr"]) for m in messages] == [("ssah.audit", repr([str(job_id)]))]
     assert enqueue_pending(db, celery=make_celery(Settings(broker_url=broker_url))) == 0  # sent once only
     assert redis_client.llen("gpu") == 1

@@ -30,8 +30,13 @@ def test_no_server_errors(label: str, app: FastAPI, alice: Tenant_, alice_model:
     assert operation is not None, label
 
     @given(case=operation.as_strategy())
-    @settings(max_examples=MAX_EXAMPLES, deadline=None, derandomize=True, database=None,
-              suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=MAX_EXAMPLES,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+    )
     def fuzz(case: schemathesis.Case) -> None:
         case.call_and_validate(headers=alice.headers, checks=[not_a_server_error])
 
@@ -46,15 +51,18 @@ naive_moments = st.one_of(
     st.datetimes().map(lambda d: d.isoformat()),
     st.datetimes().map(lambda d: d.isoformat(sep=" ", timespec="minutes")),
 )
-nasty_text = st.text(alphabet=st.sampled_from(["a", "\x00", "\n", "\u200b", "\u2028", "é", "/"]), min_size=1,
-                     max_size=300)
-FUZZ = settings(max_examples=12, deadline=None, derandomize=True, database=None,
-                suppress_health_check=list(HealthCheck))
+nasty_text = st.text(
+    alphabet=st.sampled_from(["a", "\x00", "\n", "\u200b", "\u2028", "é", "/"]), min_size=1, max_size=300
+)
+FUZZ = settings(
+    max_examples=12, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck)
+)
 
 
 def test_naive_and_date_only_filters_never_fail(client, alice: Tenant_) -> None:
-    @given(path=st.sampled_from(JOB_LISTS), name=st.sampled_from(["created_after", "created_before"]),
-           moment=naive_moments)
+    @given(
+        path=st.sampled_from(JOB_LISTS), name=st.sampled_from(["created_after", "created_before"]), moment=naive_moments
+    )
     @FUZZ
     def fuzz(path: str, name: str, moment: str) -> None:
         r = client.get(path, params={name: moment}, headers=alice.headers)
@@ -68,9 +76,12 @@ def test_oversized_and_deeply_nested_bodies_are_refused_as_client_errors(make_ap
 
     app = make_app(max_json_body_bytes=64 * 1024)
 
-    @given(path=st.sampled_from(["/v1/models", "/v1/audits", "/v1/evaluations", "/v1/finetunes"]),
-           extra=st.integers(min_value=1, max_value=200_000), depth=st.integers(min_value=1_000, max_value=60_000),
-           nested=st.booleans())
+    @given(
+        path=st.sampled_from(["/v1/models", "/v1/audits", "/v1/evaluations", "/v1/finetunes"]),
+        extra=st.integers(min_value=1, max_value=200_000),
+        depth=st.integers(min_value=1_000, max_value=60_000),
+        nested=st.booleans(),
+    )
     @FUZZ
     def fuzz(path: str, extra: int, depth: int, nested: bool) -> None:
         body = (b"[" * depth + b"]" * depth) if nested else b'{"pad": "' + b"a" * (64 * 1024 + extra) + b'"}'
@@ -91,11 +102,18 @@ def test_nul_bytes_and_long_names_are_client_errors(client, alice: Tenant_) -> N
         else:
             raw_name = name.encode() if where == "dataset name" else b"ok"
             raw_file = (filename + ".txt").encode() if where == "filename" else b"d.txt"
-            body = (b"--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"" + raw_file.replace(b'"', b"")
-                    + b"\"\r\n\r\none line\r\n--b\r\nContent-Disposition: form-data; name=\"name\"\r\n\r\n"
-                    + raw_name + b"\r\n--b--\r\n")
-            r = client.post("/v1/datasets", content=body,
-                            headers={**alice.headers, "content-type": "multipart/form-data; boundary=b"})
+            body = (
+                b'--b\r\nContent-Disposition: form-data; name="file"; filename="'
+                + raw_file.replace(b'"', b"")
+                + b'"\r\n\r\none line\r\n--b\r\nContent-Disposition: form-data; name="name"\r\n\r\n'
+                + raw_name
+                + b"\r\n--b--\r\n"
+            )
+            r = client.post(
+                "/v1/datasets",
+                content=body,
+                headers={**alice.headers, "content-type": "multipart/form-data; boundary=b"},
+            )
         assert r.status_code < 500, (where, name, filename, r.text)
 
     fuzz()

@@ -17,8 +17,9 @@ from tests.service.conftest import Tenant_, register_model, set_job
 def test_create_audit_answers_202_with_location_and_enqueues_on_gpu(
     client: TestClient, alice: Tenant_, alice_model: str, redis_client: redis.Redis, db: Session
 ):
-    r = client.post("/v1/audits", json={"model_id": alice_model, "method": "wanda", "cuts": {"scu": 0.02}},
-                    headers=alice.headers)
+    r = client.post(
+        "/v1/audits", json={"model_id": alice_model, "method": "wanda", "cuts": {"scu": 0.02}}, headers=alice.headers
+    )
     assert r.status_code == 202
     job = r.json()
     assert r.headers["location"] == f"/v1/audits/{job['id']}"
@@ -35,8 +36,9 @@ def test_create_audit_answers_202_with_location_and_enqueues_on_gpu(
 
 
 def test_validation_error_is_problem_json_naming_the_field(client: TestClient, alice: Tenant_, alice_model: str):
-    r = client.post("/v1/audits", json={"model_id": alice_model, "cuts": {"scu": 1.5}, "method": "magic"},
-                    headers=alice.headers)
+    r = client.post(
+        "/v1/audits", json={"model_id": alice_model, "cuts": {"scu": 1.5}, "method": "magic"}, headers=alice.headers
+    )
     assert r.status_code == 422
     assert r.headers["content-type"] == "application/problem+json"
     body = r.json()
@@ -45,8 +47,9 @@ def test_validation_error_is_problem_json_naming_the_field(client: TestClient, a
     assert "body.cuts.scu" in body["detail"]
 
 
-def test_audit_of_unknown_or_foreign_model_names_model_id(client: TestClient, db: Session, alice: Tenant_,
-                                                          bob: Tenant_):
+def test_audit_of_unknown_or_foreign_model_names_model_id(
+    client: TestClient, db: Session, alice: Tenant_, bob: Tenant_
+):
     bobs_model = register_model(db, bob)
     for model_id in (str(uuid.uuid4()), bobs_model):
         r = client.post("/v1/audits", json={"model_id": model_id}, headers=alice.headers)
@@ -55,8 +58,9 @@ def test_audit_of_unknown_or_foreign_model_names_model_id(client: TestClient, db
 
 
 def test_unknown_dataset_is_refused(client: TestClient, alice: Tenant_, alice_model: str):
-    r = client.post("/v1/audits", json={"model_id": alice_model, "safety_dataset_id": str(uuid.uuid4())},
-                    headers=alice.headers)
+    r = client.post(
+        "/v1/audits", json={"model_id": alice_model, "safety_dataset_id": str(uuid.uuid4())}, headers=alice.headers
+    )
     assert r.status_code == 422
     assert r.json()["errors"][0]["loc"] == "body.safety_dataset_id"
 
@@ -91,8 +95,10 @@ def test_get_job_of_wrong_kind_or_unknown_id_is_404(client: TestClient, alice: T
 
 
 def test_list_paginates_with_total_and_next(client: TestClient, alice: Tenant_, alice_model: str):
-    ids = [client.post("/v1/audits", json={"model_id": alice_model, "samples": n + 1},
-                       headers=alice.headers).json()["id"] for n in range(5)]
+    ids = [
+        client.post("/v1/audits", json={"model_id": alice_model, "samples": n + 1}, headers=alice.headers).json()["id"]
+        for n in range(5)
+    ]
     page1 = client.get("/v1/audits", params={"limit": 2}, headers=alice.headers).json()
     assert page1["total"] == 5 and page1["limit"] == 2 and page1["offset"] == 0
     assert [j["id"] for j in page1["items"]] == ids[::-1][:2]  # newest first

@@ -11,14 +11,15 @@ from tests.service.conftest import Tenant_
 
 
 def test_scrapes_share_one_count_of_active_jobs_without_tenant_ids(
-        make_app, session_factory: sessionmaker[Session], db: Session, alice: Tenant_, bob: Tenant_,
-        redis_client) -> None:
+    make_app, session_factory: sessionmaker[Session], db: Session, alice: Tenant_, bob: Tenant_, redis_client
+) -> None:
     db.add_all([Job(tenant_id=alice.id, kind="audit", status="succeeded", params={}) for _ in range(30)])
     db.add_all([Job(tenant_id=bob.id, kind="audit", status="queued", params={}) for _ in range(2)])
     db.add(Job(tenant_id=alice.id, kind="evaluation", status="running", params={}))
     db.commit()
     statements: list[str] = []
     connection = session_factory.kw["bind"]
+
     def listener(conn, cursor, statement, *rest) -> None:
         statements.append(statement)
 

@@ -15,8 +15,9 @@ from tests.service.conftest import Tenant_
 
 
 def test_register_list_and_get_models(client: TestClient, alice: Tenant_, bob: Tenant_):
-    created = client.post("/v1/models", json={"name": "llama", "source": "meta-llama/Llama-3.2-1B-Instruct"},
-                          headers=alice.headers)
+    created = client.post(
+        "/v1/models", json={"name": "llama", "source": "meta-llama/Llama-3.2-1B-Instruct"}, headers=alice.headers
+    )
     assert created.status_code == 201
     model = created.json()
     assert created.headers["location"] == f"/v1/models/{model['id']}"
@@ -24,7 +25,12 @@ def test_register_list_and_get_models(client: TestClient, alice: Tenant_, bob: T
     assert client.get("/v1/models", headers=alice.headers).json()["total"] == 1
     assert client.get(f"/v1/models/{model['id']}", headers=bob.headers).status_code == 404
     assert client.get("/v1/models", headers=bob.headers).json() == {
-        "items": [], "total": 0, "limit": 50, "offset": 0, "next": None}
+        "items": [],
+        "total": 0,
+        "limit": 50,
+        "offset": 0,
+        "next": None,
+    }
 
 
 def test_model_name_conflict_and_bad_source(client: TestClient, alice: Tenant_, bob: Tenant_):
@@ -39,20 +45,28 @@ def test_model_name_conflict_and_bad_source(client: TestClient, alice: Tenant_, 
     assert r.status_code == 422 and r.json()["errors"][0]["loc"] == "body.extra"
 
 
-@pytest.mark.parametrize(("filename", "content", "fmt", "rows"), [
-    ("harmful.jsonl", b'{"prompt": "a"}\n\n{"prompt": "b"}\n', "jsonl", 2),
-    ("utility.csv", b"prompt,response\nhi,there\nfoo,bar\nx,y\n", "csv", 3),
-    ("list.json", b'[{"prompt": "a"}]', "json", 1),
-    ("notes.txt", b"one\ntwo\n", "txt", 2),
-])
-def test_upload_dataset_counts_rows_and_hashes(app: FastAPI, client: TestClient, alice: Tenant_, filename: str,
-                                               content: bytes, fmt: str, rows: int):
+@pytest.mark.parametrize(
+    ("filename", "content", "fmt", "rows"),
+    [
+        ("harmful.jsonl", b'{"prompt": "a"}\n\n{"prompt": "b"}\n', "jsonl", 2),
+        ("utility.csv", b"prompt,response\nhi,there\nfoo,bar\nx,y\n", "csv", 3),
+        ("list.json", b'[{"prompt": "a"}]', "json", 1),
+        ("notes.txt", b"one\ntwo\n", "txt", 2),
+    ],
+)
+def test_upload_dataset_counts_rows_and_hashes(
+    app: FastAPI, client: TestClient, alice: Tenant_, filename: str, content: bytes, fmt: str, rows: int
+):
     r = client.post("/v1/datasets", files={"file": (filename, content)}, headers=alice.headers)
     assert r.status_code == 201, r.text
     dataset = r.json()
     sha = hashlib.sha256(content).hexdigest()
     assert (dataset["format"], dataset["rows"], dataset["sha256"], dataset["size_bytes"]) == (
-        fmt, rows, sha, len(content))
+        fmt,
+        rows,
+        sha,
+        len(content),
+    )
     assert dataset["name"] == filename
     stored: Path = app.state.settings.artifact_dir / str(alice.id) / "datasets" / sha
     assert stored.read_bytes() == content
@@ -67,8 +81,12 @@ def test_dataset_format_and_content_errors(client: TestClient, alice: Tenant_):
     assert r.status_code == 422 and "empty" in r.json()["detail"]
     r = client.post("/v1/datasets", data={"format": "yaml"}, files={"file": ("d.txt", b"a")}, headers=alice.headers)
     assert r.status_code == 422 and r.json()["errors"][0]["loc"] == "body.format"
-    r = client.post("/v1/datasets", data={"format": "txt", "name": "renamed"}, files={"file": ("d.weird", b"a")},
-                    headers=alice.headers)
+    r = client.post(
+        "/v1/datasets",
+        data={"format": "txt", "name": "renamed"},
+        files={"file": ("d.weird", b"a")},
+        headers=alice.headers,
+    )
     assert r.status_code == 201 and r.json()["name"] == "renamed"
 
 
@@ -80,8 +98,10 @@ def test_upload_over_the_limit_is_413_naming_it(make_app: Callable[..., FastAPI]
         assert "1000 bytes" in r.json()["detail"] and r.json()["limit_bytes"] == 1000
         r = client.post("/v1/datasets", files={"file": ("rows.txt", b"a\nb\nc\nd\n")}, headers=alice.headers)
         assert r.status_code == 413 and r.json()["limit_rows"] == 3
-        assert client.post("/v1/datasets", files={"file": ("ok.txt", b"x" * 1000)},
-                           headers=alice.headers).status_code == 201
+        assert (
+            client.post("/v1/datasets", files={"file": ("ok.txt", b"x" * 1000)}, headers=alice.headers).status_code
+            == 201
+        )
 
 
 def test_datasets_are_tenant_private(client: TestClient, alice: Tenant_, bob: Tenant_):

@@ -85,8 +85,10 @@ def test_openapi_copy_in_repo_matches_the_app(app: FastAPI):
 
 def test_service_stays_light():
     # The engine's config modules are welcome (the request schemas derive from them); torch is not.
-    code = ("import sys, service.main, service.admin, service.jobs;"
-            "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch','transformers','worker'}))")
+    code = (
+        "import sys, service.main, service.admin, service.jobs;"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch','transformers','worker'}))"
+    )
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 

@@ -12,10 +12,13 @@ import sqlalchemy as sa
 def _insert_job(conn: sa.Connection, tenant: uuid.UUID, kind: str) -> uuid.UUID:
     job_id = uuid.uuid4()
     now = datetime.now(timezone.utc)
-    conn.execute(sa.text(
-        "INSERT INTO jobs (id, tenant_id, kind, status, progress, params, created_at, updated_at, attempts,"
-        " cancel_requested, version) VALUES (:id, :t, :k, 'queued', 0, '{}', :now, :now, 0, false, 1)"),
-        {"id": job_id, "t": tenant, "k": kind, "now": now})
+    conn.execute(
+        sa.text(
+            "INSERT INTO jobs (id, tenant_id, kind, status, progress, params, created_at, updated_at, attempts,"
+            " cancel_requested, version) VALUES (:id, :t, :k, 'queued', 0, '{}', :now, :now, 0, false, 1)"
+        ),
+        {"id": job_id, "t": tenant, "k": kind, "now": now},
+    )
     return job_id
 
 
@@ -38,8 +41,10 @@ def test_0003_up_down_up_keeps_other_jobs_and_restores_the_kind_check(database_u
             conn.execute(sa.text("INSERT INTO tenants (id, name, created_at) VALUES (:id, 'a', now())"), {"id": tenant})
             audit = _insert_job(conn, tenant, "audit")
             probe = _insert_job(conn, tenant, "probe")
-            conn.execute(sa.text("INSERT INTO probe_results (id, job_id, summary, created_at)"
-                                 " VALUES (:id, :j, '{}', now())"), {"id": uuid.uuid4(), "j": probe})
+            conn.execute(
+                sa.text("INSERT INTO probe_results (id, job_id, summary, created_at) VALUES (:id, :j, '{}', now())"),
+                {"id": uuid.uuid4(), "j": probe},
+            )
         command.downgrade(config, "0002")
         assert "probe_results" not in sa.inspect(engine).get_table_names()
         with engine.begin() as conn:

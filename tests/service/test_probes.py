@@ -14,8 +14,9 @@ from service.models import ProbeResult
 from tests.service.conftest import Tenant_, register_model, set_job, succeeded_audit
 
 
-def test_probe_is_queued_on_the_gpu_queue_with_its_settings(client: TestClient, alice: Tenant_, alice_model: str,
-                                                            redis_client: redis.Redis):
+def test_probe_is_queued_on_the_gpu_queue_with_its_settings(
+    client: TestClient, alice: Tenant_, alice_model: str, redis_client: redis.Redis
+):
     r = client.post("/v1/probes", json={"model_id": alice_model, "ks": [2, 4], "pool": "mean"}, headers=alice.headers)
     assert r.status_code == 202, r.text
     job = r.json()
@@ -43,7 +44,8 @@ def test_probe_rules(client: TestClient, db: Session, alice: Tenant_, bob: Tenan
 
 
 def test_probe_result_409_until_succeeded_then_served_to_its_tenant_only(
-        app: FastAPI, client: TestClient, db: Session, alice: Tenant_, bob: Tenant_, alice_model: str):
+    app: FastAPI, client: TestClient, db: Session, alice: Tenant_, bob: Tenant_, alice_model: str
+):
     job = client.post("/v1/probes", json={"model_id": alice_model}, headers=alice.headers).json()["id"]
     assert client.get(f"/v1/probes/{job}/result", headers=alice.headers).status_code == 409
     uri = f"{alice.id}/jobs/{job}/probe.zip"

@@ -39,8 +39,9 @@ def limited(make_app: Callable[..., FastAPI], redis_client: redis.Redis) -> Iter
         yield client, clock
 
 
-def test_requests_past_the_limit_get_429_with_retry_after(limited: tuple[TestClient, Clock], alice: Tenant_,
-                                                          bob: Tenant_):
+def test_requests_past_the_limit_get_429_with_retry_after(
+    limited: tuple[TestClient, Clock], alice: Tenant_, bob: Tenant_
+):
     client, clock = limited
     clock.now += 15  # 45 s left in the window
     for remaining in (2, 1, 0):
@@ -52,20 +53,28 @@ def test_requests_past_the_limit_get_429_with_retry_after(limited: tuple[TestCli
     assert r.status_code == 429
     assert r.headers["content-type"] == "application/problem+json"
     body = r.json()
-    assert (body["type"], body["limit"], body["limit_value"]) == ("urn:ssah:problem:rate-limited",
-                                                                  "rate_limit_per_minute", 3)
+    assert (body["type"], body["limit"], body["limit_value"]) == (
+        "urn:ssah:problem:rate-limited",
+        "rate_limit_per_minute",
+        3,
+    )
     assert "rate_limit_per_minute" in body["detail"]
     assert r.headers["retry-after"] == "45" and r.headers["ratelimit-remaining"] == "0"
     # Every route, POSTs included, and X-API-Key alike: the key is what is counted.
-    assert client.post("/v1/models", json={"name": "m", "source": "builtin:smollm2"},
-                       headers={"X-API-Key": alice.key}).status_code == 429
+    assert (
+        client.post(
+            "/v1/models", json={"name": "m", "source": "builtin:smollm2"}, headers={"X-API-Key": alice.key}
+        ).status_code
+        == 429
+    )
     assert client.get("/v1/jobs", headers=bob.headers).status_code == 200  # keys are counted apart
     clock.now += 45  # the next window
     assert client.get("/v1/jobs", headers=alice.headers).headers["ratelimit-remaining"] == "2"
 
 
-def test_unknown_keys_are_401_and_never_counted(limited: tuple[TestClient, Clock], alice: Tenant_,
-                                                redis_client: redis.Redis):
+def test_unknown_keys_are_401_and_never_counted(
+    limited: tuple[TestClient, Clock], alice: Tenant_, redis_client: redis.Redis
+):
     client, _ = limited
     for _ in range(5):
         assert client.get("/v1/jobs", headers={"Authorization": "Bearer ssah_nope"}).status_code == 401
@@ -87,8 +96,20 @@ def _free_port() -> int:
 
 
 def _start_redis(port: int) -> subprocess.Popen:
-    process = subprocess.Popen([shutil.which("redis-server") or "redis-server", "--port", str(port), "--save", "",
-                                "--appendonly", "no", "--bind", "127.0.0.1"], stdout=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [
+            shutil.which("redis-server") or "redis-server",
+            "--port",
+            str(port),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--bind",
+            "127.0.0.1",
+        ],
+        stdout=subprocess.DEVNULL,
+    )
     client = redis.Redis(port=port)
     for _ in range(100):
         try:
@@ -102,7 +123,8 @@ def _start_redis(port: int) -> subprocess.Popen:
 
 @pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs the redis-server binary")
 def test_redis_restart_fails_open_with_one_log_line_then_limits_again(
-        make_app: Callable[..., FastAPI], alice: Tenant_, caplog: pytest.LogCaptureFixture):
+    make_app: Callable[..., FastAPI], alice: Tenant_, caplog: pytest.LogCaptureFixture
+):
     port = _free_port()
     server = _start_redis(port)  # a private Redis, so stopping it disturbs nobody
     try:
@@ -110,6 +132,7 @@ def test_redis_restart_fails_open_with_one_log_line_then_limits_again(
         clock = Clock()
         app.state.rate_limiter.clock = clock
         with TestClient(app) as client:
+
             def get():
                 return client.get("/v1/jobs", headers=alice.headers)
 

@@ -26,14 +26,20 @@ def test_0004_up_down_up(database_url: str) -> None:
         tenant = uuid.uuid4()
         with engine.begin() as conn:
             conn.execute(sa.text("INSERT INTO tenants (id, name, created_at) VALUES (:id, 'a', now())"), {"id": tenant})
-            conn.execute(sa.text(
-                "INSERT INTO audit_log (id, tenant_id, key_prefix, action, resource_type, details, request_id,"
-                " created_at) VALUES (:id, :t, 'ssah_x', 'model.register', 'model', '{}', 'old-id', now())"),
-                {"id": uuid.uuid4(), "t": tenant})
+            conn.execute(
+                sa.text(
+                    "INSERT INTO audit_log (id, tenant_id, key_prefix, action, resource_type, details, request_id,"
+                    " created_at) VALUES (:id, :t, 'ssah_x', 'model.register', 'model', '{}', 'old-id', now())"
+                ),
+                {"id": uuid.uuid4(), "t": tenant},
+            )
         command.upgrade(config, "0004")
         assert "client_request_id" in columns()
         with engine.connect() as conn:
-            assert conn.execute(sa.text("SELECT request_id, client_request_id FROM audit_log")).one() == ("old-id", None)
+            assert conn.execute(sa.text("SELECT request_id, client_request_id FROM audit_log")).one() == (
+                "old-id",
+                None,
+            )
         command.downgrade(config, "0003")
         assert "client_request_id" not in columns()
         with engine.connect() as conn:

@@ -31,16 +31,30 @@ def committed_url(database_url: str) -> Iterator[str]:
 
 def ssah_keys(url: str, *args: str) -> str:
     env = {**os.environ, "SSAH_DATABASE_URL": url}
-    done = subprocess.run([sys.executable, "-m", "ssah.cli", "keys", *args], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=60, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "ssah.cli", "keys", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     return done.stdout.strip()
 
 
 def test_ssah_keys_revoke_takes_effect_within_the_cache_ttl(committed_url: str, broker_url: str, tmp_path):
     key = ssah_keys(committed_url, "create", "--tenant", "acme")
-    app = create_app(Settings(database_url=committed_url, broker_url=broker_url, artifact_dir=tmp_path,
-                              api_key_cache_seconds=TTL, rate_limit_per_minute=0))
+    app = create_app(
+        Settings(
+            database_url=committed_url,
+            broker_url=broker_url,
+            artifact_dir=tmp_path,
+            api_key_cache_seconds=TTL,
+            rate_limit_per_minute=0,
+        )
+    )
     headers = {"Authorization": f"Bearer {key}"}
     with TestClient(app) as client:
         assert client.get("/v1/jobs", headers=headers).status_code == 200  # now cached for TTL seconds

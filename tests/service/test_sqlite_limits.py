@@ -28,8 +28,14 @@ def embedded(tmp_path: Path) -> Iterator[tuple[Settings, TestClient, dict[str, s
     command.upgrade(alembic_config(url), "head")
     for session in session_scope(get_sessionmaker(url)):
         key = create_api_key(session, "solo")
-    settings = Settings(database_url=url, broker_url="memory://", artifact_dir=tmp_path / "artifacts",
-                        rate_limit_per_minute=0, max_concurrent_jobs_per_tenant=LIMIT, api_key_cache_seconds=60)
+    settings = Settings(
+        database_url=url,
+        broker_url="memory://",
+        artifact_dir=tmp_path / "artifacts",
+        rate_limit_per_minute=0,
+        max_concurrent_jobs_per_tenant=LIMIT,
+        api_key_cache_seconds=60,
+    )
     with TestClient(create_app(settings), raise_server_exceptions=False) as client:
         yield settings, client, {"Authorization": f"Bearer {key}"}
 

@@ -6,6 +6,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.admin import create_api_key
@@ -14,15 +15,20 @@ from service.settings import Settings
 from tests.service.conftest import broker_url, database_url, db, engine, redis_client, session_factory  # noqa: F401
 from worker.store import LocalStore
 
-import sqlalchemy as sa
-
 
 @pytest.fixture
 def settings(tmp_path: Path, database_url: str, broker_url: str) -> Settings:  # noqa: F811
     # heartbeat_seconds is long: the test sessions share one connection, which threads must not share.
-    return Settings(database_url=database_url, broker_url=broker_url, artifact_dir=tmp_path / "artifacts",
-                    heartbeat_seconds=3600, progress_interval_seconds=0.0, stale_seconds=60,
-                    eval_sample_limit=2, model_cache_size=2)
+    return Settings(
+        database_url=database_url,
+        broker_url=broker_url,
+        artifact_dir=tmp_path / "artifacts",
+        heartbeat_seconds=3600,
+        progress_interval_seconds=0.0,
+        stale_seconds=60,
+        eval_sample_limit=2,
+        model_cache_size=2,
+    )
 
 
 @pytest.fixture
@@ -51,15 +57,23 @@ def add_job(db: Session, tenant: uuid.UUID, kind: str, params: dict, model_id: u
     return job.id
 
 
-def add_dataset(db: Session, settings: Settings, tenant: uuid.UUID, text: str, *, name: str = "data.jsonl",
-                fmt: str = "jsonl") -> uuid.UUID:
+def add_dataset(
+    db: Session, settings: Settings, tenant: uuid.UUID, text: str, *, name: str = "data.jsonl", fmt: str = "jsonl"
+) -> uuid.UUID:
     """A dataset stored as the API stores uploads (content-addressed, no extension)."""
     relative = f"{tenant}/datasets/{uuid.uuid4().hex}"
     path = Path(settings.artifact_dir) / relative
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
-    row = Dataset(tenant_id=tenant, name=name, format=fmt, rows=text.count("\n"), size_bytes=len(text),
-                  sha256="0" * 64, path=relative)
+    row = Dataset(
+        tenant_id=tenant,
+        name=name,
+        format=fmt,
+        rows=text.count("\n"),
+        size_bytes=len(text),
+        sha256="0" * 64,
+        path=relative,
+    )
     db.add(row)
     db.commit()
     return row.id

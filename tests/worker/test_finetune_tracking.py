@@ -16,9 +16,18 @@ def test_finetune_job_tracks_the_refusal_margin_and_stops(db, tenant, settings, 
     pairs = "".join(json.dumps({"prompt": f"Say {i}.", "response": f"{i} it is."}) + "\n" for i in range(8))
     dataset_id = add_dataset(db, settings, tenant, pairs, name="train.jsonl")
     model_id = add_model(db, tenant)
-    params = {"model_id": str(model_id), "dataset_id": str(dataset_id), "mode": "full", "epochs": 1, "lr": 1e-3,
-              "max_length": 64, "track_refusal": True, "track_every": 1, "stop_if_refusal_below": 1e9,
-              "paper_schedule": True}
+    params = {
+        "model_id": str(model_id),
+        "dataset_id": str(dataset_id),
+        "mode": "full",
+        "epochs": 1,
+        "lr": 1e-3,
+        "max_length": 64,
+        "track_refusal": True,
+        "track_every": 1,
+        "stop_if_refusal_below": 1e9,
+        "paper_schedule": True,
+    }
     job_id = add_job(db, tenant, "finetune", params, model_id)
     assert _run(job_id, "finetune", settings, factory, store) == "succeeded"
     curve = db.scalars(sa.select(FinetuneResult).where(FinetuneResult.job_id == job_id)).one().loss_curve
@@ -30,8 +39,17 @@ def test_finetune_job_tracks_the_refusal_margin_and_stops(db, tenant, settings, 
 
 
 def test_finetune_params_reach_the_engine_config():
-    config = glue.finetune_config({"mode": "freeze", "setting": "i", "freeze_rule": "function", "paper_schedule": True,
-                                   "track_refusal": True, "track_every": 5, "stop_if_refusal_below": -2.5},
-                                  dataset_path=lambda dataset_id: f"/data/{dataset_id}.jsonl")
+    config = glue.finetune_config(
+        {
+            "mode": "freeze",
+            "setting": "i",
+            "freeze_rule": "function",
+            "paper_schedule": True,
+            "track_refusal": True,
+            "track_every": 5,
+            "stop_if_refusal_below": -2.5,
+        },
+        dataset_path=lambda dataset_id: f"/data/{dataset_id}.jsonl",
+    )
     assert (config.freeze_rule, config.paper_schedule, config.track_refusal) == ("function", True, True)
     assert (config.track_every, config.stop_if_refusal_below) == (5, -2.5)

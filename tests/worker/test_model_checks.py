@@ -40,7 +40,9 @@ def hub_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def test_every_result_records_the_commit_its_model_was_loaded_at(db, tenant, settings, factory, store, hub_cache):
     settings = settings.model_copy(update={"allowed_hub_orgs": ["Qwen"]})
     model_id = add_model(db, tenant, "Qwen/tiny@main")
-    audit = add_job(db, tenant, "audit", {**AUDIT, "max_length": 512}, model_id)  # the saved tokenizer's prompts are longer
+    audit = add_job(
+        db, tenant, "audit", {**AUDIT, "max_length": 512}, model_id
+    )  # the saved tokenizer's prompts are longer
     assert _run(audit, "audit", settings, factory, store) == "succeeded", reload(db, audit).error
     summary = db.scalars(sa.select(UnitMap.summary).where(UnitMap.job_id == audit)).one()
     assert summary["model"]["loaded"] == {"source": "Qwen/tiny@main", "revision": "main", "commit": COMMIT}
@@ -61,8 +63,7 @@ def test_a_builtin_records_no_commit(db, tenant, settings, factory, store):
 
 
 @pytest.mark.parametrize("revision", ["refs/pr/1", "refs/pr/999", "refs/convert/parquet"])
-def test_a_pull_request_revision_in_a_job_row_is_refused_before_loading(db, tenant, settings, factory, store,
-                                                                          revision):
+def test_a_pull_request_revision_in_a_job_row_is_refused_before_loading(db, tenant, settings, factory, store, revision):
     settings = settings.model_copy(update={"allowed_hub_orgs": ["Qwen"]})
     job_id = add_job(db, tenant, "audit", AUDIT, add_model(db, tenant, f"Qwen/Qwen2.5-0.5B@{revision}"))
     assert _run(job_id, "audit", settings, factory, store) == "failed"
@@ -74,16 +75,27 @@ def _huge_model_dir(root: Path) -> Path:
     directory = root / "huge"
     directory.mkdir(parents=True)
     # What the attack declared: a Llama of 160 layers at hidden size 32768 (about 2 T parameters).
-    (directory / "config.json").write_text(json.dumps({
-        "model_type": "llama", "architectures": ["LlamaForCausalLM"], "hidden_size": 32768,
-        "intermediate_size": 131072, "num_hidden_layers": 160, "num_attention_heads": 256,
-        "num_key_value_heads": 8, "vocab_size": 128256, "tie_word_embeddings": False,
-    }))
+    (directory / "config.json").write_text(
+        json.dumps(
+            {
+                "model_type": "llama",
+                "architectures": ["LlamaForCausalLM"],
+                "hidden_size": 32768,
+                "intermediate_size": 131072,
+                "num_hidden_layers": 160,
+                "num_attention_heads": 256,
+                "num_key_value_heads": 8,
+                "vocab_size": 128256,
+                "tie_word_embeddings": False,
+            }
+        )
+    )
     return directory
 
 
-def test_a_config_declaring_a_huge_model_is_refused_without_loading(db, tenant, settings, factory, store, tmp_path,
-                                                                     monkeypatch):
+def test_a_config_declaring_a_huge_model_is_refused_without_loading(
+    db, tenant, settings, factory, store, tmp_path, monkeypatch
+):
     models = tmp_path / "models"
     settings = settings.model_copy(update={"allowed_local_roots": [models], "max_model_bytes": 64 * 2**30})
     job_id = add_job(db, tenant, "audit", AUDIT, add_model(db, tenant, str(_huge_model_dir(models))))
@@ -103,8 +115,15 @@ def test_the_estimate_is_close_for_a_real_config_and_the_default_limit_is_the_ma
     from transformers import LlamaConfig
 
     # SmolLM2-135M's shape: 134.5 M parameters with tied embeddings.
-    config = LlamaConfig(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
-                         num_key_value_heads=3, vocab_size=49152, tie_word_embeddings=True)
+    config = LlamaConfig(
+        hidden_size=576,
+        intermediate_size=1536,
+        num_hidden_layers=30,
+        num_attention_heads=9,
+        num_key_value_heads=3,
+        vocab_size=49152,
+        tie_word_embeddings=True,
+    )
     found = model_size.estimate(config)
     assert 0.95 * 134.5e6 < found.parameters < 1.05 * 134.5e6
     assert model_size.memory_limit(settings) > 0

@@ -12,14 +12,18 @@ from worker.runner import run_job
 AUDIT = {"samples": 4, "method": "wifv", "max_length": 64, "cuts": {"ru": 0.1, "scu": 0.05, "ucu": 0.1}}
 
 
-@pytest.mark.parametrize(("source", "overrides", "rule"), [
-    ("../../etc", {}, "no_parent_components"),  # a row written behind the API's back
-    ("file:///etc/passwd", {}, "no_urls"),
-    ("/etc", {}, "allowed_local_roots"),
-    ("evil/model", {"allowed_hub_orgs": ["meta-llama"]}, "allowed_hub_orgs"),  # the policy tightened
-])
-def test_a_refused_source_fails_the_job_with_the_rule_and_is_not_retried(db, tenant, settings, factory, store,
-                                                                          source, overrides, rule):
+@pytest.mark.parametrize(
+    ("source", "overrides", "rule"),
+    [
+        ("../../etc", {}, "no_parent_components"),  # a row written behind the API's back
+        ("file:///etc/passwd", {}, "no_urls"),
+        ("/etc", {}, "allowed_local_roots"),
+        ("evil/model", {"allowed_hub_orgs": ["meta-llama"]}, "allowed_hub_orgs"),  # the policy tightened
+    ],
+)
+def test_a_refused_source_fails_the_job_with_the_rule_and_is_not_retried(
+    db, tenant, settings, factory, store, source, overrides, rule
+):
     settings = settings.model_copy(update=overrides)
     job_id = add_job(db, tenant, "audit", AUDIT, add_model(db, tenant, source))
     outcome = run_job(job_id, "audit", jobs.BODIES["audit"], settings=settings, factory=factory, store=store)

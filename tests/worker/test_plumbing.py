@@ -23,8 +23,11 @@ from worker.store import FsspecStore, LocalStore, make_store
 
 @pytest.mark.parametrize("kind", ["local", "memory"])
 def test_store_replaces_artifacts_and_fetches_them_back(kind, tmp_path):
-    store = LocalStore(tmp_path / "a") if kind == "local" else FsspecStore(f"memory://ssah-{uuid.uuid4().hex}",
-                                                                             tmp_path / "scratch")
+    store = (
+        LocalStore(tmp_path / "a")
+        if kind == "local"
+        else FsspecStore(f"memory://ssah-{uuid.uuid4().hex}", tmp_path / "scratch")
+    )
     with store.scratch() as scratch:
         folder = Path(scratch) / "unit_map"
         folder.mkdir()
@@ -100,9 +103,15 @@ def test_embedded_worker_runs_queued_jobs_oldest_first(db, tenant, settings, fac
     assert embedded.run_one() is False
 
 
-@pytest.mark.parametrize(("flag", "environ", "expected"), [
-    (None, {}, True), (None, {"SSAH_DATABASE_URL": "postgresql://x"}, False), (None, {"SSAH_BROKER_URL": "r"}, False),
-    (True, {"SSAH_DATABASE_URL": "postgresql://x"}, True), (False, {}, False),
-])
+@pytest.mark.parametrize(
+    ("flag", "environ", "expected"),
+    [
+        (None, {}, True),
+        (None, {"SSAH_DATABASE_URL": "postgresql://x"}, False),
+        (None, {"SSAH_BROKER_URL": "r"}, False),
+        (True, {"SSAH_DATABASE_URL": "postgresql://x"}, True),
+        (False, {}, False),
+    ],
+)
 def test_serve_is_embedded_only_without_configuration(flag, environ, expected):
     assert is_embedded(flag, environ) is expected

@@ -32,8 +32,9 @@ def _run(job_id, settings, factory, store, **kwargs):
 
 
 @pytest.mark.parametrize("takeover", [False, True])  # found stale by a redelivery / taken over by a retry
-def test_the_third_death_fails_the_job_with_the_count_and_the_last_phase(db, tenant, settings, factory, store,
-                                                                         takeover: bool):
+def test_the_third_death_fails_the_job_with_the_count_and_the_last_phase(
+    db, tenant, settings, factory, store, takeover: bool
+):
     job_id = _died(db, tenant, attempts=3)
     assert _run(job_id, settings, factory, store, takeover=takeover) == "skipped"
     job = reload(db, job_id)

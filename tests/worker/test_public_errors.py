@@ -24,10 +24,14 @@ def test_a_missing_artifact_fails_the_job_without_server_paths_or_tenant_ids(db,
 def test_public_error_keeps_the_tenants_own_source_and_basenames_only(tmp_path: Path):
     tenant = uuid.uuid4()
     artifacts = tmp_path / "artifacts"
-    text = (f"could not load model '/models/llama': no file /root/.cache/huggingface/hub/models--x/snapshots/abc/"
-            f"config.json; artifact {tenant}/jobs/j/unit_map is missing from {artifacts}; "
-            f"scratch {artifacts}/.scratch/tmp1/x; broker redis://:pw@h:6379/0; tenant {tenant}")
+    text = (
+        f"could not load model '/models/llama': no file /root/.cache/huggingface/hub/models--x/snapshots/abc/"
+        f"config.json; artifact {tenant}/jobs/j/unit_map is missing from {artifacts}; "
+        f"scratch {artifacts}/.scratch/tmp1/x; broker redis://:pw@h:6379/0; tenant {tenant}"
+    )
     shown = public_error(text, artifact_dir=artifacts, tenant_id=tenant, model_source="/models/llama")
-    assert shown == ("could not load model '/models/llama': no file .../config.json; artifact jobs/j/unit_map is "
-                     "missing from <artifact store>; scratch <artifact store>/.scratch/tmp1/x; "
-                     "broker redis://:***@h:6379/0; tenant <tenant>")
+    assert shown == (
+        "could not load model '/models/llama': no file .../config.json; artifact jobs/j/unit_map is "
+        "missing from <artifact store>; scratch <artifact store>/.scratch/tmp1/x; "
+        "broker redis://:***@h:6379/0; tenant <tenant>"
+    )

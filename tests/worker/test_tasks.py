@@ -57,19 +57,23 @@ def test_unknown_model_source_fails_with_the_loaders_message(db, tenant, setting
     assert outcome == "failed"
     job = reload(db, job_id)
     assert job.status == "failed"
-    assert job.error == "unknown builtin model 'builtin:nope'; builtins: builtin:smollm2, builtin:qwen2.5-coder-0.5b, builtin:tiny-<family>"
+    assert (
+        job.error
+        == "unknown builtin model 'builtin:nope'; builtins: builtin:smollm2, builtin:qwen2.5-coder-0.5b, builtin:tiny-<family>"
+    )
     assert db.scalars(sa.select(UnitMap).where(UnitMap.job_id == job_id)).all() == []
 
 
 def test_broken_dataset_fails_naming_dataset_line_and_field(db, tenant, settings, factory, store):
     text = '{"prompt": "How do I bake bread?", "response": "Knead flour."}\n{"response": "no prompt here"}\n'
     dataset_id = add_dataset(db, settings, tenant, text, name="broken.jsonl")
-    job_id = add_job(db, tenant, "audit", {**AUDIT, "safety_dataset_id": str(dataset_id)},
-                     add_model(db, tenant))
+    job_id = add_job(db, tenant, "audit", {**AUDIT, "safety_dataset_id": str(dataset_id)}, add_model(db, tenant))
     assert _run(job_id, "audit", settings, factory, store) == "failed"
     error = reload(db, job_id).error
-    assert error == (f"dataset 'broken.jsonl' ({dataset_id}), line 2, field 'prompt': "
-                     "missing (expected 'prompt', or Alpaca-style 'instruction')")
+    assert error == (
+        f"dataset 'broken.jsonl' ({dataset_id}), line 2, field 'prompt': "
+        "missing (expected 'prompt', or Alpaca-style 'instruction')"
+    )
 
 
 def test_cancel_requested_while_running_stops_the_job(db, tenant, settings, factory, store):
@@ -116,8 +120,9 @@ def test_late_write_of_a_superseded_attempt_is_dropped(db, tenant, settings, fac
             session.get(Job, job_id).attempts += 1
         jobs.audit(run)
 
-    assert run_job(job_id, "audit", taken_over_then_audit, settings=settings, factory=factory,
-                   store=store) == "superseded"
+    assert (
+        run_job(job_id, "audit", taken_over_then_audit, settings=settings, factory=factory, store=store) == "superseded"
+    )
     job = reload(db, job_id)
     assert (job.status, job.attempts) == ("running", 2)
     assert db.scalars(sa.select(UnitMap).where(UnitMap.job_id == job_id)).all() == []
@@ -126,8 +131,13 @@ def test_late_write_of_a_superseded_attempt_is_dropped(db, tenant, settings, fac
 def test_evaluation_stores_scores_with_protocol_hash_and_records(db, tenant, settings, factory, store):
     audit_id, _ = _audit(db, tenant, settings, factory, store)
     model_id = reload(db, audit_id).model_id
-    job_id = add_job(db, tenant, "evaluation", {"model_id": str(model_id), "audit_id": str(audit_id),
-                                                "ablate": "SCU", "max_new_tokens": 2}, model_id)
+    job_id = add_job(
+        db,
+        tenant,
+        "evaluation",
+        {"model_id": str(model_id), "audit_id": str(audit_id), "ablate": "SCU", "max_new_tokens": 2},
+        model_id,
+    )
     assert _run(job_id, "evaluation", settings, factory, store) == "succeeded"
     score = db.scalars(sa.select(Score).where(Score.job_id == job_id)).one()
     assert len(score.protocol_hash) == 64 and score.protocol_hash == score.metrics["protocol"]["hash"]
@@ -143,14 +153,26 @@ def test_evaluation_stores_scores_with_protocol_hash_and_records(db, tenant, set
 def test_evaluation_takes_format_conditions_compensation_and_a_random_control(db, tenant, settings, factory, store):
     audit_id, _ = _audit(db, tenant, settings, factory, store)
     model_id = reload(db, audit_id).model_id
-    params = {"model_id": str(model_id), "audit_id": str(audit_id), "ablate": ["SCU", "RU"], "control": "random",
-              "seed": 3, "compensation": "pooled", "prompt_format": "no_inst", "conditions": ["no_system"],
-              "max_new_tokens": 2}
+    params = {
+        "model_id": str(model_id),
+        "audit_id": str(audit_id),
+        "ablate": ["SCU", "RU"],
+        "control": "random",
+        "seed": 3,
+        "compensation": "pooled",
+        "prompt_format": "no_inst",
+        "conditions": ["no_system"],
+        "max_new_tokens": 2,
+    }
     job_id = add_job(db, tenant, "evaluation", params, model_id)
     assert _run(job_id, "evaluation", settings, factory, store) == "succeeded"
     metrics = db.scalars(sa.select(Score).where(Score.job_id == job_id)).one().metrics
     used = metrics["protocol"]["settings"]
-    assert (used["prompt_format"], used["conditions"], used["ablation_compensation"]) == ("no_inst", ["no_system"], "pooled")
+    assert (used["prompt_format"], used["conditions"], used["ablation_compensation"]) == (
+        "no_inst",
+        ["no_system"],
+        "pooled",
+    )
     ablation = metrics["ablation"]
     assert (ablation["classes"], ablation["control"], ablation["seed"]) == (["SCU", "RU"], "random", 3)
     records = json.loads((Path(settings.artifact_dir) / metrics_records_uri(db, job_id)).read_text())["records"]
@@ -167,8 +189,13 @@ def test_finetune_trains_a_private_copy_and_stores_the_loss_curve(db, tenant, se
     model_id = add_model(db, tenant)
     cached = glue.model_cache(settings).get("builtin:tiny-llama", glue.load_options(settings))
     before = {name: p.detach().clone() for name, p in cached.model.named_parameters()}
-    job_id = add_job(db, tenant, "finetune", {"model_id": str(model_id), "dataset_id": str(dataset_id),
-                                              "mode": "full", "epochs": 1, "lr": 1e-3}, model_id)
+    job_id = add_job(
+        db,
+        tenant,
+        "finetune",
+        {"model_id": str(model_id), "dataset_id": str(dataset_id), "mode": "full", "epochs": 1, "lr": 1e-3},
+        model_id,
+    )
     assert _run(job_id, "finetune", settings, factory, store) == "succeeded"
     result = db.scalars(sa.select(FinetuneResult).where(FinetuneResult.job_id == job_id)).one()
     steps = result.loss_curve["steps"]

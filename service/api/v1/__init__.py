@@ -3,7 +3,16 @@
 from fastapi import APIRouter
 
 from service.api.v1 import (
-    audit_log, audits, comparisons, datasets, evaluations, finetunes, jobs, models, probes, unit_maps,
+    audit_log,
+    audits,
+    comparisons,
+    datasets,
+    evaluations,
+    finetunes,
+    jobs,
+    models,
+    probes,
+    unit_maps,
 )
 
 router = APIRouter(prefix="/v1")

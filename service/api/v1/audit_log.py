@@ -16,10 +16,21 @@ router = APIRouter(prefix="/audit-log", tags=["audit log"], responses=problem_re
 
 
 @router.get("", response_model=Page[AuditLogRead])
-def list_audit_log(request: Request, session: SessionDep, principal: PrincipalDep, page: PageDep,
-                   action: Annotated[AuditAction | None, Query()] = None,
-                   resource_id: Annotated[uuid.UUID | None, Query()] = None):
+def list_audit_log(
+    request: Request,
+    session: SessionDep,
+    principal: PrincipalDep,
+    page: PageDep,
+    action: Annotated[AuditAction | None, Query()] = None,
+    resource_id: Annotated[uuid.UUID | None, Query()] = None,
+):
     """List the tenant's audit log, newest first, filtered by action and resource."""
-    items, total = audit_log.list_entries(session, tenant_id=principal.tenant_id, limit=page.limit,
-                                          offset=page.offset, action=action, resource_id=resource_id)
+    items, total = audit_log.list_entries(
+        session,
+        tenant_id=principal.tenant_id,
+        limit=page.limit,
+        offset=page.offset,
+        action=action,
+        resource_id=resource_id,
+    )
     return make_page(request, [AuditLogRead.model_validate(e) for e in items], total, page)

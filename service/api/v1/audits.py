@@ -8,7 +8,12 @@ from fastapi import APIRouter, Request
 
 from service.api.deps import IdempotencyDep, PageDep, PrincipalDep, SessionDep, poll_job
 from service.api.v1.common import (
-    JobFiltersDep, cancel_response, job_page, require_dataset, require_model, submit_job,
+    JobFiltersDep,
+    cancel_response,
+    job_page,
+    require_dataset,
+    require_model,
+    submit_job,
 )
 from service.schemas.common import NOT_MODIFIED, Page, problem_responses
 from service.schemas.jobs import AuditCreate, JobRead
@@ -17,21 +22,22 @@ router = APIRouter(prefix="/audits", tags=["audits"], responses=problem_response
 
 
 @router.post("", status_code=202, response_model=JobRead)
-def create_audit(request: Request, body: AuditCreate, session: SessionDep, principal: PrincipalDep,
-                 idem: IdempotencyDep):
+def create_audit(
+    request: Request, body: AuditCreate, session: SessionDep, principal: PrincipalDep, idem: IdempotencyDep
+):
     """Queue an audit of a registered model; answers 202 with the job."""
     if (replay := idem.replay(body)) is not None:
         return replay
     require_model(session, principal, body.model_id, settings=request.app.state.settings)
     require_dataset(session, principal, body.safety_dataset_id, loc="body.safety_dataset_id")
     require_dataset(session, principal, body.utility_dataset_id, loc="body.utility_dataset_id")
-    return submit_job(request, session, principal, idem, kind="audit", body=body, model_id=body.model_id,
-                      collection="audits")
+    return submit_job(
+        request, session, principal, idem, kind="audit", body=body, model_id=body.model_id, collection="audits"
+    )
 
 
 @router.get("", response_model=Page[JobRead])
-def list_audits(request: Request, session: SessionDep, principal: PrincipalDep, page: PageDep,
-                filters: JobFiltersDep):
+def list_audits(request: Request, session: SessionDep, principal: PrincipalDep, page: PageDep, filters: JobFiltersDep):
     """List the tenant's audits, newest first, filtered by status, model and creation time."""
     return job_page(request, session, principal, page, filters, kind="audit")
 

@@ -37,13 +37,16 @@ class JobFilters(BaseModel):
 def _job_filters(
     status: Annotated[JobStatusName | None, Query()] = None,
     model_id: Annotated[uuid.UUID | None, Query()] = None,
-    created_after: Annotated[datetime | None, Query(
-        description="ISO 8601 date or date-time; exclusive; without a zone it is UTC.")] = None,
-    created_before: Annotated[datetime | None, Query(
-        description="ISO 8601 date or date-time; exclusive; without a zone it is UTC.")] = None,
+    created_after: Annotated[
+        datetime | None, Query(description="ISO 8601 date or date-time; exclusive; without a zone it is UTC.")
+    ] = None,
+    created_before: Annotated[
+        datetime | None, Query(description="ISO 8601 date or date-time; exclusive; without a zone it is UTC.")
+    ] = None,
 ) -> JobFilters:
-    return JobFilters(status=status, model_id=model_id, created_after=as_utc(created_after),
-                      created_before=as_utc(created_before))
+    return JobFilters(
+        status=status, model_id=model_id, created_after=as_utc(created_after), created_before=as_utc(created_before)
+    )
 
 
 def as_utc(moment: datetime | None) -> datetime | None:
@@ -58,12 +61,21 @@ JobFiltersDep = Annotated[JobFilters, Depends(_job_filters)]
 
 
 def job_page(
-    request: Request, session: Session, principal: Principal, page: PageParams, filters: JobFilters,
-    *, kind: str | None,
+    request: Request,
+    session: Session,
+    principal: Principal,
+    page: PageParams,
+    filters: JobFilters,
+    *,
+    kind: str | None,
 ) -> dict[str, object]:
     """One page of the caller's jobs of ``kind`` (all kinds when None) matching ``filters``."""
     items, total = queries.list_jobs(
-        session, tenant_id=principal.tenant_id, kind=kind, limit=page.limit, offset=page.offset,
+        session,
+        tenant_id=principal.tenant_id,
+        kind=kind,
+        limit=page.limit,
+        offset=page.offset,
         **filters.model_dump(),
     )
     return make_page(request, [JobRead.model_validate(j) for j in items], total, page)
@@ -80,8 +92,10 @@ def load_job(session: Session, principal: Principal, job_id: uuid.UUID, *, kind:
 def require_succeeded(job: Job) -> Job:
     """409 unless ``job`` has succeeded: results exist only then."""
     if job.status != JobStatus.succeeded.value:
-        raise JobNotReady(f"{job.kind} {job.id} is {job.status}; results exist once it has succeeded",
-                          extra={"job_status": job.status})
+        raise JobNotReady(
+            f"{job.kind} {job.id} is {job.status}; results exist once it has succeeded",
+            extra={"job_status": job.status},
+        )
     return job
 
 
@@ -90,12 +104,14 @@ def check_model_source(settings: Settings, principal: Principal, source: str, *,
     try:
         check_for_tenant(settings, principal.tenant_id, source)
     except SourceRefused as exc:
-        raise ModelSourceRefused(str(exc), extra={
-            "rule": exc.rule, "errors": [{"loc": loc, "msg": exc.reason, "type": "model_policy"}]}) from None
+        raise ModelSourceRefused(
+            str(exc), extra={"rule": exc.rule, "errors": [{"loc": loc, "msg": exc.reason, "type": "model_policy"}]}
+        ) from None
 
 
-def require_model(session: Session, principal: Principal, model_id: uuid.UUID, *, settings: Settings,
-                  loc: str = "body.model_id") -> ModelSource:
+def require_model(
+    session: Session, principal: Principal, model_id: uuid.UUID, *, settings: Settings, loc: str = "body.model_id"
+) -> ModelSource:
     """The caller's model ``model_id``; 422 naming ``loc`` if absent or if the model policy now refuses it."""
     model = queries.get_model(session, tenant_id=principal.tenant_id, model_id=model_id)
     if model is None:
@@ -106,9 +122,10 @@ def require_model(session: Session, principal: Principal, model_id: uuid.UUID, *
 
 def require_dataset(session: Session, principal: Principal, dataset_id: uuid.UUID | None, *, loc: str) -> None:
     """422 naming ``loc`` unless ``dataset_id`` is None or one of the caller's datasets."""
-    if dataset_id is not None and queries.get_dataset(
-        session, tenant_id=principal.tenant_id, dataset_id=dataset_id
-    ) is None:
+    if (
+        dataset_id is not None
+        and queries.get_dataset(session, tenant_id=principal.tenant_id, dataset_id=dataset_id) is None
+    ):
         raise Unprocessable.field(loc, f"no dataset {dataset_id}")
 
 
@@ -120,24 +137,54 @@ def require_audit(session: Session, principal: Principal, audit_id: uuid.UUID, *
     return require_succeeded(audit)
 
 
-def submit_job(request: Request, session: Session, principal: Principal, idem: Idempotency, *, kind: str,
-               body: BaseModel, model_id: uuid.UUID | None, collection: str) -> JSONResponse:
+def submit_job(
+    request: Request,
+    session: Session,
+    principal: Principal,
+    idem: Idempotency,
+    *,
+    kind: str,
+    body: BaseModel,
+    model_id: uuid.UUID | None,
+    collection: str,
+) -> JSONResponse:
     """Check the deployment's limits, queue the job, log who asked, answer 202 with it."""
     params = body.model_dump(mode="json")
     check_job_request(session, request.app.state.settings, tenant_id=principal.tenant_id, kind=kind, params=params)
-    job = create_job(session, celery=request.app.state.celery, tenant_id=principal.tenant_id, kind=kind,
-                     params=params, model_id=model_id)
-    audit_log.record(session, request, principal, action="job.submit", resource_type=kind, resource_id=job.id,
-                     details={"kind": kind, "model_id": str(model_id) if model_id else None})
+    job = create_job(
+        session,
+        celery=request.app.state.celery,
+        tenant_id=principal.tenant_id,
+        kind=kind,
+        params=params,
+        model_id=model_id,
+    )
+    audit_log.record(
+        session,
+        request,
+        principal,
+        action="job.submit",
+        resource_type=kind,
+        resource_id=job.id,
+        details={"kind": kind, "model_id": str(model_id) if model_id else None},
+    )
     return accepted_job(idem, job, collection=collection)
 
 
-def cancel_response(idem: Idempotency, session: Session, principal: Principal, job_id: uuid.UUID,
-                    *, kind: str | None) -> JSONResponse:
+def cancel_response(
+    idem: Idempotency, session: Session, principal: Principal, job_id: uuid.UUID, *, kind: str | None
+) -> JSONResponse:
     """Cancel the caller's job and answer 200 with it (replayed under an Idempotency-Key)."""
     if (replay := idem.replay({})) is not None:
         return replay
     job = cancel_job(session, job=load_job(session, principal, job_id, kind=kind))
-    audit_log.record(session, idem.request, principal, action="job.cancel", resource_type=job.kind,
-                     resource_id=job.id, details={"kind": job.kind, "status": job.status})
+    audit_log.record(
+        session,
+        idem.request,
+        principal,
+        action="job.cancel",
+        resource_type=job.kind,
+        resource_id=job.id,
+        details={"kind": job.kind, "status": job.status},
+    )
     return idem.respond(200, JobRead.model_validate(job))

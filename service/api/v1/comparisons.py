@@ -9,7 +9,13 @@ from fastapi import APIRouter, Request
 from service import queries
 from service.api.deps import IdempotencyDep, PageDep, PrincipalDep, SessionDep, poll_job
 from service.api.v1.common import (
-    JobFiltersDep, cancel_response, job_page, load_job, require_audit, require_succeeded, submit_job,
+    JobFiltersDep,
+    cancel_response,
+    job_page,
+    load_job,
+    require_audit,
+    require_succeeded,
+    submit_job,
 )
 from service.errors import NotFound
 from service.schemas.common import NOT_MODIFIED, Page, problem_responses
@@ -20,20 +26,30 @@ router = APIRouter(prefix="/comparisons", tags=["comparisons"], responses=proble
 
 
 @router.post("", status_code=202, response_model=JobRead)
-def create_comparison(request: Request, body: ComparisonCreate, session: SessionDep, principal: PrincipalDep,
-                 idem: IdempotencyDep):
+def create_comparison(
+    request: Request, body: ComparisonCreate, session: SessionDep, principal: PrincipalDep, idem: IdempotencyDep
+):
     """Queue a comparison of two succeeded audits; answers 202 with the job."""
     if (replay := idem.replay(body)) is not None:
         return replay
     before = require_audit(session, principal, body.before_audit_id, loc="body.before_audit_id")
     require_audit(session, principal, body.after_audit_id, loc="body.after_audit_id")
-    return submit_job(request, session, principal, idem, kind="comparison", body=body, model_id=before.model_id,
-                      collection="comparisons")
+    return submit_job(
+        request,
+        session,
+        principal,
+        idem,
+        kind="comparison",
+        body=body,
+        model_id=before.model_id,
+        collection="comparisons",
+    )
 
 
 @router.get("", response_model=Page[JobRead])
-def list_comparisons(request: Request, session: SessionDep, principal: PrincipalDep, page: PageDep,
-                filters: JobFiltersDep):
+def list_comparisons(
+    request: Request, session: SessionDep, principal: PrincipalDep, page: PageDep, filters: JobFiltersDep
+):
     """List the tenant's comparisons, newest first, filtered by status, model and creation time."""
     return job_page(request, session, principal, page, filters, kind="comparison")
 

@@ -36,27 +36,51 @@ def create_dataset(
     check_name(name, "body.name")
     check_name(file.filename, "body.file", max_length=MAX_NAME if name is None else 10_000)
     fmt = infer_format(file.filename, format)
-    stored = store_upload(file.file, artifact_dir=settings.artifact_dir, tenant_id=principal.tenant_id, fmt=fmt,
-                          max_bytes=settings.max_upload_bytes, max_rows=settings.max_dataset_rows)
+    stored = store_upload(
+        file.file,
+        artifact_dir=settings.artifact_dir,
+        tenant_id=principal.tenant_id,
+        fmt=fmt,
+        max_bytes=settings.max_upload_bytes,
+        max_rows=settings.max_dataset_rows,
+    )
     display_name = name or file.filename or stored.sha256[:12]
     if (replay := idem.replay({"name": display_name, "format": fmt, "sha256": stored.sha256})) is not None:
         return replay
-    dataset = Dataset(id=uuid.uuid4(), tenant_id=principal.tenant_id, name=display_name, format=fmt,
-                      rows=stored.rows, size_bytes=stored.size_bytes, sha256=stored.sha256,
-                      path=stored.relative_path)
+    dataset = Dataset(
+        id=uuid.uuid4(),
+        tenant_id=principal.tenant_id,
+        name=display_name,
+        format=fmt,
+        rows=stored.rows,
+        size_bytes=stored.size_bytes,
+        sha256=stored.sha256,
+        path=stored.relative_path,
+    )
     session.add(dataset)
     session.flush()
-    audit_log.record(session, request, principal, action="dataset.upload", resource_type="dataset",
-                     resource_id=dataset.id, details={"name": display_name, "format": fmt, "sha256": stored.sha256,
-                                                      "rows": stored.rows, "size_bytes": stored.size_bytes})
+    audit_log.record(
+        session,
+        request,
+        principal,
+        action="dataset.upload",
+        resource_type="dataset",
+        resource_id=dataset.id,
+        details={
+            "name": display_name,
+            "format": fmt,
+            "sha256": stored.sha256,
+            "rows": stored.rows,
+            "size_bytes": stored.size_bytes,
+        },
+    )
     return idem.respond(201, DatasetRead.model_validate(dataset), location=f"/v1/datasets/{dataset.id}")
 
 
 @router.get("", response_model=Page[DatasetRead])
 def list_datasets(request: Request, session: SessionDep, principal: PrincipalDep, page: PageDep):
     """List the tenant's datasets, newest first."""
-    items, total = queries.list_datasets(session, tenant_id=principal.tenant_id, limit=page.limit,
-                                         offset=page.offset)
+    items, total = queries.list_datasets(session, tenant_id=principal.tenant_id, limit=page.limit, offset=page.offset)
     return make_page(request, [DatasetRead.model_validate(d) for d in items], total, page)
 
 

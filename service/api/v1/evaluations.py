@@ -30,8 +30,9 @@ router = APIRouter(prefix="/evaluations", tags=["evaluations"], responses=proble
 
 
 @router.post("", status_code=202, response_model=JobRead)
-def create_evaluation(request: Request, body: EvaluationCreate, session: SessionDep, principal: PrincipalDep,
-                 idem: IdempotencyDep):
+def create_evaluation(
+    request: Request, body: EvaluationCreate, session: SessionDep, principal: PrincipalDep, idem: IdempotencyDep
+):
     """Queue an evaluation; answers 202 with the job."""
     if (replay := idem.replay(body)) is not None:
         return replay
@@ -41,13 +42,22 @@ def create_evaluation(request: Request, body: EvaluationCreate, session: Session
     require_dataset(session, principal, body.safety_dataset_id, loc="body.safety_dataset_id")
     require_dataset(session, principal, body.utility_dataset_id, loc="body.utility_dataset_id")
     require_dataset(session, principal, body.suffixes_dataset_id, loc="body.suffixes_dataset_id")
-    return submit_job(request, session, principal, idem, kind="evaluation", body=body, model_id=body.model_id,
-                      collection="evaluations")
+    return submit_job(
+        request,
+        session,
+        principal,
+        idem,
+        kind="evaluation",
+        body=body,
+        model_id=body.model_id,
+        collection="evaluations",
+    )
 
 
 @router.get("", response_model=Page[JobRead])
-def list_evaluations(request: Request, session: SessionDep, principal: PrincipalDep, page: PageDep,
-                filters: JobFiltersDep):
+def list_evaluations(
+    request: Request, session: SessionDep, principal: PrincipalDep, page: PageDep, filters: JobFiltersDep
+):
     """List the tenant's evaluations, newest first, filtered by status, model and creation time."""
     return job_page(request, session, principal, page, filters, kind="evaluation")
 
@@ -71,12 +81,20 @@ def list_evaluation_scores(evaluation_id: uuid.UUID, session: SessionDep, princi
     return [ScoreRead.model_validate(s) for s in queries.list_scores(session, job_id=job.id)]
 
 
-@router.get("/{evaluation_id}/records", response_class=FileResponse, responses={
-    **problem_responses(404, 409),
-    200: {"content": {"application/json": {}}, "description": "Metrics and the per-prompt records (answers, verdicts)."},
-})
-def download_evaluation_records(request: Request, evaluation_id: uuid.UUID, session: SessionDep,
-                                principal: PrincipalDep):
+@router.get(
+    "/{evaluation_id}/records",
+    response_class=FileResponse,
+    responses={
+        **problem_responses(404, 409),
+        200: {
+            "content": {"application/json": {}},
+            "description": "Metrics and the per-prompt records (answers, verdicts).",
+        },
+    },
+)
+def download_evaluation_records(
+    request: Request, evaluation_id: uuid.UUID, session: SessionDep, principal: PrincipalDep
+):
     """Download a succeeded evaluation's full result: metrics plus every prompt's answer and verdict."""
     job = require_succeeded(load_job(session, principal, evaluation_id, kind="evaluation"))
     uris = [score.records_uri for score in queries.list_scores(session, job_id=job.id)]

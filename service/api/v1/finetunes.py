@@ -30,8 +30,9 @@ router = APIRouter(prefix="/finetunes", tags=["finetunes"], responses=problem_re
 
 
 @router.post("", status_code=202, response_model=JobRead)
-def create_finetune(request: Request, body: FinetuneCreate, session: SessionDep, principal: PrincipalDep,
-                 idem: IdempotencyDep):
+def create_finetune(
+    request: Request, body: FinetuneCreate, session: SessionDep, principal: PrincipalDep, idem: IdempotencyDep
+):
     """Queue a fine-tune; answers 202 with the job."""
     if (replay := idem.replay(body)) is not None:
         return replay
@@ -43,13 +44,15 @@ def create_finetune(request: Request, body: FinetuneCreate, session: SessionDep,
             require_dataset(session, principal, uuid.UUID(value), loc=f"body.{name}")
     if body.audit_id is not None:
         require_audit(session, principal, body.audit_id, loc="body.audit_id")
-    return submit_job(request, session, principal, idem, kind="finetune", body=body, model_id=body.model_id,
-                      collection="finetunes")
+    return submit_job(
+        request, session, principal, idem, kind="finetune", body=body, model_id=body.model_id, collection="finetunes"
+    )
 
 
 @router.get("", response_model=Page[JobRead])
-def list_finetunes(request: Request, session: SessionDep, principal: PrincipalDep, page: PageDep,
-                filters: JobFiltersDep):
+def list_finetunes(
+    request: Request, session: SessionDep, principal: PrincipalDep, page: PageDep, filters: JobFiltersDep
+):
     """List the tenant's finetunes, newest first, filtered by status, model and creation time."""
     return job_page(request, session, principal, page, filters, kind="finetune")
 
@@ -76,18 +79,28 @@ def get_finetune_result(finetune_id: uuid.UUID, session: SessionDep, principal: 
     return FinetuneResultRead.model_validate(result)
 
 
-@router.get("/{finetune_id}/model", response_class=StreamingResponse, responses={
-    **problem_responses(404, 409),
-    200: {"content": {"application/x-tar": {}},
-          "description": "The trained model directory (config, tokenizer, safetensors weights) as a tar stream."},
-})
+@router.get(
+    "/{finetune_id}/model",
+    response_class=StreamingResponse,
+    responses={
+        **problem_responses(404, 409),
+        200: {
+            "content": {"application/x-tar": {}},
+            "description": "The trained model directory (config, tokenizer, safetensors weights) as a tar stream.",
+        },
+    },
+)
 def download_finetuned_model(request: Request, finetune_id: uuid.UUID, session: SessionDep, principal: PrincipalDep):
     """Download the fine-tuned model: a tar of a directory that `transformers` (and `ssah audit`) load."""
     job = require_succeeded(load_job(session, principal, finetune_id, kind="finetune"))
     result = queries.get_finetune_result(session, job_id=job.id)
-    directory = tenant_path(request.app.state.settings.artifact_dir, principal.tenant_id,
-                            result.output_model_uri if result else None)
+    directory = tenant_path(
+        request.app.state.settings.artifact_dir, principal.tenant_id, result.output_model_uri if result else None
+    )
     if directory is None or not directory.is_dir():
         raise NotFound(f"the model of finetune {finetune_id} is not available from this server's artifact store")
-    return StreamingResponse(tar_stream(directory), media_type="application/x-tar", headers={
-        "Content-Disposition": f'attachment; filename="finetune-{finetune_id}.tar"'})
+    return StreamingResponse(
+        tar_stream(directory),
+        media_type="application/x-tar",
+        headers={"Content-Disposition": f'attachment; filename="finetune-{finetune_id}.tar"'},
+    )

@@ -16,8 +16,14 @@ router = APIRouter(prefix="/jobs", tags=["jobs"], responses=problem_responses(40
 
 
 @router.get("", response_model=Page[JobRead])
-def list_jobs(request: Request, session: SessionDep, principal: PrincipalDep, page: PageDep,
-              filters: JobFiltersDep, kind: Annotated[JobKindName | None, Query()] = None):
+def list_jobs(
+    request: Request,
+    session: SessionDep,
+    principal: PrincipalDep,
+    page: PageDep,
+    filters: JobFiltersDep,
+    kind: Annotated[JobKindName | None, Query()] = None,
+):
     """List the tenant's jobs of every kind, newest first."""
     return job_page(request, session, principal, page, filters, kind=kind)
 

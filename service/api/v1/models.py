@@ -19,8 +19,9 @@ router = APIRouter(prefix="/models", tags=["models"], responses=problem_response
 
 
 @router.post("", status_code=201, response_model=ModelRead, responses=problem_responses(409))
-def create_model(request: Request, body: ModelCreate, session: SessionDep, principal: PrincipalDep,
-                 idem: IdempotencyDep):
+def create_model(
+    request: Request, body: ModelCreate, session: SessionDep, principal: PrincipalDep, idem: IdempotencyDep
+):
     """Register a model source (allowed by the deployment's model policy) under a name unique to the tenant."""
     if (replay := idem.replay(body)) is not None:
         return replay
@@ -31,8 +32,15 @@ def create_model(request: Request, body: ModelCreate, session: SessionDep, princ
             session.add(model)
     except IntegrityError as exc:
         raise Conflict(f"a model named {body.name!r} already exists") from exc
-    audit_log.record(session, request, principal, action="model.register", resource_type="model",
-                     resource_id=model.id, details={"name": body.name, "source": body.source})
+    audit_log.record(
+        session,
+        request,
+        principal,
+        action="model.register",
+        resource_type="model",
+        resource_id=model.id,
+        details={"name": body.name, "source": body.source},
+    )
     return idem.respond(201, ModelRead.model_validate(model), location=f"/v1/models/{model.id}")
 
 

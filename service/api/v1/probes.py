@@ -30,8 +30,9 @@ router = APIRouter(prefix="/probes", tags=["probes"], responses=problem_response
 
 
 @router.post("", status_code=202, response_model=JobRead, responses=problem_responses(409))
-def create_probe(request: Request, body: ProbeCreate, session: SessionDep, principal: PrincipalDep,
-                 idem: IdempotencyDep):
+def create_probe(
+    request: Request, body: ProbeCreate, session: SessionDep, principal: PrincipalDep, idem: IdempotencyDep
+):
     """Queue a probe of a registered model; answers 202 with the job."""
     if (replay := idem.replay(body)) is not None:
         return replay
@@ -42,13 +43,13 @@ def create_probe(request: Request, body: ProbeCreate, session: SessionDep, princ
             raise Unprocessable.field("body.audit_id", f"audit {body.audit_id} is of another model")
     require_dataset(session, principal, body.harmful_dataset_id, loc="body.harmful_dataset_id")
     require_dataset(session, principal, body.harmless_dataset_id, loc="body.harmless_dataset_id")
-    return submit_job(request, session, principal, idem, kind="probe", body=body, model_id=body.model_id,
-                      collection="probes")
+    return submit_job(
+        request, session, principal, idem, kind="probe", body=body, model_id=body.model_id, collection="probes"
+    )
 
 
 @router.get("", response_model=Page[JobRead])
-def list_probes(request: Request, session: SessionDep, principal: PrincipalDep, page: PageDep,
-                filters: JobFiltersDep):
+def list_probes(request: Request, session: SessionDep, principal: PrincipalDep, page: PageDep, filters: JobFiltersDep):
     """List the tenant's probes, newest first, filtered by status, model and creation time."""
     return job_page(request, session, principal, page, filters, kind="probe")
 
@@ -75,16 +76,21 @@ def get_probe_result(probe_id: uuid.UUID, session: SessionDep, principal: Princi
     return ProbeResultRead.model_validate(result)
 
 
-@router.get("/{probe_id}/direction", response_class=FileResponse, responses={
-    **problem_responses(404, 409),
-    200: {"content": {"application/zip": {}}, "description": "direction.safetensors, direction.json, probe.json."},
-})
+@router.get(
+    "/{probe_id}/direction",
+    response_class=FileResponse,
+    responses={
+        **problem_responses(404, 409),
+        200: {"content": {"application/zip": {}}, "description": "direction.safetensors, direction.json, probe.json."},
+    },
+)
 def download_probe_direction(request: Request, probe_id: uuid.UUID, session: SessionDep, principal: PrincipalDep):
     """Download a succeeded probe's files (the per-layer directions, for `ssah eval --direction`)."""
     job = require_succeeded(load_job(session, principal, probe_id, kind="probe"))
     result = queries.get_probe_result(session, job_id=job.id)
-    path = tenant_file(request.app.state.settings.artifact_dir, principal.tenant_id,
-                       result.artifact_uri if result else None)
+    path = tenant_file(
+        request.app.state.settings.artifact_dir, principal.tenant_id, result.artifact_uri if result else None
+    )
     if path is None:
         raise NotFound(f"the files of probe {probe_id} are not available")
     return FileResponse(path, media_type="application/zip", filename=f"probe-{probe_id}.zip")

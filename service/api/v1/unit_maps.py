@@ -18,8 +18,9 @@ from service.models import UnitMap
 from service.schemas.common import Page, problem_responses
 from service.schemas.results import LayerRead, UnitMapRead
 
-router = APIRouter(prefix="/audits/{audit_id}/unit-map", tags=["unit maps"],
-                   responses=problem_responses(401, 404, 409, 422))
+router = APIRouter(
+    prefix="/audits/{audit_id}/unit-map", tags=["unit maps"], responses=problem_responses(401, 404, 409, 422)
+)
 
 
 def _unit_map(session: Session, principal: Principal, audit_id: uuid.UUID) -> UnitMap:
@@ -35,28 +36,40 @@ def get_unit_map(request: Request, audit_id: uuid.UUID, session: SessionDep, pri
     """Get the summary of a succeeded audit's unit map (units and fractions per class)."""
     unit_map = _unit_map(session, principal, audit_id)
     summary = unit_map.summary
-    available = tenant_file(request.app.state.settings.artifact_dir, principal.tenant_id,
-                              unit_map.artifact_uri) is not None
+    available = (
+        tenant_file(request.app.state.settings.artifact_dir, principal.tenant_id, unit_map.artifact_uri) is not None
+    )
     return UnitMapRead(
-        job_id=unit_map.job_id, classes=summary.get("classes", {}), layer_count=len(summary.get("layers", [])),
-        config=summary.get("config", {}), model=summary.get("model"), data=summary.get("data"),
-        artifact_available=available, created_at=unit_map.created_at,
+        job_id=unit_map.job_id,
+        classes=summary.get("classes", {}),
+        layer_count=len(summary.get("layers", [])),
+        config=summary.get("config", {}),
+        model=summary.get("model"),
+        data=summary.get("data"),
+        artifact_available=available,
+        created_at=unit_map.created_at,
     )
 
 
 @router.get("/layers", response_model=Page[LayerRead])
-def list_unit_map_layers(request: Request, audit_id: uuid.UUID, session: SessionDep, principal: PrincipalDep,
-                         page: PageDep):
+def list_unit_map_layers(
+    request: Request, audit_id: uuid.UUID, session: SessionDep, principal: PrincipalDep, page: PageDep
+):
     """List per-layer unit counts of each class, a page of layers at a time."""
     layers = _unit_map(session, principal, audit_id).summary.get("layers", [])
-    chunk = layers[page.offset:page.offset + page.limit]
-    items = [{**(layer if isinstance(layer, dict) else {"counts": layer}), "index": page.offset + i}
-             for i, layer in enumerate(chunk)]
+    chunk = layers[page.offset : page.offset + page.limit]
+    items = [
+        {**(layer if isinstance(layer, dict) else {"counts": layer}), "index": page.offset + i}
+        for i, layer in enumerate(chunk)
+    ]
     return make_page(request, items, len(layers), page)
 
 
-@router.get("/artifact", response_class=FileResponse,
-            responses={200: {"content": {"application/octet-stream": {}}, "description": "The unit map file."}})
+@router.get(
+    "/artifact",
+    response_class=FileResponse,
+    responses={200: {"content": {"application/octet-stream": {}}, "description": "The unit map file."}},
+)
 def download_unit_map_artifact(request: Request, audit_id: uuid.UUID, session: SessionDep, principal: PrincipalDep):
     """Download the full unit map file written by the audit."""
     unit_map = _unit_map(session, principal, audit_id)
