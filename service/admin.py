@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import typing
 from collections.abc import Sequence
 
 import sqlalchemy as sa
@@ -69,12 +70,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def run_keys_action(action: str, *, tenant: str | None = None, prefix: str | None = None) -> int:
     """Create, revoke or list keys, printing the result; shared by this module and `ssah keys`."""
+    # Both front ends' parsers require --tenant for create and the prefix for revoke.
     for session in session_scope(get_sessionmaker()):
         if action == "create":
-            print(create_api_key(session, tenant))
+            print(create_api_key(session, typing.cast(str, tenant)))
         elif action == "revoke":
             try:
-                revoked = revoke_api_key(session, prefix)
+                revoked = revoke_api_key(session, typing.cast(str, prefix))
             except KeyNotFound as exc:
                 print(f"error: {exc}", file=sys.stderr)
                 return 1

@@ -144,8 +144,8 @@ def count_rows(data: bytes, fmt: str) -> int:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        raise _bad(f"line {line}", f"not UTF-8 text (byte {exc.start})") from exc
+        bad_line = data.count(b"\n", 0, exc.start) + 1
+        raise _bad(f"line {bad_line}", f"not UTF-8 text (byte {exc.start})") from exc
     if fmt == "jsonl":
         rows = 0
         for lineno, line in enumerate(text.splitlines(), 1):

@@ -26,7 +26,7 @@ from service.models import (
 T = TypeVar("T")
 
 
-def paginate(session: Session, stmt: sa.Select[tuple[T]], *, limit: int, offset: int) -> tuple[Sequence[T], int]:
+def paginate(session: Session, stmt: sa.Select[T], *, limit: int, offset: int) -> tuple[Sequence[T], int]:
     """Return one page of ``stmt`` (already ordered) and the total count of its rows."""
     total = session.scalar(sa.select(sa.func.count()).select_from(stmt.order_by(None).subquery())) or 0
     items = session.scalars(stmt.limit(limit).offset(offset)).all()

@@ -18,6 +18,7 @@ import asyncio
 import logging
 import math
 import time
+import typing
 import uuid
 from dataclasses import dataclass, field
 
@@ -101,8 +102,9 @@ class RateLimiter:
 
     def _redis(self) -> aioredis.Redis:
         if self._client is None:
+            # Only called when enabled, i.e. with a url.
             self._client = aioredis.Redis.from_url(
-                self.url, socket_timeout=self.timeout, socket_connect_timeout=self.timeout
+                typing.cast(str, self.url), socket_timeout=self.timeout, socket_connect_timeout=self.timeout
             )
         return self._client
 
@@ -149,7 +151,8 @@ class RateLimiter:
             try:
                 async with self._redis().pipeline(transaction=False) as pipe:
                     # The expiry outlives the window so a late INCRBY never makes an immortal key.
-                    count, _ = await pipe.incrby(counter.key, sending).expire(counter.key, 2 * WINDOW_SECONDS).execute()
+                    # (type: ignore: a pipeline's command returns the pipeline, redis types it as the reply.)
+                    count, _ = await pipe.incrby(counter.key, sending).expire(counter.key, 2 * WINDOW_SECONDS).execute()  # type: ignore[attr-defined]
             except (RedisError, OSError, asyncio.TimeoutError) as exc:
                 counter.pending += sending
                 if now >= self._skip_until:  # one log line per outage, not one per request

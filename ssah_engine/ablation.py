@@ -13,6 +13,7 @@ removes the refusals (docs/evaluation.md). Leaving the context restores every we
 
 from __future__ import annotations
 
+import typing
 from contextlib import contextmanager
 
 import torch
@@ -83,7 +84,9 @@ def compensation_means(unit_map: UnitMap, compensation: str) -> tuple[torch.Tens
         return utility
     tokens = [float(unit_map.data.get(name, {}).get("response_tokens") or 1) for name in ("safety", "utility")]
     share = tokens[0] / (tokens[0] + tokens[1])
-    return tuple(share * s + (1 - share) * u for s, u in zip(safety, utility))
+    return typing.cast(
+        tuple[torch.Tensor, torch.Tensor], tuple(share * s + (1 - share) * u for s, u in zip(safety, utility))
+    )
 
 
 @contextmanager

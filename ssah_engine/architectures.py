@@ -7,6 +7,7 @@ Fused projections (Phi-3's ``qkv_proj`` and ``gate_up_proj``) are described by r
 
 from __future__ import annotations
 
+import typing
 from dataclasses import dataclass
 
 from torch import nn
@@ -154,7 +155,7 @@ def describe(model: nn.Module) -> ModelLayout:
         prefix = f"{layers_path}.{index}."
 
         def row_slice(name: str, offset: int = 0) -> RowSlice:
-            return RowSlice(layer.get_submodule(name), prefix + name, offset)
+            return RowSlice(typing.cast(nn.Linear, layer.get_submodule(name)), prefix + name, offset)
 
         if family.qkv:
             q, k, v = row_slice(family.qkv), row_slice(family.qkv, q_size), row_slice(family.qkv, q_size + kv_size)
@@ -170,11 +171,11 @@ def describe(model: nn.Module) -> ModelLayout:
                 q=q,
                 k=k,
                 v=v,
-                o=layer.get_submodule(family.o),
+                o=typing.cast(nn.Linear, layer.get_submodule(family.o)),
                 o_path=prefix + family.o,
                 gate=gate,
                 up=up,
-                down=layer.get_submodule(family.down),
+                down=typing.cast(nn.Linear, layer.get_submodule(family.down)),
                 down_path=prefix + family.down,
                 head_norms=tuple(_checked_path(layer, prefix, name) for name in family.head_norms),
                 neuron_norms=tuple(_checked_path(layer, prefix, name) for name in family.neuron_norms),

@@ -16,6 +16,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -47,7 +48,7 @@ class LoadOptions:
 @dataclass
 class LoadedModel:
     model: nn.Module
-    tokenizer: object
+    tokenizer: Any  # a transformers tokenizer
     source: str
     resolved: str  # the directory or hub id the weights actually came from
 
@@ -110,7 +111,9 @@ def _from_pretrained(
 ):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    kwargs = dict(trust_remote_code=options.trust_remote_code, local_files_only=options.local_files_only)
+    kwargs: dict[str, Any] = dict(
+        trust_remote_code=options.trust_remote_code, local_files_only=options.local_files_only
+    )
     if revision is not None:
         kwargs["revision"] = revision
     try:
@@ -163,10 +166,10 @@ def _gguf_cache(gguf_path: Path, cache_dir: Path, *, dtype: torch.dtype = torch.
     except (OSError, ValueError) as error:
         raise ModelLoadError(f"could not read GGUF file {gguf_path}: {error}") from error
     # The dequantised weights are plain float32: drop the GGUF marker so they can be saved.
-    model.hf_quantizer = None
+    model.hf_quantizer = None  # type: ignore[assignment]  # a transformers attribute, not a submodule
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    model.to(dtype)
+    model.to(dtype)  # type: ignore[arg-type]  # transformers' decorator hides PreTrainedModel.to's signature
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=".staging-"))
     try:

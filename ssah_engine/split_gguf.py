@@ -79,7 +79,7 @@ def locate_parts(spec: SplitGGUF) -> list[Path]:
             )
         # Found through the distribution's RECORD, not by importing it: a model part runs no code here.
         listed = [f for f in dist.files or () if str(f) == part.file]
-        path = Path(dist.locate_file(listed[0] if listed else part.file))
+        path = Path(dist.locate_file(listed[0] if listed else part.file))  # type: ignore[arg-type]  # a Path at run time
         if not path.is_file():
             raise ModelLoadError(
                 f"{part.package} is installed but {path} is missing; reinstall it: "
@@ -128,10 +128,10 @@ def assemble(spec: SplitGGUF, directory: Path) -> Path:
                 written += copied
             out.flush()
             os.fsync(out.fileno())
-        actual = digest.hexdigest()
-        if actual != spec.sha256:
+        joined_sha256 = digest.hexdigest()
+        if joined_sha256 != spec.sha256:
             raise ModelLoadError(
-                f"refusing {spec.name}: the joined parts have sha256 {actual}, expected {spec.sha256} "
+                f"refusing {spec.name}: the joined parts have sha256 {joined_sha256}, expected {spec.sha256} "
                 f"({written:,} bytes). The packages are not the pinned release; reinstall them: "
                 f"{spec.install_command().replace('--no-deps', '--force-reinstall --no-deps')}"
             )

@@ -21,7 +21,7 @@ from ssah_engine.settings_fields import SettingField, setting_fields
 @functools.cache
 def _nested_model(config_cls: type) -> type[BaseModel]:
     """A nested setting (e.g. ``Cuts``) as a strict object of its own fields; the engine class validates it."""
-    return create_model(
+    return create_model(  # type: ignore[call-overload]  # mypy checks **fields against the __dunder__ keywords
         config_cls.__name__,
         __config__=ConfigDict(extra="forbid"),
         __doc__=config_cls.__doc__,
@@ -31,17 +31,17 @@ def _nested_model(config_cls: type) -> type[BaseModel]:
 
 def _annotation(setting: SettingField) -> Any:
     if dataclasses.is_dataclass(setting.base_type):
-        return _nested_model(setting.base_type)
+        return _nested_model(typing.cast(type, setting.base_type))
     if setting.choices is None:
         return setting.annotation
-    allowed = Literal[setting.choices]  # type: ignore[valid-type]
+    allowed = Literal[setting.choices]  # type: ignore[name-defined]  # the choices are known at run time only
     return allowed | None if setting.optional else allowed
 
 
 def _field(setting: SettingField, extra: dict[str, Any]) -> Any:
     extra = {"description": setting.help, **setting.bounds, **extra}
     if dataclasses.is_dataclass(setting.base_type):  # the nested model, built from the engine's default
-        model = _nested_model(setting.base_type)
+        model = _nested_model(typing.cast(type, setting.base_type))
         return Field(default_factory=functools.partial(model, **dataclasses.asdict(setting.default)), **extra)
     return Field(setting.default, **extra)
 
@@ -69,4 +69,5 @@ def setting_names(config_cls: type, *, exclude: typing.Iterable[str] = ()) -> tu
 def stored_config(config_cls: type, params: dict[str, Any], *, exclude: typing.Iterable[str] = ()):
     """The engine config of a request body or a stored job's parameters (``config_cls.from_dict`` validates)."""
     names = setting_names(config_cls, exclude=exclude)
-    return config_cls.from_dict({name: params[name] for name in names if name in params})
+    from_dict = config_cls.from_dict  # type: ignore[attr-defined]  # every engine config has one
+    return from_dict({name: params[name] for name in names if name in params})

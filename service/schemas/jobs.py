@@ -23,7 +23,7 @@ CANONICAL_CLASS = {"SCU": "SCU", "ESU": "SCU", "UCU": "UCU", "EUU": "UCU", "CU":
 
 
 # What an audit may cost on this service (AuditConfig checks its own bounds).
-AUDIT_LIMITS = {
+AUDIT_LIMITS: dict[str, dict[str, Any]] = {
     "samples": {"le": 100_000, "description": "Pairs per calibration set; see max_samples_per_request."},
     "max_length": {"le": 131_072, "description": "Tokens per pair; see max_sequence_length."},
     "batch_size": {"le": 1024},
@@ -54,7 +54,7 @@ class _AuditJob(BaseModel):
         return stored_config(AuditConfig, self.model_dump(mode="json"))
 
 
-AuditCreate = create_model(
+AuditCreate = create_model(  # type: ignore[call-overload]  # mypy checks **fields against the __dunder__ keywords
     "AuditCreate", __base__=_AuditJob, __module__=__name__, **settings_fields(AuditConfig, limits=AUDIT_LIMITS)
 )
 
@@ -159,7 +159,7 @@ FINETUNE_SERVER_ONLY = ("eval_protocol", "resume", "checkpoint_every", "keep_che
 # Settings that name a dataset: ``builtin:NAME`` or the id of one of the tenant's uploads.
 FINETUNE_DATASET_SETTINGS = ("mix_data", "track_harmful", "track_harmless")
 # What a job may cost on this service (the engine's own bounds are checked by FinetuneConfig).
-FINETUNE_LIMITS = {
+FINETUNE_LIMITS: dict[str, dict[str, Any]] = {
     "epochs": {"le": 100},
     "max_steps": {"le": 1_000_000},
     "batch_size": {"le": 1024},
@@ -201,8 +201,9 @@ class _FinetuneJob(BaseModel):
 
     @model_validator(mode="after")
     def _valid_config(self) -> _FinetuneJob:
-        if self.mode != "full" and self.audit_id is None:
-            raise ValueError(f"mode {self.mode!r} needs audit_id")
+        mode = self.mode  # type: ignore[attr-defined]  # a FinetuneConfig field, added by create_model
+        if mode != "full" and self.audit_id is None:
+            raise ValueError(f"mode {mode!r} needs audit_id")
         self.engine_config()  # the engine's own checks, answered as 422 before the job is queued
         return self
 
@@ -210,7 +211,7 @@ class _FinetuneJob(BaseModel):
         return finetune_config(self.model_dump(mode="json"))
 
 
-FinetuneCreate = create_model(
+FinetuneCreate = create_model(  # type: ignore[call-overload]  # mypy checks **fields against the __dunder__ keywords
     "FinetuneCreate",
     __base__=_FinetuneJob,
     __module__=__name__,
@@ -232,7 +233,7 @@ class ComparisonCreate(BaseModel):
     after_audit_id: uuid.UUID
 
 
-PROBE_LIMITS = {
+PROBE_LIMITS: dict[str, dict[str, Any]] = {
     "ks": {"min_length": 1, "max_length": 16},
     "queries": {"le": 100_000},
     "calibration": {"le": 100_000},
@@ -269,7 +270,7 @@ class _ProbeJob(BaseModel):
         return stored_config(ProbeConfig, self.model_dump(mode="json"))
 
 
-ProbeCreate = create_model(
+ProbeCreate = create_model(  # type: ignore[call-overload]  # mypy checks **fields against the __dunder__ keywords
     "ProbeCreate", __base__=_ProbeJob, __module__=__name__, **settings_fields(ProbeConfig, limits=PROBE_LIMITS)
 )
 

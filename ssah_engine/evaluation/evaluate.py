@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 import time
+import typing
 from collections.abc import Callable
 from datetime import datetime, timezone
+from typing import Any
 
 import torch
 
@@ -78,6 +80,7 @@ def evaluate(
     protocol, data = load_pinned(protocol or Protocol())
     if ablation is None:
         return _evaluate(loaded, protocol, data, progress)
+    assert unit_map is not None  # checked above: an ablation comes with its unit map
     units = ablation.units(unit_map)
     with ablate(loaded.model, unit_map, units, compensation=protocol.ablation_compensation):
         result = _evaluate(loaded, protocol, data, progress)
@@ -171,14 +174,15 @@ def _utility(model, tokenizer, protocol: Protocol, data: dict[str, Dataset]) -> 
         stride=protocol.perplexity_stride,
         batch_size=protocol.batch_size,
     )
-    utility = {
+    utility: dict[str, Any] = {
         "perplexity": measured.perplexity,
         "perplexity_nll": measured.nll,
         "perplexity_tokens": measured.tokens,
         "response_nll": None,
     }
     if "instructions" in data:
-        pairs = [(example.prompt, example.response) for example in data["instructions"].examples]
+        # Loaded with require_response: every example has a response.
+        pairs = [(example.prompt, typing.cast(str, example.response)) for example in data["instructions"].examples]
         utility["response_nll"] = response_nll(
             model, tokenizer, pairs, batch_size=protocol.batch_size, max_length=protocol.response_max_length
         )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import random
+import typing
 from collections.abc import Sequence
 
 Z_95 = 1.959963984540054  # the standard normal's 97.5 % quantile
@@ -32,7 +33,7 @@ def rate_with_interval(values: Sequence[bool]) -> dict | None:
     if not values:
         return None
     k, n = sum(bool(v) for v in values), len(values)
-    low, high = wilson(k, n)
+    low, high = typing.cast(tuple[float, float], wilson(k, n))  # n > 0, so never None
     return {"rate": k / n, "k": k, "n": n, "ci95": [round(low, 6), round(high, 6)]}
 
 

@@ -13,6 +13,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -43,7 +44,7 @@ class JudgeSpec:
 class Judge:
     spec: JudgeSpec
     model: torch.nn.Module
-    tokenizer: object
+    tokenizer: Any  # a transformers tokenizer
     identity: dict = field(default_factory=dict)
 
     def verdicts(self, prompts: Sequence[str], responses: Sequence[str], batch_size: int = 8) -> list[dict]:
@@ -71,7 +72,8 @@ def load_judge(spec: JudgeSpec, device: torch.device | str = "cpu") -> Judge:
         )
     auto = AutoModelForSequenceClassification if spec.kind == "sequence" else AutoModelForCausalLM
     tokenizer = AutoTokenizer.from_pretrained(spec.source)
-    model = auto.from_pretrained(spec.source).to(device).eval()
+    # type: ignore: transformers' decorator hides PreTrainedModel.to's signature.
+    model = auto.from_pretrained(spec.source).to(device).eval()  # type: ignore[arg-type]
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     local = Path(spec.source).expanduser().exists()
@@ -100,7 +102,8 @@ def _sequence_scores(judge: Judge, prompts, responses) -> list[dict]:
         return_tensors="pt",
     ).to(next(model.parameters()).device)
     probabilities = model(**batch).logits.float().softmax(-1).cpu()
-    labels = [model.config.id2label.get(index, f"LABEL_{index}") for index in range(probabilities.shape[1])]
+    # type: ignore: model.config is a transformers config, which nn.Module's __getattr__ types as Tensor | Module.
+    labels = [model.config.id2label.get(index, f"LABEL_{index}") for index in range(probabilities.shape[1])]  # type: ignore[union-attr, operator]
     unsafe = torch.tensor([label in judge.spec.unsafe_labels for label in labels])
     if not unsafe.any():
         raise ValueError(f"judge labels {labels} contain none of the unsafe labels {judge.spec.unsafe_labels}")

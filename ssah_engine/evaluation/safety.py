@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from .generation import encode_rendered, generate_greedy
 from .intervals import rate_with_interval
@@ -150,7 +151,7 @@ def summarize(harmful: list[dict], harmless: list[dict], protocol: Protocol) -> 
 
     def margin_summary(records: list[dict], conditions: Sequence[str]) -> dict:
         margins = [r["margin"] for r in records]
-        summary = {"mean": _mean(margins), "predicted_refusal": _rate([m > 0 for m in margins])}
+        summary: dict[str, Any] = {"mean": _mean(margins), "predicted_refusal": _rate([m > 0 for m in margins])}
         for condition in conditions:
             part = [r["margin"] for r in by(records, condition)]
             summary[condition] = {"mean": _mean(part), "predicted_refusal": _rate([m > 0 for m in part])}

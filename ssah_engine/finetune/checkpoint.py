@@ -44,7 +44,7 @@ def save_checkpoint(out_dir, step: int, model: nn.Module, optimizer, scheduler, 
     staging.mkdir(parents=True)
     weights = {name: p.detach().cpu().contiguous() for name, p in model.named_parameters() if p.requires_grad}
     save_file(weights, str(staging / WEIGHTS_FILE))
-    rng = {"torch": torch.get_rng_state()}
+    rng: dict[str, torch.Tensor | list[torch.Tensor]] = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         rng["cuda"] = torch.cuda.get_rng_state_all()
     state = {

@@ -211,8 +211,8 @@ def build_masks(
             freeze(row_biases[weight], 0, index)
 
     unit_tensors = {weight for weight, _ in frozen_index} | set(row_biases.values())
-    embeddings = {names[id(model.get_input_embeddings().weight)]}
-    output = model.get_output_embeddings()
+    embeddings = {names[id(model.get_input_embeddings().weight)]}  # type: ignore[operator]  # a transformers model's method
+    output = model.get_output_embeddings()  # type: ignore[operator]  # a transformers model's method
     lm_head = {names[id(output.weight)]} if output is not None else set()
     frozen_layer_prefixes = tuple(f"{layout.layers_path}.{layer}." for layer in freeze_layers)
     held_norms: tuple[str, ...] = ()  # module paths + "." of the norms frozen units pass through

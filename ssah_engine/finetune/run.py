@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -146,7 +147,7 @@ def run_finetune(
     if config.reaudit and (unit_map is None or unit_map.z_safety is None):
         raise ValueError("reaudit needs the unit map of a full audit (safety and utility) to compare against")
     if config.reaudit and audit_sets is None:
-        audit_sets = _audit_sets(unit_map)
+        audit_sets = _audit_sets(typing.cast(UnitMap, unit_map))  # checked just above
     mixed = _mix_set(config)
     if mixed is not None:
         dataset = Dataset(f"{dataset.name}+{mixed.name}[{len(mixed)}]", dataset.examples + mixed.examples)
@@ -232,10 +233,11 @@ def run_finetune(
         _write_json(track_path, tracking)
     history = train(model, data, masks, config, out_dir, progress, phases=phases, tracker=tracker)
     model_dir = out_dir / "model"
-    model.save_pretrained(model_dir)
+    model.save_pretrained(model_dir)  # type: ignore[operator]  # a transformers model's method
     tokenizer.save_pretrained(model_dir)
     _write_json(out_dir / LOSS_FILE, history)
     if tracker is not None:
+        assert tracking is not None  # set above whenever there is a tracker
         tracking["stop"] = tracker.stop
         _write_json(out_dir / TRACK_FILE, tracking)
         if tracker.stop:
@@ -255,6 +257,7 @@ def run_finetune(
         from ..classes import Cuts
         from ..transfer import role_transfer
 
+        assert unit_map is not None and audit_sets is not None  # reaudit: checked and set above
         saved = dict(unit_map.config)
         # A unit map from before seeded sampling drew the first N pairs: re-audit it the same way.
         audit_config = AuditConfig(**{"sampling": "first", **saved, "cuts": Cuts(**saved.get("cuts", {}))})
@@ -279,7 +282,7 @@ def _mix_set(config: FinetuneConfig) -> Dataset | None:
         return None
     from ..data import load_dataset
 
-    mixed = load_dataset(config.mix_data, require_response=True)
+    mixed = load_dataset(typing.cast(str, config.mix_data), require_response=True)  # set with mix_pairs
     if len(mixed) < config.mix_pairs:
         raise ValueError(f"mix_data {config.mix_data} has {len(mixed)} pairs, fewer than mix_pairs={config.mix_pairs}")
     return mixed.sample(config.mix_pairs, config.seed)

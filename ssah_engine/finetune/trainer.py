@@ -100,10 +100,12 @@ def train(
     train_all_phases()
     torch.manual_seed(config.seed)
     if device.type == "cuda" and config.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        # type: ignore: a transformers model's method, which nn.Module's __getattr__ types as a Tensor.
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})  # type: ignore[operator]
     optimizer = make_optimizer(model, config)
     scheduler = make_scheduler(optimizer, data.total_steps, config)
     anchor = Anchor(model, config.anchor) if config.anchor else None  # before a checkpoint is loaded
+    history: list[dict]
     start, history = 0, []
     checkpoint = latest_checkpoint(out_dir) if config.resume else None
     if checkpoint is not None:
@@ -155,7 +157,7 @@ def train(
     finally:
         model.eval()
         if device.type == "cuda" and config.gradient_checkpointing:
-            model.gradient_checkpointing_disable()
+            model.gradient_checkpointing_disable()  # type: ignore[operator]  # a transformers model's method
         for parameter in model.parameters():
             parameter.requires_grad_(True)
     return history

@@ -10,6 +10,7 @@ stream the direction interventions act on.
 from __future__ import annotations
 
 import copy
+import typing
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 
@@ -87,7 +88,7 @@ def collect_states(
             raise ValueError("a position lies outside its sequence")
     device = next(model.parameters()).device
     backbone = backbone_of(model, layout)
-    layers = model.get_submodule(layout.layers_path)
+    layers = typing.cast(nn.ModuleList, model.get_submodule(layout.layers_path))
     prefix = min(common_prefix(sequences), min(min(p) for p in positions)) if share_prefix else 0
     order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
     result = torch.empty(len(sequences), layout.num_layers, len(positions[0]), layout.hidden_size)
@@ -126,7 +127,9 @@ def collect_states(
                     **kwargs,
                 )
             if states == "hidden":
-                per_layer = [_gather(hidden, current[0]) for hidden in output.hidden_states[1:]]
+                per_layer = [
+                    _gather(hidden, typing.cast(torch.Tensor, current[0])) for hidden in output.hidden_states[1:]
+                ]
             else:
                 per_layer, kept[:] = list(kept), []
             result[rows] = torch.stack(per_layer, 1)

@@ -9,6 +9,7 @@ Llama-style families only, Gemma's post-norms would rescale the direction back i
 
 from __future__ import annotations
 
+import typing
 from contextlib import contextmanager
 
 import torch
@@ -22,8 +23,8 @@ _GEMMA_WRITERS = ("post_attention_layernorm", "post_feedforward_layernorm")
 def residual_writers(model: nn.Module) -> list[nn.Module]:
     """Every module whose output is added to the residual stream, embeddings first."""
     layout = describe(model)
-    writers = [model.get_input_embeddings()]
-    layers = model.get_submodule(layout.layers_path)
+    writers = [model.get_input_embeddings()]  # type: ignore[operator]  # a transformers model's method
+    layers = typing.cast(nn.ModuleList, model.get_submodule(layout.layers_path))
     gemma = family_of(model).name.startswith("gemma")
     for layer, projections in zip(layers, layout.layers):
         if gemma:
@@ -77,7 +78,7 @@ def add_direction(model: nn.Module, vector: torch.Tensor, layer: int, alpha: flo
     if not 0 <= layer < layout.num_layers:
         raise ValueError(f"layer must be in [0, {layout.num_layers}), got {layer}")
     shift = float(alpha) * vector.detach().float()
-    target = model.get_submodule(layout.layers_path)[layer]
+    target = typing.cast(nn.ModuleList, model.get_submodule(layout.layers_path))[layer]
 
     def add(hidden: torch.Tensor) -> torch.Tensor:
         return hidden + shift.to(device=hidden.device, dtype=hidden.dtype)
@@ -97,7 +98,7 @@ def orthogonalize_weights(model: nn.Module, direction: torch.Tensor) -> nn.Modul
         )
     unit = _unit(direction.detach().double())
     with torch.no_grad():
-        embedding = model.get_input_embeddings().weight
+        embedding = model.get_input_embeddings().weight  # type: ignore[operator]  # a transformers model's method
         r = unit.to(embedding.device)
         embedding.copy_((embedding.double() - (embedding.double() @ r)[:, None] * r).to(embedding.dtype))
         layout = describe(model)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import typing
 from collections.abc import Callable, Iterable
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -218,7 +219,8 @@ def _snip_step(model, layout: ModelLayout, batch: Batch, heads: torch.Tensor, ne
     for index, layer in enumerate(layout.layers):
 
         def saliency(linear: nn.Linear) -> torch.Tensor:
-            return (linear.weight.detach() * linear.weight.grad).abs().double()
+            # The grad is set: the loss was backpropagated above.
+            return (linear.weight.detach() * typing.cast(torch.Tensor, linear.weight.grad)).abs().double()
 
         def rows(part, count: int) -> torch.Tensor:
             return saliency(part.linear)[part.offset : part.offset + count]
