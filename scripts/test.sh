@@ -14,6 +14,11 @@ fi
 . .venv/bin/activate
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 
+echo "== lint, format and type checks"
+python -m ruff check .
+python -m ruff format --check .
+python -m mypy
+
 echo "== fast tests"
 python -m pytest -m "not slow and not gpu" -q --timeout 600 "$@"
 if [ "${SSAH_SKIP_SLOW:-0}" != "1" ]; then
