@@ -9,8 +9,7 @@ from ssah.cli import main
 from ssah_engine.evaluation import DataRef, Protocol
 from ssah_engine.finetune import ParamMasks
 from ssah_engine.testing import tiny_model
-
-from .conftest import write_jsonl
+from tests.engine.conftest import write_jsonl
 
 
 def test_finetune_freeze_with_evaluation_and_reaudit(tmp_path, capsys):

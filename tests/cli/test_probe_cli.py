@@ -10,8 +10,7 @@ from ssah.cli import main
 from ssah.commands.common import CommandError
 from ssah.commands.direction_flags import direction_intervention
 from ssah_engine.testing import tiny_model
-
-from .conftest import write_jsonl
+from tests.engine.conftest import write_jsonl
 
 
 @pytest.fixture

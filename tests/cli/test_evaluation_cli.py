@@ -3,8 +3,7 @@
 import json
 
 from ssah.cli import main
-
-from .conftest import write_jsonl
+from tests.engine.conftest import write_jsonl
 
 
 def test_eval_writes_results_and_a_reusable_protocol(tmp_path, capsys):

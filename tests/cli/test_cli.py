@@ -3,8 +3,7 @@ import json
 import pytest
 
 from ssah.cli import main
-
-from .conftest import write_jsonl
+from tests.engine.conftest import write_jsonl
 
 
 def test_audit_ablate_transfer_on_a_tiny_model(tmp_path, capsys):
