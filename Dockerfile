@@ -16,7 +16,7 @@ COPY ssah_engine ./ssah_engine
 COPY service ./service
 COPY worker ./worker
 COPY migrations ./migrations
-RUN pip install -e . "fsspec" && useradd --create-home ssah && mkdir -p /data/artifacts /cache \
+RUN pip install -e ".[service]" && useradd --create-home ssah && mkdir -p /data/artifacts /cache \
     && chown -R ssah /data /cache
 USER ssah
 EXPOSE 8000

@@ -27,6 +27,30 @@ COMMANDS = (
 )
 
 
+# Packages of the optional extras (pyproject.toml): a command that needs one names the extra to install.
+EXTRA_OF_MODULE = {
+    **dict.fromkeys(
+        (
+            "fastapi",
+            "uvicorn",
+            "sqlalchemy",
+            "alembic",
+            "psycopg",
+            "celery",
+            "redis",
+            "pydantic",
+            "pydantic_settings",
+            "multipart",
+            "prometheus_client",
+            "fsspec",
+        ),
+        "service",
+    ),
+    "lm_eval": "eval",
+    "datasets": "hub",
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ssah", description="Audit LLMs at the level of single neurons and attention heads (SSAH)."
@@ -58,6 +82,15 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except ModuleNotFoundError as error:
+        extra = EXTRA_OF_MODULE.get((error.name or "").split(".")[0])
+        if extra is None:
+            raise
+        print(
+            f"ssah {args.command}: needs the '{extra}' extra: pip install 'ssah-audit[{extra}]' ({error})",
+            file=sys.stderr,
+        )
+        return 2
 
 
 if __name__ == "__main__":

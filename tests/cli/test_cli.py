@@ -60,3 +60,14 @@ def test_bad_cuts_are_refused(tmp_path, capsys):
         main(["audit", "--model", "builtin:tiny-llama", "--cuts", "0.1,2,0.1", "--out", str(tmp_path / "o")])
     assert exit_.value.code == 2
     assert "argument --cuts: cut SCU must be a fraction" in capsys.readouterr().err
+
+
+def test_a_command_whose_extra_is_missing_names_the_extra(monkeypatch, capsys):
+    from ssah.commands import serve
+
+    def without_fastapi(args):
+        raise ModuleNotFoundError("No module named 'fastapi'", name="fastapi")
+
+    monkeypatch.setattr(serve, "run", without_fastapi)
+    assert main(["serve"]) == 2
+    assert "pip install 'ssah-audit[service]'" in capsys.readouterr().err
