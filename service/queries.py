@@ -95,6 +95,51 @@ def pending_jobs(session: Session, *, limit: int, created_before: datetime | Non
     return session.scalars(stmt).all()
 
 
+def running_job_ids(session: Session) -> set[uuid.UUID]:
+    return set(session.scalars(sa.select(Job.id).where(Job.status == JobStatus.running.value)))
+
+
+def next_runnable_job(session: Session, *, stale_before: datetime, orphans: set[uuid.UUID]) -> sa.Row | None:
+    """(id, kind) of the oldest job to run in-process: queued, or running without a heartbeat or left by a dead
+    process (``orphans``)."""
+    return session.execute(
+        sa.select(Job.id, Job.kind)
+        .where(
+            sa.or_(
+                Job.status == JobStatus.queued.value,
+                sa.and_(
+                    Job.status == JobStatus.running.value,
+                    sa.or_(Job.updated_at < stale_before, Job.id.in_(orphans or [None])),
+                ),
+            )
+        )
+        .order_by(Job.created_at)
+        .limit(1)
+    ).first()
+
+
+def queued_jobs_sent_before(session: Session, *, sent_before: datetime) -> Sequence[Job]:
+    """Queued, not cancelled jobs whose message went to the broker before ``sent_before``; locked, skipping rows
+    another reconciler holds."""
+    return session.scalars(
+        sa.select(Job)
+        .where(
+            Job.status == JobStatus.queued.value,
+            Job.cancel_requested.is_(False),
+            Job.enqueued_at < sent_before,
+        )
+        .order_by(Job.created_at)
+        .with_for_update(skip_locked=True)
+    ).all()
+
+
+def running_jobs_silent_since(session: Session, *, silent_since: datetime) -> Sequence[sa.Row]:
+    """(id, kind) of running jobs whose heartbeat stopped before ``silent_since``."""
+    return session.execute(
+        sa.select(Job.id, Job.kind).where(Job.status == JobStatus.running.value, Job.updated_at < silent_since)
+    ).all()
+
+
 def get_model(session: Session, *, tenant_id: uuid.UUID, model_id: uuid.UUID) -> ModelSource | None:
     """Return the tenant's registered model ``model_id``, or None."""
     stmt = sa.select(ModelSource).where(ModelSource.id == model_id, ModelSource.tenant_id == tenant_id)

@@ -11,10 +11,10 @@ import logging
 import threading
 from datetime import timedelta
 
-import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.models import Job, JobStatus, utcnow
+from service import queries
+from service.models import utcnow
 from service.settings import Settings
 from worker.jobs import BODIES
 from worker.runner import run_job
@@ -39,7 +39,7 @@ class EmbeddedWorker(threading.Thread):
     def run(self) -> None:
         # This process owns the database: whatever is "running" now was left by a process that died.
         with self.factory() as session:
-            self._orphans = set(session.scalars(sa.select(Job.id).where(Job.status == JobStatus.running.value)))
+            self._orphans = queries.running_job_ids(session)
         while not self._stop_event.is_set():
             try:
                 ran = self.run_one()
@@ -53,20 +53,7 @@ class EmbeddedWorker(threading.Thread):
         """Run the next job if there is one; return whether one was found."""
         stale = utcnow() - timedelta(seconds=self.settings.stale_seconds)
         with self.factory() as session:
-            row = session.execute(
-                sa.select(Job.id, Job.kind)
-                .where(
-                    sa.or_(
-                        Job.status == JobStatus.queued.value,
-                        sa.and_(
-                            Job.status == JobStatus.running.value,
-                            sa.or_(Job.updated_at < stale, Job.id.in_(self._orphans or [None])),
-                        ),
-                    )
-                )
-                .order_by(Job.created_at)
-                .limit(1)
-            ).first()
+            row = queries.next_runnable_job(session, stale_before=stale, orphans=self._orphans)
         if row is None:
             return False
         takeover = row.id in self._orphans

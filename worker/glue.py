@@ -16,11 +16,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from service import queries
 from service.model_policy import CheckedSource, check_for_tenant
-from service.models import Dataset as DatasetRow
 from service.schemas.engine_settings import stored_config
 from service.schemas.jobs import FINETUNE_DATASET_SETTINGS
 from service.schemas.jobs import finetune_config as stored_finetune_config
@@ -122,9 +121,7 @@ def dataset_file(session: Session, settings: Settings, *, tenant_id: uuid.UUID, 
     extension, so a stable ``<sha256>.<format>`` link sits next to the file (stable: the evaluation
     protocol hash covers the path).
     """
-    row = session.scalars(
-        sa.select(DatasetRow).where(DatasetRow.id == uuid.UUID(str(dataset_id)), DatasetRow.tenant_id == tenant_id)
-    ).one_or_none()
+    row = queries.get_dataset(session, tenant_id=tenant_id, dataset_id=uuid.UUID(str(dataset_id)))
     if row is None:
         raise DatasetError(f"dataset {dataset_id} does not exist (deleted?)")
     stored = (Path(settings.artifact_dir) / row.path).resolve()

@@ -27,12 +27,12 @@ import threading
 from datetime import timedelta
 
 import redis
-import sqlalchemy as sa
 from celery import Celery
 from sqlalchemy.orm import Session, sessionmaker
 
+from service import queries
 from service.jobs import enqueue_pending
-from service.models import Job, JobStatus, utcnow
+from service.models import utcnow
 from service.queue import TASKS, send_job
 from service.redact import redact
 from service.settings import Settings
@@ -79,28 +79,16 @@ def reconcile(session: Session, *, celery: Celery, settings: Settings) -> dict[s
         return counts
     waiting, delivered = held
     now = utcnow()
-    lost_queued = session.scalars(
-        sa.select(Job)
-        .where(
-            Job.status == JobStatus.queued.value,
-            Job.cancel_requested.is_(False),
-            Job.enqueued_at < now - timedelta(seconds=settings.requeue_after_seconds),
-        )
-        .order_by(Job.created_at)
-        .with_for_update(skip_locked=True)
-    ).all()
+    lost_queued = queries.queued_jobs_sent_before(
+        session, sent_before=now - timedelta(seconds=settings.requeue_after_seconds)
+    )
     for job in lost_queued:
         if str(job.id) not in waiting | delivered:
             log.warning("job %s is queued but the broker lost its message; sending it again", job.id)
             send_job(celery, job_id=job.id, kind=job.kind)
             job.enqueued_at = utcnow()
             counts["resent"] += 1
-    orphans = session.execute(
-        sa.select(Job.id, Job.kind).where(
-            Job.status == JobStatus.running.value,
-            Job.updated_at < now - timedelta(seconds=settings.stale_seconds),
-        )
-    ).all()
+    orphans = queries.running_jobs_silent_since(session, silent_since=now - timedelta(seconds=settings.stale_seconds))
     for job_id, kind in orphans:
         if str(job_id) not in waiting:  # a message already waits: a worker will take it over
             log.warning("job %s is running without a heartbeat: its worker died; requeueing it", job_id)
