@@ -25,4 +25,5 @@ if [ "${SSAH_SKIP_SLOW:-0}" != "1" ]; then
   bash scripts/setup.sh --aligned-model  # builtin:qwen2.5-coder-0.5b, for the slow step only
   echo "== slow tests (real model, real processes)"
   python -m pytest -m "slow and not gpu" -q --timeout 1200 "$@"
+  bash scripts/test_floor.sh  # the engine at the oldest transformers pyproject.toml allows
 fi
