@@ -15,7 +15,7 @@ A source is one of
 - an absolute local directory or ``.gguf`` file: allowed only inside ``allowed_local_roots``
   (or the tenant's own artifact folder, where its fine-tunes write models), symlinks resolved.
 Everything else (URLs and schemes, ``..``, relative or ``~`` paths, control characters) is refused.
-``trust_remote_code`` is a deployment setting the worker passes to the loader (``worker/glue.py``).
+``trust_remote_code`` is a deployment setting the worker passes to the loader (``worker/models.py``).
 """
 
 from __future__ import annotations

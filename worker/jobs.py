@@ -14,7 +14,7 @@ from ssah_engine.evaluation import evaluate
 from ssah_engine.finetune import run_finetune
 from ssah_engine.probe import run_probe
 from ssah_engine.transfer import role_transfer
-from worker import glue, results
+from worker import datasets, job_configs, results
 from worker.runner import Body, JobRun
 from worker.store import job_key
 
@@ -22,9 +22,9 @@ from worker.store import job_key
 def audit(run: JobRun) -> None:
     """Label every unit of the model; store the unit map (summary in the database, files as artifacts)."""
     params = run.params
-    safety = run.dataset(params.get("safety_dataset_id"), default=glue.DEFAULT_SAFETY)
-    utility = run.dataset(params.get("utility_dataset_id"), default=glue.DEFAULT_UTILITY)
-    unit_map = run_audit(run.model(), safety, utility, glue.audit_config(params), progress=run.progress)
+    safety = run.dataset(params.get("safety_dataset_id"), default=datasets.DEFAULT_SAFETY)
+    utility = run.dataset(params.get("utility_dataset_id"), default=datasets.DEFAULT_UTILITY)
+    unit_map = run_audit(run.model(), safety, utility, job_configs.audit_config(params), progress=run.progress)
     unit_map.model.update(loaded=run.loaded_model)  # the commit it ran on, in the artifact and the summary
     directory = unit_map.save(run.scratch / "unit_map")
     archive = shutil.make_archive(str(run.scratch / "unit_map"), "zip", directory)
@@ -37,7 +37,7 @@ def audit(run: JobRun) -> None:
 def evaluation(run: JobRun) -> None:
     """Score safety and utility, with classes of an audit's units (or a matched random control) ablated when asked."""
     params = run.params
-    protocol = glue.evaluation_protocol(
+    protocol = job_configs.evaluation_protocol(
         params,
         harmful=run.dataset_path(params.get("safety_dataset_id")),
         instructions=run.dataset_path(params.get("utility_dataset_id")),
@@ -45,7 +45,7 @@ def evaluation(run: JobRun) -> None:
         suffixes=run.dataset_path(params.get("suffixes_dataset_id")),
     )
     loaded = run.model()
-    ablation = glue.ablation_spec(params)
+    ablation = job_configs.ablation_spec(params)
     unit_map = run.unit_map(params["audit_id"]) if ablation else None
     result = evaluate(loaded, protocol, progress=run.progress, ablation=ablation, unit_map=unit_map)  # weights restored
     if ablation:
@@ -65,10 +65,12 @@ def evaluation(run: JobRun) -> None:
 def finetune(run: JobRun) -> None:
     """Fine-tune a private copy of the model; store the loss curve and the trained model."""
     params = run.params
-    config = glue.finetune_config(params, run.dataset_path)
+    config = job_configs.finetune_config(params, run.dataset_path)
     data = run.dataset(params["dataset_id"])
     unit_map = run.unit_map(params["audit_id"]) if params.get("audit_id") else None
-    utility = run.dataset(None, default=glue.DEFAULT_UTILITY) if config.mode == "budget" and unit_map is None else None
+    utility = (
+        run.dataset(None, default=datasets.DEFAULT_UTILITY) if config.mode == "budget" and unit_map is None else None
+    )
     loaded = run.model(fresh=True, dtype="float32")  # trains in place: never the cached copy; fp32 master weights
     out = run.scratch / "finetune"
     result = run_finetune(loaded, data, config, unit_map, out, progress=run.progress, utility=utility)
@@ -95,9 +97,9 @@ def comparison(run: JobRun) -> None:
 def probe(run: JobRun) -> None:
     """Probe the model (distance curves, refusal direction; unit writes per class with an audit); store the result."""
     params = run.params
-    config = glue.probe_config(params)
-    harmful = run.dataset(params.get("harmful_dataset_id"), default=glue.DEFAULT_SAFETY)
-    harmless = run.dataset(params.get("harmless_dataset_id"), default=glue.DEFAULT_UTILITY, require_response=False)
+    config = job_configs.probe_config(params)
+    harmful = run.dataset(params.get("harmful_dataset_id"), default=datasets.DEFAULT_SAFETY)
+    harmless = run.dataset(params.get("harmless_dataset_id"), default=datasets.DEFAULT_UTILITY, require_response=False)
     unit_map = run.unit_map(params["audit_id"]) if params.get("audit_id") else None
     report = run_probe(run.model(), harmful, harmless, config, unit_map=unit_map, progress=run.progress)
     report.data["model"]["loaded"] = run.loaded_model

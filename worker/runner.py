@@ -24,7 +24,7 @@ from service.settings import Settings
 from ssah_engine.data import Dataset, DatasetError
 from ssah_engine.loading import LoadedModel, ModelLoadError, pick_device_and_dtype
 from ssah_engine.unitmap import UnitMap
-from worker import glue
+from worker import datasets, models
 from worker.lifecycle import Cancelled, Claim, Progress, Superseded, claim_job, finish_job, heartbeat
 from worker.model_size import check_model_size
 from worker.provenance import provenance
@@ -77,41 +77,43 @@ class JobRun:
         if dataset_id is None:
             return None
         with self.factory() as session:
-            path, display = glue.dataset_file(
+            path, display = datasets.dataset_file(
                 session, self.settings, tenant_id=self.claim.tenant_id, dataset_id=dataset_id
             )
-        glue.read_dataset(path, display, require_response=False)
+        datasets.read_dataset(path, display, require_response=False)
         return path
 
     def dataset(self, dataset_id: str | None, *, default: str | None = None, require_response: bool = True) -> Dataset:
         """The uploaded dataset ``dataset_id``, or the builtin ``default`` when None."""
         if dataset_id is None:
-            return glue.read_dataset(default, default, require_response=require_response)
+            return datasets.read_dataset(default, default, require_response=require_response)
         with self.factory() as session:
-            path, display = glue.dataset_file(
+            path, display = datasets.dataset_file(
                 session, self.settings, tenant_id=self.claim.tenant_id, dataset_id=dataset_id
             )
-        return glue.read_dataset(path, display, require_response=require_response)
+        return datasets.read_dataset(path, display, require_response=require_response)
 
     def model(self, *, fresh: bool = False, dtype: str | None = None) -> LoadedModel:
         """The job's model from this process's cache; ``fresh`` loads a private copy (for training)."""
         if self.claim.model_source is None:
             raise ModelLoadError(f"job {self.id} has no model (was it deleted?)")
-        registered = glue.checked_source(self.settings, tenant_id=self.claim.tenant_id, source=self.claim.model_source)
+        registered = models.checked_source(
+            self.settings, tenant_id=self.claim.tenant_id, source=self.claim.model_source
+        )
         checked = registered
         if registered.kind == "finetune":  # the tenant's own fine-tune: its directory, checked like any local path
             directory = finetune_model_dir(self.settings.artifact_dir, self.claim.tenant_id, registered.source)
-            checked = glue.checked_source(self.settings, tenant_id=self.claim.tenant_id, source=directory)
+            checked = models.checked_source(self.settings, tenant_id=self.claim.tenant_id, source=directory)
         source = checked.source
         self.progress("loading model", 0.0)
-        options = glue.load_options(self.settings, dtype=dtype)
+        options = models.load_options(self.settings, dtype=dtype)
         check_model_size(checked, self.settings, dtype=str(pick_device_and_dtype(options)[1]).removeprefix("torch."))
         if fresh:
             from ssah_engine.loading import load_model
 
             loaded = load_model(source, options)
         else:
-            loaded = glue.model_cache(self.settings).get(source, options)
+            loaded = models.model_cache(self.settings).get(source, options)
         self.loaded_model = {**provenance(checked), "source": registered.source}  # never the server path
         return loaded
 

@@ -17,7 +17,7 @@ from ssah_engine.finetune import FinetuneConfig
 from ssah_engine.probe import ProbeConfig
 from ssah_engine.settings_fields import setting_fields
 from tests.service.conftest import Tenant_, succeeded_audit
-from worker import glue
+from worker import job_configs
 
 # Every value differs from its default, so a setting dropped anywhere on the way shows.
 FREEZE = {
@@ -108,7 +108,9 @@ def test_cli_and_api_give_the_engine_the_same_config(
     r = client.post("/v1/finetunes", json=body, headers=alice.headers)
     assert r.status_code == 202, r.text
     stored = r.json()["params"]
-    from_api = glue.finetune_config(stored, dataset_path=lambda dataset_id: pytest.fail("no dataset id in settings"))
+    from_api = job_configs.finetune_config(
+        stored, dataset_path=lambda dataset_id: pytest.fail("no dataset id in settings")
+    )
     assert from_api == from_cli
     assert {name: stored[name] for name in values} == values  # the stored params round-trip
 
@@ -122,7 +124,9 @@ def test_an_uploaded_dataset_may_be_named_in_a_setting_and_reaches_the_worker_as
     body = {"model_id": alice_model, "dataset_id": upload, "mix_data": upload, "mix_pairs": 1}
     r = client.post("/v1/finetunes", json=body, headers=alice.headers)
     assert r.status_code == 202, r.text
-    config = glue.finetune_config(r.json()["params"], dataset_path=lambda dataset_id: f"/store/{dataset_id}.jsonl")
+    config = job_configs.finetune_config(
+        r.json()["params"], dataset_path=lambda dataset_id: f"/store/{dataset_id}.jsonl"
+    )
     assert config.mix_data == f"/store/{upload}.jsonl"
 
 
@@ -180,7 +184,7 @@ def test_cli_and_api_give_the_audit_engine_the_same_config(client: TestClient, a
     r = client.post("/v1/audits", json={"model_id": alice_model, **AUDIT}, headers=alice.headers)
     assert r.status_code == 202, r.text
     stored = r.json()["params"]
-    assert glue.audit_config(stored) == from_cli
+    assert job_configs.audit_config(stored) == from_cli
     assert from_cli.cuts.ru == 0.0  # refused by the API before the contract, accepted by engine and CLI
     assert {name: stored[name] for name in AUDIT} == AUDIT
 
@@ -231,7 +235,7 @@ def test_cli_and_api_give_the_probe_engine_the_same_config(client: TestClient, a
     assert set(args.config_fields) == names == set(PROBE)
     r = client.post("/v1/probes", json={"model_id": alice_model, **PROBE}, headers=alice.headers)
     assert r.status_code == 202, r.text
-    assert glue.probe_config(r.json()["params"]) == probe_command.config_from_args(args)
+    assert job_configs.probe_config(r.json()["params"]) == probe_command.config_from_args(args)
 
 
 # The same evaluation in both syntaxes: CLI flags, and the request body's fields.
@@ -274,7 +278,7 @@ def test_cli_and_api_give_the_evaluation_the_same_protocol(client: TestClient, a
     from_cli = build_protocol(build_parser().parse_args(["eval", "--model", "m", "--out", "o", *EVAL_FLAGS]))
     r = client.post("/v1/evaluations", json={"model_id": alice_model, **EVAL_BODY}, headers=alice.headers)
     assert r.status_code == 202, r.text
-    from_api = glue.evaluation_protocol(r.json()["params"], harmful=None, instructions=None, sample_limit=None)
+    from_api = job_configs.evaluation_protocol(r.json()["params"], harmful=None, instructions=None, sample_limit=None)
     assert from_api == from_cli and from_api.hash == from_cli.hash
 
 
@@ -283,7 +287,7 @@ def test_evaluation_defaults_are_the_protocols(client: TestClient, alice: Tenant
 
     r = client.post("/v1/evaluations", json={"model_id": alice_model}, headers=alice.headers)
     stored = r.json()["params"]
-    protocol = glue.evaluation_protocol(stored, harmful=None, instructions=None, sample_limit=None)
+    protocol = job_configs.evaluation_protocol(stored, harmful=None, instructions=None, sample_limit=None)
     assert protocol == Protocol()  # an empty request evaluates exactly as a bare `ssah eval`
     for name in ("max_new_tokens", "batch_size", "prompt_format", "conditions"):
         assert stored[name] == Protocol().to_dict()[name], name

@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from service.models import FinetuneResult
 from tests.worker.conftest import add_dataset, add_job, add_model
 from tests.worker.test_tasks import _run
-from worker import glue
+from worker import job_configs
 
 
 def test_finetune_job_tracks_the_refusal_margin_and_stops(db, tenant, settings, factory, store):
@@ -39,7 +39,7 @@ def test_finetune_job_tracks_the_refusal_margin_and_stops(db, tenant, settings, 
 
 
 def test_finetune_params_reach_the_engine_config():
-    config = glue.finetune_config(
+    config = job_configs.finetune_config(
         {
             "mode": "freeze",
             "setting": "i",

@@ -103,7 +103,7 @@ def test_a_config_declaring_a_huge_model_is_refused_without_loading(
     def never(*args, **kwargs):
         raise AssertionError("the model was loaded")
 
-    monkeypatch.setattr("worker.glue.load_model", never)
+    monkeypatch.setattr("worker.models.load_model", never)
     assert _run(job_id, "audit", settings, factory, store) == "failed"
     error = reload(db, job_id).error
     assert "refused before loading" in error and "B parameters" in error

@@ -6,7 +6,7 @@ import pytest
 
 from service.model_policy import tenant_model_root
 from tests.worker.conftest import add_job, add_model, reload
-from worker import glue, jobs
+from worker import job_configs, jobs, models
 from worker.runner import run_job
 
 AUDIT = {"samples": 4, "method": "wifv", "max_length": 64, "cuts": {"ru": 0.1, "scu": 0.05, "ucu": 0.1}}
@@ -45,22 +45,22 @@ def test_a_symlink_out_of_the_tenants_artifacts_is_refused(db, tenant, settings,
 
 
 def test_allowed_source_accepts_builtins_and_the_tenants_own_models(settings, tenant):
-    assert glue.allowed_source(settings, tenant_id=tenant, source="builtin:tiny-llama") == "builtin:tiny-llama"
+    assert models.allowed_source(settings, tenant_id=tenant, source="builtin:tiny-llama") == "builtin:tiny-llama"
     own = f"{tenant_model_root(settings.artifact_dir, tenant)}/j/finetune/model"
-    assert glue.allowed_source(settings, tenant_id=tenant, source=own) == own
+    assert models.allowed_source(settings, tenant_id=tenant, source=own) == own
 
 
 def test_trust_remote_code_is_off_unless_the_deployment_enables_it(settings):
-    assert glue.load_options(settings).trust_remote_code is False
+    assert models.load_options(settings).trust_remote_code is False
     enabled = settings.model_copy(update={"allow_trust_remote_code": True})
-    assert glue.load_options(enabled).trust_remote_code is True
+    assert models.load_options(enabled).trust_remote_code is True
 
 
 def test_request_limits_reach_the_engine_configs():
-    assert glue.audit_config({"samples": 8, "max_length": 256}).max_length == 256
-    assert glue.audit_config({}).max_length == 512
-    assert glue.finetune_config({"mode": "full", "max_length": 128}, dataset_path=str).max_length == 128
-    capped = glue.evaluation_protocol({"samples": 3}, harmful=None, instructions=None, sample_limit=None)
+    assert job_configs.audit_config({"samples": 8, "max_length": 256}).max_length == 256
+    assert job_configs.audit_config({}).max_length == 512
+    assert job_configs.finetune_config({"mode": "full", "max_length": 128}, dataset_path=str).max_length == 128
+    capped = job_configs.evaluation_protocol({"samples": 3}, harmful=None, instructions=None, sample_limit=None)
     assert capped.harmful.limit == capped.harmless.limit == 3  # `ssah eval --samples`: harmful and harmless
-    worker_cap = glue.evaluation_protocol({"samples": 50}, harmful=None, instructions=None, sample_limit=2)
+    worker_cap = job_configs.evaluation_protocol({"samples": 50}, harmful=None, instructions=None, sample_limit=2)
     assert all(ref.limit <= 2 for ref in worker_cap.datasets().values())  # the worker's own cap still wins

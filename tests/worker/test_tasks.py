@@ -14,7 +14,7 @@ import torch
 from service.models import Comparison, FinetuneResult, Job, Score, UnitMap, utcnow
 from ssah_engine.unitmap import UnitMap as EngineUnitMap
 from tests.worker.conftest import add_dataset, add_job, add_model, reload
-from worker import glue, jobs
+from worker import jobs, models
 from worker.runner import run_job
 
 AUDIT = {"samples": 4, "method": "wifv", "cuts": {"ru": 0.1, "scu": 0.05, "ucu": 0.1}}
@@ -187,7 +187,7 @@ def test_finetune_trains_a_private_copy_and_stores_the_loss_curve(db, tenant, se
     pairs = "".join(json.dumps({"prompt": f"Say {i}.", "response": f"{i} it is."}) + "\n" for i in range(4))
     dataset_id = add_dataset(db, settings, tenant, pairs, name="train.jsonl")
     model_id = add_model(db, tenant)
-    cached = glue.model_cache(settings).get("builtin:tiny-llama", glue.load_options(settings))
+    cached = models.model_cache(settings).get("builtin:tiny-llama", models.load_options(settings))
     before = {name: p.detach().clone() for name, p in cached.model.named_parameters()}
     job_id = add_job(
         db,
