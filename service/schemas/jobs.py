@@ -201,10 +201,9 @@ class _FinetuneJob(BaseModel):
 
     @model_validator(mode="after")
     def _valid_config(self) -> _FinetuneJob:
-        mode = self.mode  # type: ignore[attr-defined]  # a FinetuneConfig field, added by create_model
-        if mode != "full" and self.audit_id is None:
-            raise ValueError(f"mode {mode!r} needs audit_id")
-        self.engine_config()  # the engine's own checks, answered as 422 before the job is queued
+        config = self.engine_config()  # the engine's own checks, answered as 422 before the job is queued
+        if config.mode != "full" and self.audit_id is None:  # the mode as a preset may have set it
+            raise ValueError(f"mode {config.mode!r} needs audit_id")
         return self
 
     def engine_config(self) -> FinetuneConfig:

@@ -11,6 +11,19 @@ FREEZE_RULES = ("function", "rows")  # see masks.build_masks
 SETTINGS = {"i": None, "ii": ("SCU", "CU")}  # setting (i) is SCU + the top of CU, see cu_top
 SCHEDULES = ("cosine", "linear", "constant")
 CU_TOP_OF = ("model", "cu")
+# Named bundles of settings, measured on the aligned builtin (docs/finetune.md, "Keeping the refusals").
+PRESETS = {
+    # Setting (ii) with embeddings, norms and LM head frozen, and 10 refusal pairs in the benign mix.
+    "keep-refusals": {
+        "mode": "freeze",
+        "setting": "ii",
+        "train_embeddings": False,
+        "train_norms": False,
+        "train_lm_head": False,
+        "mix_data": "builtin:align_refusal",
+        "mix_pairs": 10,
+    },
+}
 
 
 def parse_layer_range(text: str) -> tuple[int, ...]:
@@ -34,6 +47,15 @@ def parse_layer_range(text: str) -> tuple[int, ...]:
 class FinetuneConfig:
     """What to train and how; every field is saved with the run so it can be reproduced."""
 
+    preset: str | None = field(
+        default=None,
+        metadata={
+            "help": "keep-refusals: setting (ii), embeddings, norms and LM head frozen, 10 refusal pairs mixed in "
+            "(on the aligned builtin: 19 of 21 refusal openings kept, perplexity 27.2 vs 55.1 for plain fine-tuning; "
+            "docs/finetune.md); fills the settings left at their defaults",
+            "choices": tuple(PRESETS),
+        },
+    )
     mode: str = field(
         default="full",
         metadata={"help": "full | freeze (keep safety units) | budget (train RU only)", "choices": MODES},
@@ -156,6 +178,13 @@ class FinetuneConfig:
     reaudit: bool = field(default=False, metadata={"help": "re-audit the result with the unit map's data and cuts"})
 
     def __post_init__(self):
+        if self.preset is not None:
+            if self.preset not in PRESETS:
+                raise ValueError(f"preset must be one of {', '.join(PRESETS)}, got {self.preset!r}")
+            defaults = {item.name: item.default for item in fields(self)}
+            for name, value in PRESETS[self.preset].items():
+                if getattr(self, name) == defaults[name]:
+                    object.__setattr__(self, name, value)
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
         object.__setattr__(self, "freeze_classes", tuple(canonical_class(name) for name in self.freeze_classes))
@@ -235,8 +264,9 @@ class FinetuneConfig:
         if unknown:
             raise ValueError(f"unknown finetune settings: {', '.join(sorted(unknown))}")
         values = dict(values)
-        if values.get("mode") == "freeze" and not values.get("setting") and not values.get("freeze_classes"):
-            values["setting"] = "i"
+        if values.get("mode") == "freeze" and not (values.get("setting") or values.get("freeze_classes")):
+            if not values.get("preset"):  # a preset brings its own setting
+                values["setting"] = "i"
         return cls(**values)
 
     # Fields that may differ between a run and its resumption without changing the result.

@@ -62,6 +62,7 @@ FREEZE = {
 }
 CLASSES = {"mode": "freeze", "freeze_classes": ["SCU", "UCU"], "lr": 3e-5, "max_steps": 3}
 FULL = {"mode": "full", "epochs": 3}
+PRESET = {"preset": "keep-refusals", "lr": 1e-4}
 
 
 def cli_flags(values: dict) -> list[str]:
@@ -89,10 +90,10 @@ def test_every_engine_setting_is_a_flag_and_a_request_field():
     }
     args = build_parser().parse_args(["finetune", "--model", "m", "--data", "d", "--out", "o"])
     assert set(args.config_fields) == names
-    assert set(FREEZE) | set(FINETUNE_SERVER_ONLY) | {"freeze_classes"} == names  # the test covers every field
+    assert set(FREEZE) | set(FINETUNE_SERVER_ONLY) | set(CLASSES) | set(PRESET) == names  # every field is covered
 
 
-@pytest.mark.parametrize("values", [FREEZE, CLASSES, FULL], ids=["setting", "classes", "full"])
+@pytest.mark.parametrize("values", [FREEZE, CLASSES, FULL, PRESET], ids=["setting", "classes", "full", "preset"])
 def test_cli_and_api_give_the_engine_the_same_config(
     values, client: TestClient, db: Session, alice: Tenant_, alice_model: str
 ):
@@ -103,7 +104,7 @@ def test_cli_and_api_give_the_engine_the_same_config(
         "/v1/datasets", files={"file": ("t.jsonl", b'{"prompt": "a", "response": "b"}\n')}, headers=alice.headers
     ).json()["id"]
     body = {"model_id": alice_model, "dataset_id": dataset, **values}
-    if values["mode"] != "full":
+    if from_cli.mode != "full":
         body["audit_id"] = succeeded_audit(client, db, alice, alice_model)
     r = client.post("/v1/finetunes", json=body, headers=alice.headers)
     assert r.status_code == 202, r.text
@@ -291,3 +292,12 @@ def test_evaluation_defaults_are_the_protocols(client: TestClient, alice: Tenant
     assert protocol == Protocol()  # an empty request evaluates exactly as a bare `ssah eval`
     for name in ("max_new_tokens", "batch_size", "prompt_format", "conditions"):
         assert stored[name] == Protocol().to_dict()[name], name
+
+
+def test_a_preset_that_freezes_needs_an_audit(client: TestClient, alice: Tenant_, alice_model: str):
+    dataset = client.post(
+        "/v1/datasets", files={"file": ("t.jsonl", b'{"prompt": "a", "response": "b"}\n')}, headers=alice.headers
+    ).json()["id"]
+    body = {"model_id": alice_model, "dataset_id": dataset, "preset": "keep-refusals"}
+    r = client.post("/v1/finetunes", json=body, headers=alice.headers)
+    assert r.status_code == 422 and "mode 'freeze' needs audit_id" in r.text
