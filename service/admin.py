@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 import typing
-from collections.abc import Sequence
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -54,23 +52,9 @@ def list_api_keys(session: Session) -> list[tuple[str, str, str, str]]:
     return [(p, t, c.isoformat(), r.isoformat() if r else "") for p, t, c, r in rows]
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``ssah keys ...``; returns the exit status."""
-    parser = argparse.ArgumentParser(prog="ssah", description="Manage SSAH Audit API keys.")
-    sub = parser.add_subparsers(dest="group", required=True)
-    keys = sub.add_parser("keys", help="API keys").add_subparsers(dest="action", required=True)
-    create = keys.add_parser("create", help="create a key for a tenant and print it once")
-    create.add_argument("--tenant", required=True, help="tenant name; created if new")
-    revoke = keys.add_parser("revoke", help="revoke a key by its displayed prefix")
-    revoke.add_argument("prefix")
-    keys.add_parser("list", help="list keys (prefixes only)")
-    args = parser.parse_args(argv)
-    return run_keys_action(args.action, tenant=getattr(args, "tenant", None), prefix=getattr(args, "prefix", None))
-
-
 def run_keys_action(action: str, *, tenant: str | None = None, prefix: str | None = None) -> int:
-    """Create, revoke or list keys, printing the result; shared by this module and `ssah keys`."""
-    # Both front ends' parsers require --tenant for create and the prefix for revoke.
+    """Create, revoke or list keys, printing the result (`ssah keys`, whose parser requires --tenant for
+    create and the prefix for revoke)."""
     for session in session_scope(get_sessionmaker()):
         if action == "create":
             print(create_api_key(session, typing.cast(str, tenant)))
@@ -85,7 +69,3 @@ def run_keys_action(action: str, *, tenant: str | None = None, prefix: str | Non
             for row in list_api_keys(session):
                 print("\t".join(row))
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -15,7 +15,7 @@ from celery.signals import worker_process_init, worker_ready, worker_shutdown
 
 from service import redact
 from service.db import forget_inherited_connections, get_sessionmaker
-from service.queue import make_celery
+from service.queue import TASKS, make_celery
 from service.settings import get_settings
 from worker import jobs
 from worker.reconciler import start_reconciler
@@ -74,31 +74,31 @@ def _run(task, job_id: str, kind: str, body) -> str:
     )
 
 
-@app.task(name="ssah.audit", **RETRY)
+@app.task(name=TASKS["audit"][0], **RETRY)
 def audit(self, job_id: str) -> str:
     """Run audit job ``job_id``."""
     return _run(self, job_id, "audit", jobs.audit)
 
 
-@app.task(name="ssah.evaluation", **RETRY)
+@app.task(name=TASKS["evaluation"][0], **RETRY)
 def evaluation(self, job_id: str) -> str:
     """Run evaluation job ``job_id``."""
     return _run(self, job_id, "evaluation", jobs.evaluation)
 
 
-@app.task(name="ssah.finetune", **RETRY)
+@app.task(name=TASKS["finetune"][0], **RETRY)
 def finetune(self, job_id: str) -> str:
     """Run fine-tune job ``job_id``."""
     return _run(self, job_id, "finetune", jobs.finetune)
 
 
-@app.task(name="ssah.comparison", **RETRY)
+@app.task(name=TASKS["comparison"][0], **RETRY)
 def comparison(self, job_id: str) -> str:
     """Run comparison job ``job_id``."""
     return _run(self, job_id, "comparison", jobs.comparison)
 
 
-@app.task(name="ssah.probe", **RETRY)
+@app.task(name=TASKS["probe"][0], **RETRY)
 def probe(self, job_id: str) -> str:
     """Run probe job ``job_id``."""
     return _run(self, job_id, "probe", jobs.probe)

@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from service import admin
 from service.admin import KeyNotFound, revoke_api_key
+from ssah import cli
 from tests.service.conftest import Tenant_
 
 
@@ -106,13 +107,13 @@ def test_admin_cli_creates_lists_and_revokes(
     capsys: pytest.CaptureFixture[str],
 ):
     monkeypatch.setattr(admin, "get_sessionmaker", lambda: session_factory)
-    assert admin.main(["keys", "create", "--tenant", "acme"]) == 0
+    assert cli.main(["keys", "create", "--tenant", "acme"]) == 0
     key = capsys.readouterr().out.strip()
     assert key.startswith("ssah_") and len(key) > 40
     assert client.get("/v1/jobs", headers={"Authorization": f"Bearer {key}"}).status_code == 200
-    assert admin.main(["keys", "list"]) == 0
+    assert cli.main(["keys", "list"]) == 0
     listed = capsys.readouterr().out
     assert key[:13] in listed and "acme" in listed and key not in listed
-    assert admin.main(["keys", "revoke", key[:13]]) == 0
+    assert cli.main(["keys", "revoke", key[:13]]) == 0
     assert client.get("/v1/jobs", headers={"Authorization": f"Bearer {key}"}).status_code == 401
-    assert admin.main(["keys", "revoke", key[:13]]) == 1
+    assert cli.main(["keys", "revoke", key[:13]]) == 1
