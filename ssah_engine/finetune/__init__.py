@@ -5,7 +5,7 @@ frozen rows and columns bit-identical under AdamW (weight decay and momentum inc
 Names load on first use, so ``FinetuneConfig`` (command-line flags, API schemas) comes without torch.
 """
 
-import importlib
+from ..lazy_exports import lazy_getattr
 
 _EXPORTS = {
     "FREEZE_RULES": ".config",
@@ -25,9 +25,4 @@ _EXPORTS = {
     "RefusalTracker": ".tracking",
 }
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(_EXPORTS[name], __name__), name)
+__getattr__ = lazy_getattr(__name__, _EXPORTS)

@@ -3,7 +3,7 @@
 Names load on first use, so ``ProbeConfig`` (command-line flags, API schemas) comes without torch.
 """
 
-import importlib
+from ..lazy_exports import lazy_getattr
 
 _EXPORTS = {
     "ProbeConfig": ".config",
@@ -18,9 +18,4 @@ _EXPORTS = {
     "run_probe": ".run",
 }
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(_EXPORTS[name], __name__), name)
+__getattr__ = lazy_getattr(__name__, _EXPORTS)
