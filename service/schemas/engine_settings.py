@@ -11,9 +11,9 @@ from __future__ import annotations
 import dataclasses
 import functools
 import typing
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
 from ssah_engine.settings_fields import SettingField, setting_fields
 
@@ -71,3 +71,34 @@ def stored_config(config_cls: type, params: dict[str, Any], *, exclude: typing.I
     names = setting_names(config_cls, exclude=exclude)
     from_dict = config_cls.from_dict  # type: ignore[attr-defined]  # every engine config has one
     return from_dict({name: params[name] for name in names if name in params})
+
+
+class EngineJob(BaseModel):
+    """A job body whose settings are the fields of ``engine_config_class`` (less ``server_only``).
+
+    Subclasses declare the row ids a job names; ``job_schema`` adds the settings. The engine's own
+    validator runs on every body, so what it would refuse is a 422 before the job is queued.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    engine_config_class: ClassVar[type]
+    server_only: ClassVar[tuple[str, ...]] = ()
+
+    @model_validator(mode="after")
+    def _valid_config(self) -> EngineJob:
+        self.check(self.engine_config())
+        return self
+
+    def check(self, config: Any) -> None:
+        """What the job needs beyond its config's own checks (e.g. an audit for freeze mode)."""
+
+    def engine_config(self) -> Any:
+        return stored_config(self.engine_config_class, self.model_dump(mode="json"), exclude=self.server_only)
+
+
+def job_schema(name: str, base: type[EngineJob], *, limits: dict[str, dict[str, Any]], module: str) -> Any:
+    """The request model ``name``: ``base``'s fields and every setting of its engine config, capped by ``limits``.
+
+    Typed ``Any``: the class is built at import time, so a type checker cannot see its fields."""
+    settings = settings_fields(base.engine_config_class, exclude=base.server_only, limits=limits)
+    return create_model(name, __base__=base, __module__=module, **settings)  # type: ignore[call-overload]

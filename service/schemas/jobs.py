@@ -6,14 +6,14 @@ import uuid
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ssah_engine.audit_config import AuditConfig
 from ssah_engine.data.builtin import BUILTIN_PREFIX, builtin_names
 from ssah_engine.finetune import FinetuneConfig
 from ssah_engine.probe import ProbeConfig
 
-from .engine_settings import settings_fields, stored_config
+from .engine_settings import EngineJob, job_schema, stored_config
 
 JobKindName = Literal["audit", "evaluation", "finetune", "comparison", "probe"]
 JobStatusName = Literal["queued", "running", "succeeded", "failed", "cancelled"]
@@ -32,31 +32,21 @@ AUDIT_LIMITS: dict[str, dict[str, Any]] = {
 }
 
 
-class _AuditJob(BaseModel):
+class _AuditJob(EngineJob):
     """Find the safety-critical, utility-critical, complex and redundant units of a model.
 
     Every other field is a setting of ``AuditConfig``, with the names, defaults and meaning of
     ``ssah audit``'s flags.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    engine_config_class = AuditConfig
 
     model_id: uuid.UUID
     safety_dataset_id: uuid.UUID | None = Field(None, description="Absent: the built-in safety set.")
     utility_dataset_id: uuid.UUID | None = Field(None, description="Absent: the built-in utility set.")
 
-    @model_validator(mode="after")
-    def _valid_config(self) -> _AuditJob:
-        self.engine_config()  # the engine's own checks (cuts in [0, 1), flap only with wifv ...) as a 422
-        return self
 
-    def engine_config(self) -> AuditConfig:
-        return stored_config(AuditConfig, self.model_dump(mode="json"))
-
-
-AuditCreate = create_model(  # type: ignore[call-overload]  # mypy checks **fields against the __dunder__ keywords
-    "AuditCreate", __base__=_AuditJob, __module__=__name__, **settings_fields(AuditConfig, limits=AUDIT_LIMITS)
-)
+AuditCreate = job_schema("AuditCreate", _AuditJob, limits=AUDIT_LIMITS, module=__name__)
 
 
 class EvaluationCreate(BaseModel):
@@ -174,14 +164,15 @@ FINETUNE_LIMITS: dict[str, dict[str, Any]] = {
 }
 
 
-class _FinetuneJob(BaseModel):
+class _FinetuneJob(EngineJob):
     """Fine-tune a model; ``freeze`` and ``budget`` keep an audit's safety units intact.
 
     Every other field is a setting of ``FinetuneConfig``, with the names, defaults and meaning of
     ``ssah finetune``'s flags.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    engine_config_class = FinetuneConfig
+    server_only = FINETUNE_SERVER_ONLY
 
     model_id: uuid.UUID
     dataset_id: uuid.UUID
@@ -199,23 +190,12 @@ class _FinetuneJob(BaseModel):
         except ValueError:
             raise ValueError(f"name a dataset as builtin:NAME or by its id, got {value!r}") from None
 
-    @model_validator(mode="after")
-    def _valid_config(self) -> _FinetuneJob:
-        config = self.engine_config()  # the engine's own checks, answered as 422 before the job is queued
+    def check(self, config: FinetuneConfig) -> None:
         if config.mode != "full" and self.audit_id is None:  # the mode as a preset may have set it
             raise ValueError(f"mode {config.mode!r} needs audit_id")
-        return self
-
-    def engine_config(self) -> FinetuneConfig:
-        return finetune_config(self.model_dump(mode="json"))
 
 
-FinetuneCreate = create_model(  # type: ignore[call-overload]  # mypy checks **fields against the __dunder__ keywords
-    "FinetuneCreate",
-    __base__=_FinetuneJob,
-    __module__=__name__,
-    **settings_fields(FinetuneConfig, exclude=FINETUNE_SERVER_ONLY, limits=FINETUNE_LIMITS),
-)
+FinetuneCreate = job_schema("FinetuneCreate", _FinetuneJob, limits=FINETUNE_LIMITS, module=__name__)
 
 
 def finetune_config(params: dict[str, Any]) -> FinetuneConfig:
@@ -241,14 +221,14 @@ PROBE_LIMITS: dict[str, dict[str, Any]] = {
 }
 
 
-class _ProbeJob(BaseModel):
+class _ProbeJob(EngineJob):
     """The paper's reasoning-direction probe, the refusal direction and (with audit_id) unit writes along it.
 
     Every other field is a setting of ``ProbeConfig``, with the names, defaults and meaning of
     ``ssah probe``'s flags.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    engine_config_class = ProbeConfig
 
     model_id: uuid.UUID
     audit_id: uuid.UUID | None = Field(None, description="A succeeded audit of this model: unit writes per class.")
@@ -260,18 +240,8 @@ class _ProbeJob(BaseModel):
         None, description="Harmless calibration prompts; absent: builtin utility set."
     )
 
-    @model_validator(mode="after")
-    def _valid_config(self) -> _ProbeJob:
-        self.engine_config()  # the engine's checks (ks increasing, at most 64 ...) as a 422
-        return self
 
-    def engine_config(self) -> ProbeConfig:
-        return stored_config(ProbeConfig, self.model_dump(mode="json"))
-
-
-ProbeCreate = create_model(  # type: ignore[call-overload]  # mypy checks **fields against the __dunder__ keywords
-    "ProbeCreate", __base__=_ProbeJob, __module__=__name__, **settings_fields(ProbeConfig, limits=PROBE_LIMITS)
-)
+ProbeCreate = job_schema("ProbeCreate", _ProbeJob, limits=PROBE_LIMITS, module=__name__)
 
 
 class JobRead(BaseModel):

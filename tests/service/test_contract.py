@@ -281,6 +281,7 @@ def test_cli_and_api_give_the_evaluation_the_same_protocol(client: TestClient, a
     assert r.status_code == 202, r.text
     from_api = job_configs.evaluation_protocol(r.json()["params"], harmful=None, instructions=None, sample_limit=None)
     assert from_api == from_cli and from_api.hash == from_cli.hash
+    assert {name: r.json()["params"][name] for name in EVAL_BODY} == EVAL_BODY  # the stored params round-trip
 
 
 def test_evaluation_defaults_are_the_protocols(client: TestClient, alice: Tenant_, alice_model: str):
