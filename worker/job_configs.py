@@ -54,14 +54,13 @@ def evaluation_protocol(
     if suffixes:
         changes["suffixes"] = DataRef(suffixes)
     protocol = Protocol.from_dict(changes)
+    if params.get("samples"):
+        protocol = protocol.with_samples(int(params["samples"]))
     refs = protocol.datasets()
     if harmful:
-        refs["harmful"] = DataRef(harmful)
+        refs["harmful"] = DataRef(harmful, refs["harmful"].limit)  # keeps the samples cap
     if instructions:
         refs["instructions"] = DataRef(instructions, refs["instructions"].limit)
-    if params.get("samples"):
-        for name in ("harmful", "harmless"):
-            refs[name] = DataRef(refs[name].source, int(params["samples"]))
     if sample_limit:
         refs = {name: DataRef(ref.source, min(ref.limit or sample_limit, sample_limit)) for name, ref in refs.items()}
     extra = {"zero_shot_limit": min(protocol.zero_shot_limit or sample_limit, sample_limit)} if sample_limit else {}

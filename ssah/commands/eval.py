@@ -102,10 +102,6 @@ def build_protocol(args: argparse.Namespace):
     for name, flag in (("harmful", args.harmful), ("harmless", args.harmless), ("benign_text", args.benign_text)):
         if flag:
             changes[name] = DataRef(flag, getattr(protocol, name).limit)
-    if args.samples is not None:
-        for name in ("harmful", "harmless"):
-            ref = changes.get(name, getattr(protocol, name))
-            changes[name] = DataRef(ref.source, args.samples, ref.sha256 if ref.limit == args.samples else "")
     for name in ("max_new_tokens", "batch_size"):
         if getattr(args, name) is not None:
             changes[name] = getattr(args, name)
@@ -130,7 +126,8 @@ def build_protocol(args: argparse.Namespace):
         changes["zero_shot_tasks"] = tuple(part.strip() for part in args.zero_shot_tasks.split(",") if part.strip())
     if args.judge:
         changes["judge"] = JudgeSpec(args.judge, kind=args.judge_kind)
-    return protocol.replace(**changes)
+    protocol = protocol.replace(**changes)
+    return protocol if args.samples is None else protocol.with_samples(args.samples)
 
 
 def result_table(result: dict) -> str:

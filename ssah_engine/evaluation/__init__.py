@@ -14,7 +14,7 @@ from .intervals import paired_bootstrap, wilson
 from .judge import Judge, JudgeSpec, load_judge
 from .margin import opening_ids, opening_logprobs, refusal_margins
 from .perplexity import Perplexity, perplexity
-from .protocol import LLAMA2_SYSTEM_PROMPT, PROMPT_FORMATS, DataRef, EvalProtocol, Protocol, comparable, protocol_hash
+from .protocol import LLAMA2_SYSTEM_PROMPT, PROMPT_FORMATS, DataRef, Protocol, comparable, protocol_hash
 from .refusal import RULES, RefusalRule, get_rule
 
 __all__ = [
@@ -25,7 +25,6 @@ __all__ = [
     "wilson",
     "RULES",
     "DataRef",
-    "EvalProtocol",
     "Judge",
     "JudgeSpec",
     "Perplexity",

@@ -243,8 +243,15 @@ class Protocol:
     def replace(self, **changes) -> "Protocol":
         return replace(self, **changes)
 
-
-EvalProtocol = Protocol
+    def with_samples(self, samples: int) -> "Protocol":
+        """The first ``samples`` harmful and ``samples`` harmless prompts: what ``samples`` means in
+        ``ssah eval --samples`` and in an evaluation request (a pinned hash stays when the count does)."""
+        return self.replace(
+            **{
+                name: DataRef(ref.source, samples, ref.sha256 if ref.limit == samples else "")
+                for name, ref in (("harmful", self.harmful), ("harmless", self.harmless))
+            }
+        )
 
 
 def protocol_hash(item) -> str:

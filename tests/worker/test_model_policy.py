@@ -64,3 +64,10 @@ def test_request_limits_reach_the_engine_configs():
     assert capped.harmful.limit == capped.harmless.limit == 3  # `ssah eval --samples`: harmful and harmless
     worker_cap = job_configs.evaluation_protocol({"samples": 50}, harmful=None, instructions=None, sample_limit=2)
     assert all(ref.limit <= 2 for ref in worker_cap.datasets().values())  # the worker's own cap still wins
+
+
+def test_samples_cap_an_uploaded_harmful_set_too():
+    protocol = job_configs.evaluation_protocol(
+        {"samples": 4}, harmful="/data/h.jsonl", instructions=None, sample_limit=None
+    )
+    assert (protocol.harmful.source, protocol.harmful.limit, protocol.harmless.limit) == ("/data/h.jsonl", 4, 4)
