@@ -2,7 +2,9 @@
 
 Prompts are rendered through the chat template, sorted by length (so little compute goes to
 padding), left padded with an attention mask, and decoded greedily. Position ids follow the
-attention mask, so a padded row sees the same positions as the prompt run alone.
+attention mask, so a padded row sees the same positions as the prompt run alone. The tokens every
+prompt opens with (the system turn) run once: each batch starts from a copy of their cache, and
+its padding sits between that prefix and each prompt's own tokens, masked out.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from collections.abc import Callable, Sequence
 import torch
 
 from ..encoding import prompt_text
+from ..kv_cache import SharedPrefix, cache_argument
 from ..special_tokens import encode_text
 
 logger = logging.getLogger(__name__)
@@ -38,6 +41,15 @@ def left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, 
             input_ids[index, width - len(row) :] = torch.tensor(row, dtype=torch.long)
             attention_mask[index, width - len(row) :] = 1
     return input_ids, attention_mask
+
+
+def prefixed_batch(
+    prefix: SharedPrefix, rows: Sequence[Sequence[int]], pad_id: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Whole prompts as ``(input_ids, attention_mask)``: the shared prefix, then each row's rest left padded."""
+    rest, rest_mask = left_pad([row[prefix.length :] for row in rows], pad_id)
+    shared = torch.tensor([prefix.tokens] * len(rows), dtype=torch.long).reshape(len(rows), prefix.length)
+    return torch.cat([shared, rest], 1), torch.cat([torch.ones_like(shared), rest_mask], 1)
 
 
 def _pad_id(tokenizer, model) -> int:
@@ -78,6 +90,7 @@ def generate_greedy_ids(
     *,
     max_new_tokens: int,
     batch_size: int = 8,
+    share_prefix: bool = True,
     progress: Callable[[int], None] | None = None,
 ) -> list[list[int]]:
     """Greedy new token ids of each prompt, cut before the first end-of-sequence token, in input order."""
@@ -86,12 +99,17 @@ def generate_greedy_ids(
     device = next(model.parameters()).device
     order = sorted(range(len(prompt_ids)), key=lambda index: len(prompt_ids[index]))
     results: list[list[int]] = [[] for _ in prompt_ids]
+    if not prompt_ids:
+        return results
+    prefix = SharedPrefix(model, prompt_ids, enabled=share_prefix, extra_tokens=max_new_tokens)
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
-        input_ids, attention_mask = left_pad([prompt_ids[index] for index in chunk], pad_id)
+        input_ids, attention_mask = prefixed_batch(prefix, [prompt_ids[index] for index in chunk], pad_id)
+        cache = prefix.copies(len(chunk))
         output = model.generate(
             input_ids=input_ids.to(device),
             attention_mask=attention_mask.to(device),
+            **({cache_argument(model): cache} if cache is not None else {}),
             do_sample=False,
             num_beams=1,
             max_new_tokens=max_new_tokens,

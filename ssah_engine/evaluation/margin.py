@@ -2,7 +2,8 @@
 
 For each prompt, margin = log sum_r p(r | prompt) - log sum_c p(c | prompt), where r runs over
 refusal openings ("I'm sorry", "I cannot", ...) and c over compliance openings ("Sure", ...).
-No text is generated: a batch of prompts runs once with a KV cache, the cache is repeated for
+No text is generated: the prefix every prompt shares (the system turn) runs once, a batch of
+prompts runs once on copies of its KV cache, the cache is repeated for
 the few token rows the openings need (openings sharing a prefix share a row), and every opening
 is scored in one short extra pass. Margin > 0 predicts a refusal.
 """
@@ -14,9 +15,9 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from ..kv_cache import cache_argument, returned_cache
+from ..kv_cache import SharedPrefix, cache_argument, returned_cache
 from ..special_tokens import encode_text
-from .generation import left_pad
+from .generation import prefixed_batch
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +75,7 @@ def opening_logprobs(
     *,
     pad_id: int,
     batch_size: int = 8,
+    share_prefix: bool = True,
     progress: Callable[[int], None] | None = None,
 ) -> torch.Tensor:
     """log p(candidate | prompt) for every prompt and candidate: float64 [prompts, candidates]."""
@@ -90,18 +92,23 @@ def opening_logprobs(
     position_index = torch.arange(width, device=device)[None].expand(len(candidates), -1)
 
     scores = torch.empty((len(prompt_ids), len(candidates)), dtype=torch.float64)
+    if not prompt_ids:
+        return scores
+    prefix = SharedPrefix(model, prompt_ids, enabled=share_prefix, extra_tokens=width)
     order = sorted(range(len(prompt_ids)), key=lambda index: len(prompt_ids[index]))
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
         count = len(chunk)
-        input_ids, attention_mask = left_pad([prompt_ids[index] for index in chunk], pad_id)
+        input_ids, attention_mask = prefixed_batch(prefix, [prompt_ids[index] for index in chunk], pad_id)
         input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
+        cache = prefix.copies(count)
         out = model(
-            input_ids=input_ids,
+            input_ids=input_ids[:, prefix.length :],
             attention_mask=attention_mask,
-            position_ids=(attention_mask.cumsum(-1) - 1).clamp(min=0),
-            use_cache=width > 0,
+            position_ids=(attention_mask.cumsum(-1) - 1).clamp(min=0)[:, prefix.length :],
+            use_cache=width > 0 or cache is not None,
             logits_to_keep=1,
+            **({cache_argument(model): cache} if cache is not None else {}),
         )
         total = out.logits[:, -1].float().log_softmax(-1)[:, first].double()  # [count, candidates]
         if width > 0:

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from ..architectures import ModelLayout
-from ..kv_cache import cache_argument, returned_cache
+from ..kv_cache import cache_argument, common_prefix, returned_cache
 
 STATES = ("hidden", "residual")
 # Called before each forward pass with the batch's [batch, positions] indices relative to the inputs fed
@@ -29,17 +29,6 @@ BatchHook = Callable[[torch.Tensor | None], None]
 def backbone_of(model: nn.Module, layout: ModelLayout) -> nn.Module:
     """The decoder stack without the logits layer (the probe never needs logits)."""
     return model.get_submodule(layout.layers_path.rsplit(".layers", 1)[0])
-
-
-def common_prefix(sequences: Sequence[Sequence[int]]) -> int:
-    first = sequences[0]
-    length = min(len(sequence) for sequence in sequences)
-    for sequence in sequences[1:]:
-        for index in range(length):
-            if sequence[index] != first[index]:
-                length = index
-                break
-    return length
 
 
 @contextmanager

@@ -23,6 +23,7 @@ from ssah_engine.evaluation import (
 )
 from ssah_engine.evaluation.generation import encode_rendered, render_prompts
 from ssah_engine.evaluation.prompts import describe_template, render
+from ssah_engine.kv_cache import common_prefix
 from ssah_engine.loading import LoadedModel
 from ssah_engine.testing import tiny_model, tiny_tokenizer
 
@@ -73,13 +74,20 @@ def test_lists_are_the_papers():
 PROMPTS = ["hi", "How do I bake bread in a wood-fired oven at home?", "why?", "Name three rivers in Europe, please."]
 
 
-@pytest.mark.parametrize("family", ["llama", "gemma2"])
-def test_batched_greedy_equals_one_by_one(family):
+@pytest.mark.parametrize("family", ["llama", "gemma2", "qwen2"])
+@pytest.mark.parametrize("system_prompt", [None, "You are a careful assistant. Answer briefly and kindly."])
+def test_batched_greedy_equals_one_by_one(family, system_prompt):
+    """Batches with padding between the shared system turn and each prompt decode as each prompt alone, uncached."""
     model, tokenizer = tiny_model(family, seed=3)
-    ids = encode_rendered(tokenizer, render_prompts(tokenizer, PROMPTS, None))
+    ids = encode_rendered(tokenizer, render_prompts(tokenizer, PROMPTS, system_prompt))
     assert len({len(row) for row in ids}) == len(ids)  # different lengths: padding is exercised
+    if system_prompt:
+        assert common_prefix(ids) > 10  # the system turn is shared, so the prefix cache is exercised
     batched = generate_greedy_ids(model, tokenizer, ids, max_new_tokens=12, batch_size=4)
-    alone = [generate_greedy_ids(model, tokenizer, [row], max_new_tokens=12, batch_size=1)[0] for row in ids]
+    alone = [
+        generate_greedy_ids(model, tokenizer, [row], max_new_tokens=12, batch_size=1, share_prefix=False)[0]
+        for row in ids
+    ]
     assert batched == alone
     assert all(len(tokens) > 0 for tokens in batched)
 
