@@ -12,21 +12,38 @@ import numpy as np
 
 @dataclass(frozen=True)
 class Example:
-    """One prompt, with the response to score or train on (None for prompt-only sets)."""
+    """One prompt, with the response to score or train on (None for prompt-only sets).
+
+    ``id`` and ``category`` are a benchmark's own labels (HarmBench ``BehaviorID``, JailbreakBench
+    ``Category``...), carried to every evaluation record so results can be broken down by them.
+    """
 
     prompt: str
     response: str | None = None
+    id: str | None = None
+    category: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.prompt, str):
             raise TypeError(f"Example.prompt must be a str, got {type(self.prompt).__name__}")
-        if self.response is not None and not isinstance(self.response, str):
-            raise TypeError(f"Example.response must be a str or None, got {type(self.response).__name__}")
+        for name in ("response", "id", "category"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, str):
+                raise TypeError(f"Example.{name} must be a str or None, got {type(value).__name__}")
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        """The labels that are set (``id``, ``category``); empty for a plain prompt."""
+        return {name: value for name in ("id", "category") if (value := getattr(self, name)) is not None}
 
 
 def content_sha256(examples: Iterable[Example]) -> str:
-    """Hash of the canonical content, so the same examples hash the same from any file format."""
-    canonical = [[ex.prompt, ex.response] for ex in examples]
+    """Hash of the canonical content, so the same examples hash the same from any file format.
+
+    An example's labels count only when it has some, so sets without labels keep the hash they had
+    before labels existed (pinned protocols stay valid).
+    """
+    canonical = [[ex.prompt, ex.response, ex.metadata] if ex.metadata else [ex.prompt, ex.response] for ex in examples]
     text = json.dumps(canonical, sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 

@@ -11,21 +11,20 @@ import io
 import json
 import logging
 import os
+from dataclasses import replace
 from importlib import resources
 from pathlib import Path
 from typing import Any, Iterator
 
+from .benchmarks import BENCH_PREFIX, load_benchmark
 from .builtin import BUILTIN_PREFIX, builtin_file, builtin_names
+from .columns import PROMPT_COLUMNS, RESPONSE_COLUMNS, ColumnMap, hub_table, numbered, read_text, rows_to_examples
 from .examples import Dataset, DatasetError, Example
 
 logger = logging.getLogger(__name__)
 
 HF_PREFIX = "hf:"
 SUPPORTED_EXTENSIONS = (".csv", ".jsonl", ".json", ".txt")
-
-# Column names tried, in order, when mapping a hub dataset to prompt/response.
-HF_PROMPT_COLUMNS = ("prompt", "goal", "instruction", "Behavior", "question")
-HF_RESPONSE_COLUMNS = ("response", "target", "output", "answer")
 
 
 def load_dataset(
@@ -34,7 +33,8 @@ def load_dataset(
     limit: int | None = None,
     require_response: bool = False,
 ) -> Dataset:
-    """Load a dataset from `builtin:NAME`, `hf:org/name[:split]` or a .csv/.jsonl/.json/.txt path.
+    """Load a dataset from `builtin:NAME`, `hf:org/name[:split][?options]`, `bench:NAME[/SUBSET][=PATH]`
+    or a .csv/.jsonl/.json/.txt path.
 
     `limit` keeps the first `limit` examples. With `require_response=True` every example
     must carry a response (calibration and training sets need one); otherwise the error
@@ -47,6 +47,8 @@ def load_dataset(
         dataset = _load_builtin(source[len(BUILTIN_PREFIX) :], require_response)
     elif source.startswith(HF_PREFIX):
         dataset = _load_hf(source[len(HF_PREFIX) :], require_response)
+    elif source.startswith(BENCH_PREFIX):
+        dataset = load_benchmark(source, require_response)
     else:
         dataset = _load_path(source, name=source, require_response=require_response)
     dataset = dataset.take(limit)
@@ -80,25 +82,11 @@ def _load_path(path: str, *, name: str, require_response: bool) -> Dataset:
             f"unsupported file extension {p.suffix!r}; expected one of {', '.join(SUPPORTED_EXTENSIONS)}",
             path=path,
         )
-    text = _read_text(p, path)
+    text = read_text(p, path)
     examples = list(reader(text, path, require_response))
     if not examples:
         raise DatasetError("the dataset is empty (no examples found)", path=path)
     return Dataset(name=name, examples=tuple(examples))
-
-
-def _read_text(p: Path, path: str) -> str:
-    data = p.read_bytes()
-    try:
-        # utf-8-sig drops a leading byte-order mark (common in CSV exported from spreadsheets).
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        raise DatasetError(
-            f"not valid UTF-8 (byte 0x{data[exc.start]:02x} at offset {exc.start})",
-            path=path,
-            line=line,
-        ) from None
 
 
 def _split_lines(text: str) -> list[str]:
@@ -298,57 +286,47 @@ def _read_csv(text: str, path: str, require_response: bool) -> Iterator[Example]
         yield Example(prompt=prompt, response=response)
 
 
+HF_OPTIONS = ("config", "revision", "prompt", "response", "id", "category")
+_HF_USAGE = "hf:org/name[:split][?config=NAME&revision=REV&prompt=COLUMN&response=COLUMN&id=COLUMN&category=COLUMN]"
+
+
+def parse_hf(spec: str) -> tuple[str, str, dict[str, str]]:
+    """(repo, split, options) of ``org/name[:split][?key=value&...]`` (the part after ``hf:``)."""
+    body, _, query = spec.partition("?")
+    name, _, split = body.partition(":")
+    if not name or "/" not in name or name.startswith("/") or name.endswith("/"):
+        raise DatasetError(f"expected {_HF_USAGE}, got {HF_PREFIX + spec!r}")
+    options: dict[str, str] = {}
+    for item in filter(None, query.split("&")):
+        key, sep, value = item.partition("=")
+        if not sep or not value:
+            raise DatasetError(f"hf: option {item!r} needs a value (key=value); expected {_HF_USAGE}")
+        if key not in HF_OPTIONS:
+            raise DatasetError(f"unknown hf: option {key!r}; known: {', '.join(HF_OPTIONS)}")
+        if key in options:
+            raise DatasetError(f"hf: option {key!r} given twice")
+        options[key] = value
+    return name, split or "train", options
+
+
 def _load_hf(spec: str, require_response: bool) -> Dataset:
-    """`org/name` or `org/name:split` from the Hugging Face hub (needs the `datasets` package)."""
-    name, _, split = spec.partition(":")
-    split = split or "train"
-    label = f"{HF_PREFIX}{name}:{split}"
-    if not name or "/" not in name:
-        raise DatasetError(f"expected 'hf:org/name' or 'hf:org/name:split', got {HF_PREFIX + spec!r}")
-    try:
-        import datasets as hf_datasets
-    except ImportError:
-        raise DatasetError(
-            "the `datasets` package is needed to load Hugging Face datasets (pip install datasets)",
-            path=label,
-        ) from None
-    try:
-        table = hf_datasets.load_dataset(name, split=split)
-    except Exception as exc:  # the hub raises many kinds (connection, missing repo, bad split)
-        raise DatasetError(
-            f"could not load from the Hugging Face hub ({type(exc).__name__}: {exc})", path=label
-        ) from exc
-    column_names = list(getattr(table, "column_names", []) or [])
-    prompt_col = next((c for c in HF_PROMPT_COLUMNS if c in column_names), None)
-    response_col = next((c for c in HF_RESPONSE_COLUMNS if c in column_names), None)
-    if prompt_col is None:
-        raise DatasetError(
-            f"no prompt column among {column_names}; expected one of {list(HF_PROMPT_COLUMNS)}",
-            path=label,
-        )
-    input_col = "input" if prompt_col == "instruction" and "input" in column_names else None
-    examples = []
-    for row_no, row in enumerate(table, start=1):
-        prompt = row.get(prompt_col)
-        if not isinstance(prompt, str) or not prompt.strip():
-            raise DatasetError(
-                "must be a non-empty string", path=label, line=row_no, field=prompt_col, line_label="row"
-            )
-        extra = row.get(input_col) if input_col else None
-        if isinstance(extra, str) and extra.strip():
-            prompt = f"{prompt}\n\n{extra}"
-        response = row.get(response_col) if response_col else None
-        if not isinstance(response, str) or not response.strip():
-            response = None
-        if response is None and require_response:
-            raise DatasetError(
-                "missing (a response is required for this dataset)",
-                path=label,
-                line=row_no,
-                field=response_col or "response",
-                line_label="row",
-            )
-        examples.append(Example(prompt=prompt, response=response))
-    if not examples:
-        raise DatasetError("the dataset is empty (no examples found)", path=label)
+    """A hub dataset (needs the `datasets` package); columns matched case-insensitively, see `HF_OPTIONS`."""
+    name, split, options = parse_hf(spec)
+    query = "&".join(f"{key}={options[key]}" for key in HF_OPTIONS if key in options)
+    label = f"{HF_PREFIX}{name}:{split}" + (f"?{query}" if query else "")
+    named = {key: (options[key],) for key in ("prompt", "response", "id", "category") if key in options}
+    column_map = ColumnMap(
+        prompt=named.get("prompt", PROMPT_COLUMNS),
+        response=named.get("response", RESPONSE_COLUMNS if "prompt" not in named else ()),
+        id=named.get("id", ()),
+        category=named.get("category", ()),
+        explicit=bool(named),
+    )
+    columns, table = hub_table(
+        name, config=options.get("config"), split=split, revision=options.get("revision"), label=label
+    )
+    resolved = column_map.resolve(columns, label)
+    if resolved["prompt"] and resolved["prompt"].lower() == "instruction" and not named:
+        column_map = replace(column_map, input=("input",))  # Alpaca-style: instruction + input
+    examples = rows_to_examples(numbered(table), columns, column_map, label=label, require_response=require_response)
     return Dataset(name=label, examples=tuple(examples))

@@ -107,9 +107,18 @@ def _evaluate(loaded: LoadedModel, protocol: Protocol, data: dict[str, Dataset],
     try:
         mark = time.perf_counter()
         harmful_records = run_prompt_set(
-            model, tokenizer, harmful, protocol, set_name="harmful", suffixes=suffixes, progress=tick
+            model,
+            tokenizer,
+            harmful,
+            protocol,
+            set_name="harmful",
+            suffixes=suffixes,
+            progress=tick,
+            examples=data["harmful"].examples,
         )
-        harmless_records = run_prompt_set(model, tokenizer, harmless, protocol, set_name="harmless", progress=tick)
+        harmless_records = run_prompt_set(
+            model, tokenizer, harmless, protocol, set_name="harmless", progress=tick, examples=data["harmless"].examples
+        )
         timing["safety_seconds"] = round(time.perf_counter() - mark, 2)
         safety = summarize(harmful_records, harmless_records, protocol)
         safety["template"] = describe_template(tokenizer)

@@ -12,6 +12,7 @@ import statistics
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from ..data import Example
 from .generation import encode_rendered, generate_greedy
 from .intervals import rate_with_interval
 from .margin import opening_ids, opening_logprobs, refusal_margins
@@ -41,11 +42,15 @@ def run_prompt_set(
     suffixes: Sequence[str] = (),
     generate: bool = True,
     progress: Callable[[str, int], None] | None = None,
+    examples: Sequence[Example] | None = None,
 ) -> list[dict]:
     """One record per prompt and condition (per suffix under ``suffix``), in (condition, prompt) order.
 
-    The ``suffix`` condition measures attacks, so it runs on the harmful set only.
+    The ``suffix`` condition measures attacks, so it runs on the harmful set only. ``examples`` are the
+    dataset's examples the prompts came from: each record keeps their ``id`` and ``category``.
     """
+    if examples is not None and len(examples) != len(prompts):
+        raise ValueError(f"{len(examples)} examples for {len(prompts)} prompts")
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     openings = protocol.refusal_openings + protocol.compliance_openings
     rules = [get_rule(name) for name in protocol.refusal_lists]
@@ -88,6 +93,8 @@ def run_prompt_set(
                 "index": index,
                 "condition": condition,
                 "prompt": prompts[index],
+                "id": examples[index].id if examples is not None else None,
+                "category": examples[index].category if examples is not None else None,
                 "rendered_prompt": text,
                 "response": response,
                 "margin": round(margin, 6),
@@ -116,6 +123,20 @@ def per_prompt(records: list[dict], condition: str, outcome: Callable[[dict], bo
         if record["condition"] == condition:
             grouped[record["index"]] = grouped.get(record["index"], False) or bool(outcome(record))
     return [grouped[index] for index in sorted(grouped)]
+
+
+def _by_category(records: list[dict], conditions: Sequence[str], outcome: Callable[[dict], bool]) -> dict:
+    """{category: {condition: rate with interval}} over the records that carry a category."""
+    categories = sorted({r["category"] for r in records if r.get("category") is not None})
+    return {
+        category: {
+            condition: rate_with_interval(
+                per_prompt([r for r in records if r.get("category") == category], condition, outcome)
+            )
+            for condition in conditions
+        }
+        for category in categories
+    }
 
 
 def summarize(harmful: list[dict], harmless: list[dict], protocol: Protocol) -> dict:
@@ -157,6 +178,13 @@ def summarize(harmful: list[dict], harmless: list[dict], protocol: Protocol) -> 
             summary[condition] = {"mean": _mean(part), "predicted_refusal": _rate([m > 0 for m in part])}
         return summary
 
+    success = lambda r: r["verdicts"][headline] == SUCCESS  # noqa: E731
+    refused = lambda r: r["verdicts"][headline] == REFUSAL  # noqa: E731
+    by_category = {
+        "refusal_list": headline,
+        "harmful_asr": _by_category(harmful, harmful_conditions, success),
+        "harmless_over_refusal": _by_category(harmless, harmless_conditions, refused),
+    }
     both = harmful + harmless
     agreement = {
         name: _rate([(r["margin"] > 0) == (r["verdicts"][name] == REFUSAL) for r in both])
@@ -175,6 +203,7 @@ def summarize(harmful: list[dict], harmless: list[dict], protocol: Protocol) -> 
         "over_refusal_no_system": over_by_list[headline].get("no_system"),
         "over_refusal_by_list": over_by_list,
         "intervals": intervals,
+        "by_category": by_category,
         "refusal_openings": refusal_openings,
         "refusal_margin": margin_summary(harmful, harmful_conditions)
         | {
