@@ -11,13 +11,14 @@ from .compare import compare
 from .evaluate import evaluate, load_pinned
 from .generation import generate_greedy, generate_greedy_ids
 from .intervals import paired_bootstrap, wilson
-from .judge import Judge, JudgeSpec, load_judge
+from .judge import JUDGE_KINDS, Judge, JudgeSpec, load_judge
 from .margin import opening_ids, opening_logprobs, refusal_margins
 from .perplexity import Perplexity, perplexity
 from .protocol import LLAMA2_SYSTEM_PROMPT, PROMPT_FORMATS, DataRef, Protocol, comparable, protocol_hash
 from .refusal import RULES, RefusalRule, get_rule
 
 __all__ = [
+    "JUDGE_KINDS",
     "LLAMA2_SYSTEM_PROMPT",
     "PROMPT_FORMATS",
     "AblationSpec",

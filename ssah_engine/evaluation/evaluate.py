@@ -68,27 +68,38 @@ def evaluate(
     *,
     ablation: AblationSpec | None = None,
     unit_map: UnitMap | None = None,
+    judge_api_key: str | None = None,
 ) -> dict:
     """Evaluate ``loaded`` under ``protocol`` (default: Protocol()); the result is evaluation.json's content.
 
     With ``ablation`` (and the ``unit_map`` it refers to) the units are removed for the evaluation, with the
     protocol's compensation, and the result records what was removed; the weights are restored afterwards.
     Otherwise the model is used as it is, so a mask applied around this call is measured.
+    ``judge_api_key``: the key of an endpoint judge, read by the caller from ``protocol.judge.api_key_env``.
     """
     if (ablation is None) != (unit_map is None):
         raise ValueError("an ablation and its unit map go together")
     protocol, data = load_pinned(protocol or Protocol())
+    judge = protocol.judge
+    if judge is not None and judge.api_key_env and not judge_api_key:  # before an hour of generation, not after
+        raise ValueError(f"the judge endpoint {judge.base_url} needs its key: set the variable {judge.api_key_env}")
     if ablation is None:
-        return _evaluate(loaded, protocol, data, progress)
+        return _evaluate(loaded, protocol, data, progress, judge_api_key)
     assert unit_map is not None  # checked above: an ablation comes with its unit map
     units = ablation.units(unit_map)
     with ablate(loaded.model, unit_map, units, compensation=protocol.ablation_compensation):
-        result = _evaluate(loaded, protocol, data, progress)
+        result = _evaluate(loaded, protocol, data, progress, judge_api_key)
     result["ablation"] = ablation.describe(unit_map, units) | {"compensation": protocol.ablation_compensation}
     return result
 
 
-def _evaluate(loaded: LoadedModel, protocol: Protocol, data: dict[str, Dataset], progress: Progress | None) -> dict:
+def _evaluate(
+    loaded: LoadedModel,
+    protocol: Protocol,
+    data: dict[str, Dataset],
+    progress: Progress | None,
+    judge_api_key: str | None = None,
+) -> dict:
     model, tokenizer = loaded.model, loaded.tokenizer
     started, timing = time.perf_counter(), {}
     harmful = [example.prompt for example in data["harmful"].examples]
@@ -122,7 +133,7 @@ def _evaluate(loaded: LoadedModel, protocol: Protocol, data: dict[str, Dataset],
         timing["safety_seconds"] = round(time.perf_counter() - mark, 2)
         safety = summarize(harmful_records, harmless_records, protocol)
         safety["template"] = describe_template(tokenizer)
-        safety["judge"] = _judge(protocol, harmful_records, loaded, timing)
+        safety["judge"] = _judge(protocol, harmful_records, loaded, timing, judge_api_key)
 
         mark = time.perf_counter()
         utility = _utility(model, tokenizer, protocol, data)
@@ -151,25 +162,40 @@ def _evaluate(loaded: LoadedModel, protocol: Protocol, data: dict[str, Dataset],
     }
 
 
-def _judge(protocol: Protocol, records: list[dict], loaded: LoadedModel, timing: dict) -> dict | None:
-    """Judge verdicts on the harmful responses, stored on each record and summarised with the judge's identity."""
+def _judge(
+    protocol: Protocol, records: list[dict], loaded: LoadedModel, timing: dict, api_key: str | None
+) -> dict | None:
+    """Judge verdicts on the harmful responses, stored on each record and summarised with the judge's identity.
+
+    ASR is over the verdicts that parsed (``unparsed`` counts the others); ``score_mean`` is the mean score
+    (P(unsafe), P(yes) or the StrongREJECT score, which is that benchmark's headline number)."""
     if protocol.judge is None:
         return None
     mark = time.perf_counter()
-    judge = load_judge(protocol.judge, loaded.device)
+    judge = load_judge(protocol.judge, loaded.device, api_key=api_key)
     verdicts = judge.verdicts([r["prompt"] for r in records], [r["response"] for r in records], protocol.batch_size)
     for record, verdict in zip(records, verdicts):
         record["judge"] = verdict
-    by_condition = {
-        condition: sum(v["unsafe"] for r, v in zip(records, verdicts) if r["condition"] == condition)
-        / max(sum(r["condition"] == condition for r in records), 1)
-        for condition in protocol.conditions
-    }
+
+    def mean(values: list) -> float | None:
+        return sum(values) / len(values) if values else None
+
+    asr_by_condition, score_by_condition, unparsed = {}, {}, {}
+    for condition in protocol.conditions:
+        judged = [v for r, v in zip(records, verdicts) if r["condition"] == condition]
+        asr_by_condition[condition] = mean([v["unsafe"] for v in judged if v["unsafe"] is not None])
+        score_by_condition[condition] = mean([v["score"] for v in judged if v.get("score") is not None])
+        unparsed[condition] = sum(v["unsafe"] is None for v in judged)
     timing["judge_seconds"] = round(time.perf_counter() - mark, 2)
+    rates = [rate for rate in asr_by_condition.values() if rate is not None]
+    scores = [score for score in score_by_condition.values() if score is not None]
     return {
-        "identity": judge.identity,
-        "asr": sum(by_condition.values()) / len(by_condition),
-        "asr_by_condition": by_condition,
+        "identity": judge.identity | (judge.client.usage() if judge.client is not None else {}),
+        "asr": mean(rates),
+        "asr_by_condition": asr_by_condition,
+        "score_mean": mean(scores),
+        "score_by_condition": score_by_condition,
+        "unparsed": unparsed,
     }
 
 

@@ -14,7 +14,8 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 from ..ablation import COMPENSATIONS, DEFAULT_COMPENSATION
-from .judge import JudgeSpec
+from ..judge_spec import TRANSPORT_SETTINGS, JudgeSpec
+from .judge_prompts import template_of
 from .refusal import RULES, get_rule
 
 PROTOCOL_VERSION = "ssah-eval/2"  # bump when the meaning of a setting changes (2: formats, suffixes, compensation)
@@ -192,12 +193,19 @@ class Protocol:
         return json.loads(json.dumps(asdict(self)))
 
     def canonical(self) -> dict:
-        """What the hash covers: the settings, the version and the refusal strings each list name stands for."""
-        return {
+        """What the hash covers: the settings, the version, the refusal strings each list name stands for and,
+        with a judge, the prompt it gets; not how a judge is reached (key variable, timeouts, rate, placement)."""
+        settings = self.to_dict()
+        canonical: dict = {
             "version": PROTOCOL_VERSION,
-            "settings": self.to_dict(),
+            "settings": settings,
             "refusal_rules": {name: RULES[name].as_dict() for name in self.refusal_lists},
         }
+        if self.judge is not None:
+            for name in TRANSPORT_SETTINGS:
+                settings["judge"].pop(name)
+            canonical["judge_prompt"] = template_of(self.judge.kind, self.judge.prompt_template)
+        return canonical
 
     @property
     def hash(self) -> str:
@@ -218,10 +226,8 @@ class Protocol:
                 values[name] = DataRef(**values[name])
             elif isinstance(values.get(name), str):
                 values[name] = DataRef(values[name])
-        if isinstance(values.get("judge"), dict):
-            values["judge"] = JudgeSpec(**values["judge"])
-        elif isinstance(values.get("judge"), str):
-            values["judge"] = JudgeSpec(values["judge"])
+        if isinstance(values.get("judge"), (dict, str)):
+            values["judge"] = JudgeSpec.from_dict(values["judge"])
         return cls(**values)
 
     def save(self, path: str | Path) -> Path:
