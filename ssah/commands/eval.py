@@ -23,8 +23,17 @@ def add_parser(subparsers) -> None:
     )
     add_model_arguments(parser)
     parser.add_argument("--protocol", type=Path, help="protocol JSON (or an earlier evaluation.json) to start from")
-    parser.add_argument("--harmful", help="harmful prompts (default builtin:harmful_eval)")
-    parser.add_argument("--harmless", help="harmless prompts for over-refusal (default builtin:harmless_eval)")
+    parser.add_argument(
+        "--harmful",
+        help="harmful prompts: a file, builtin:NAME, hf:org/name[:split][?config=..&prompt=COLUMN..], or a "
+        "named benchmark bench:NAME[/SUBSET][=LOCAL_COPY] (advbench, harmbench/standard|contextual|copyright, "
+        "jbb/harmful, strongreject, xstest/unsafe, hex-phi); default builtin:harmful_eval",
+    )
+    parser.add_argument(
+        "--harmless",
+        help="harmless prompts for over-refusal, the same forms (e.g. bench:xstest/safe, bench:jbb/benign); "
+        "default builtin:harmless_eval",
+    )
     parser.add_argument("--benign-text", help="paragraphs for perplexity (default builtin:benign_text)")
     parser.add_argument("--samples", type=int, help="use the first N harmful and N harmless prompts")
     parser.add_argument("--max-new-tokens", type=int, help="new tokens per response (paper: 256)")
@@ -72,6 +81,13 @@ def add_parser(subparsers) -> None:
         help="an earlier evaluation.json on the same prompts: adds paired differences with intervals",
     )
     parser.add_argument("--units", type=Path, help="unit map directory from `ssah audit`")
+    parser.add_argument(
+        "--log-samples",
+        type=Path,
+        metavar="FILE",
+        help="also write one JSON line per prompt and condition: rendered prompt, response, every verdict, "
+        "judge scores, id and category",
+    )
     parser.add_argument(
         "--direction",
         type=Path,
@@ -227,6 +243,10 @@ def run(args: argparse.Namespace) -> int:
     (args.out / "protocol.json").write_text(
         json.dumps(result["protocol"]["settings"], indent=2, ensure_ascii=False) + "\n"
     )
+    if args.log_samples:
+        from ssah_engine.evaluation.samples import write_samples
+
+        print(f"{write_samples(result, args.log_samples)} samples in {args.log_samples}")
     removed = ""
     if ablation is not None:
         removed = f" minus {result['ablation']['label']} ({result['ablation']['units']} units, {protocol.ablation_compensation} compensation)"
