@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import math
 from html import escape
 from pathlib import Path
 
-from .svg import CLASSES
+from .svg import CLASSES, COLORS
 
 K_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
 
@@ -66,6 +67,58 @@ def _writes_table(writes: dict) -> str:
     )
 
 
+def write_histograms(writes: dict, *, width: int = 920, height: int = 170) -> str:
+    """One panel per class: the share of its units in each score bin (bars, log scale), matched random as an outline.
+
+    Scores pile up near 0 for every class, so the scale is logarithmic: the classes differ in their tails.
+    Each bar carries its count (``data-count``) so tests can check the picture against the data.
+    """
+    edges = writes["edges"]
+    names = [name for name in CLASSES if writes.get("classes", {}).get(name)]
+    if not names or len(edges) < 2:
+        return ""
+    panel_w, left, top, bottom = width / len(names), 8, 18, 22
+    plot_h, floor = height - top - bottom, 1e-4
+    bins = len(edges) - 1
+    sy = lambda share: top + plot_h * (1 - (math.log10(max(share, floor)) - math.log10(floor)) / -math.log10(floor))
+    panels = []
+    for number, name in enumerate(names):
+        x0, bar_w = number * panel_w + left, (panel_w - 2 * left) / bins
+        counts = writes["classes"][name]["histogram"]
+        total = max(sum(counts), 1)
+        bars = "".join(
+            f'<rect class="bin" data-count="{count}" x="{x0 + i * bar_w:.1f}" y="{sy(count / total):.1f}" '
+            f'width="{max(bar_w - 0.5, 0.5):.1f}" height="{top + plot_h - sy(count / total):.1f}" '
+            f'fill="{COLORS[name]}"><title>{edges[i]:.3g} to {edges[i + 1]:.3g}: {count}</title></rect>'
+            for i, count in enumerate(counts)
+            if count
+        )
+        control = writes.get("random", {}).get(name, {}).get("histogram")
+        outline = ""
+        if control:
+            control_total = max(sum(control), 1)
+            points = " ".join(
+                f"{x0 + (i + side) * bar_w:.1f},{sy(count / control_total):.1f}"
+                for i, count in enumerate(control)
+                for side in (0, 1)
+            )
+            outline = f'<polyline class="control" fill="none" stroke="#000" stroke-width="1" points="{points}"/>'
+        share = 100 * writes["classes"][name].get("write_share", 0)
+        panels.append(
+            f'<g class="panel" data-class="{name}" data-units="{total}">{bars}{outline}'
+            f'<text x="{x0:.1f}" y="12" class="axis" font-size="11">{name}: {total} units, {share:.1f} % of the write</text>'
+            f'<text x="{x0:.1f}" y="{height - 6}" class="axis" font-size="10">{edges[0]:.2g}</text>'
+            f'<text x="{x0 + bins * bar_w:.1f}" y="{height - 6}" class="axis" font-size="10" text-anchor="end">'
+            f"{edges[-1]:.2g}</text></g>"
+        )
+    return (
+        f'<svg class="chart histograms" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}">{"".join(panels)}</svg>'
+        "<p>Share of each class's units per score bin (log scale, 0.01 % to 100 %); black outline: matched random "
+        "units.</p>"
+    )
+
+
 def probe_sections(directory: Path) -> tuple[str, str]:
     data = json.loads((directory / "probe.json").read_text())
     model, other = (data["model"], data.get("compare")) if "distances" not in data else (data, None)
@@ -85,5 +138,6 @@ def probe_sections(directory: Path) -> tuple[str, str]:
         layer_curves(_curves("gap", model, other), label="gap", width=920),
     ]
     if model.get("unit_writes", {}).get("classes"):
-        body += ["<h2>Unit writes along the refusal direction</h2>", _writes_table(model["unit_writes"])]
+        writes = model["unit_writes"]
+        body += ["<h2>Unit writes along the refusal direction</h2>", _writes_table(writes), write_histograms(writes)]
     return f"Probe of {model['model']['source']}", "".join(body)
