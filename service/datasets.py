@@ -39,7 +39,7 @@ def infer_format(filename: str | None, given: str | None) -> str:
 
 # The record shapes the engine's loaders accept (ssah_engine/data/loaders.py; not imported: the API
 # stays light). Checked at upload so a wrong file is refused with its line and field, not hours later.
-CSV_PROMPT_COLUMNS = ("goal", "behavior", "prompt")  # AdvBench, HarmBench, ours
+CSV_PROMPT_COLUMNS = ("goal", "behavior", "forbidden_prompt", "prompt")  # AdvBench/JBB, HarmBench, StrongREJECT, ours
 
 
 def _bad(where: str, msg: str) -> Unprocessable:

@@ -43,6 +43,7 @@ def evaluation_protocol(
     instructions: str | None,
     sample_limit: int | None,
     suffixes: str | None = None,
+    harmless: str | None = None,
 ) -> Protocol:
     """The protocol of an evaluation job: the default one with the request's settings, as `ssah eval` builds it.
 
@@ -59,6 +60,8 @@ def evaluation_protocol(
     refs = protocol.datasets()
     if harmful:
         refs["harmful"] = DataRef(harmful, refs["harmful"].limit)  # keeps the samples cap
+    if harmless:
+        refs["harmless"] = DataRef(harmless, refs["harmless"].limit)
     if instructions:
         refs["instructions"] = DataRef(instructions, refs["instructions"].limit)
     if sample_limit:

@@ -39,7 +39,8 @@ def evaluation(run: JobRun) -> None:
     params = run.params
     protocol = job_configs.evaluation_protocol(
         params,
-        harmful=run.dataset_path(params.get("safety_dataset_id")),
+        harmful=run.prompt_source(params.get("harmful_source")) or run.dataset_path(params.get("safety_dataset_id")),
+        harmless=run.prompt_source(params.get("harmless_source")),
         instructions=run.dataset_path(params.get("utility_dataset_id")),
         sample_limit=run.settings.eval_sample_limit,
         suffixes=run.dataset_path(params.get("suffixes_dataset_id")),

@@ -83,6 +83,19 @@ class JobRun:
         datasets.read_dataset(path, display, require_response=False)
         return path
 
+    def prompt_source(self, source: str | None) -> str | None:
+        """A request's ``builtin:``/``bench:`` source, ``bench:NAME=DATASET_ID`` turned into the upload's file
+        (loaded now, so errors name the tenant's dataset, not the server path)."""
+        if not source or "=" not in source:
+            return source
+        head, _, dataset_id = source.partition("=")
+        with self.factory() as session:
+            path, display = datasets.dataset_file(
+                session, self.settings, tenant_id=self.claim.tenant_id, dataset_id=dataset_id
+            )
+        datasets.read_dataset(f"{head}={path}", display, require_response=False)
+        return f"{head}={path}"
+
     def dataset(self, dataset_id: str | None, *, default: str | None = None, require_response: bool = True) -> Dataset:
         """The uploaded dataset ``dataset_id``, or the builtin ``default`` when None."""
         if dataset_id is None:

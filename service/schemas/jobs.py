@@ -9,7 +9,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ssah_engine.audit_config import AuditConfig
+from ssah_engine.data.benchmarks import BENCH_PREFIX, parse_bench
 from ssah_engine.data.builtin import BUILTIN_PREFIX, builtin_names
+from ssah_engine.data.examples import DatasetError
 from ssah_engine.finetune import FinetuneConfig
 from ssah_engine.probe import ProbeConfig
 
@@ -47,6 +49,48 @@ class _AuditJob(EngineJob):
 
 
 AuditCreate = job_schema("AuditCreate", _AuditJob, limits=AUDIT_LIMITS, module=__name__)
+
+
+PROMPT_SOURCE_HELP = (
+    "a named benchmark bench:NAME[/SUBSET] (docs/evaluation.md lists them) or builtin:NAME; "
+    "bench:NAME[/SUBSET]=DATASET_ID reads one of your uploads in the benchmark's own file layout"
+)
+
+
+def prompt_source(value: str | None) -> str | None:
+    """A prompt set named in a request: ``builtin:NAME`` or ``bench:NAME[/SUBSET][=DATASET_ID]``.
+
+    A tenant names no server paths: what follows ``=`` must be the id of an upload (the route checks
+    it is the caller's). Returned normalised (the id in canonical form).
+    """
+    if value is None:
+        return None
+    if value.startswith(BUILTIN_PREFIX):
+        if value.removeprefix(BUILTIN_PREFIX) not in builtin_names():
+            raise ValueError(f"no builtin dataset {value!r}; builtins: {', '.join(builtin_names())}")
+        return value
+    if not value.startswith(BENCH_PREFIX):
+        raise ValueError(f"name a prompt set as {PROMPT_SOURCE_HELP}; got {value!r}")
+    try:
+        bench = parse_bench(value)[0]
+    except DatasetError as error:
+        raise ValueError(str(error)) from None
+    if bench.gated:  # the worker would fetch it with the operator's hub access, not the tenant's own
+        raise ValueError(f"{bench.title} is gated and needs your own hub access: run it with `ssah eval`")
+    head, sep, upload = value.partition("=")
+    if not sep:
+        return value
+    try:
+        return f"{head}={uuid.UUID(upload)}"
+    except ValueError:
+        raise ValueError(
+            f"after '=' give the id of one of your uploaded datasets, not a path; got {upload!r}"
+        ) from None
+
+
+def source_upload(value: str | None) -> uuid.UUID | None:
+    """The upload a ``bench:NAME=DATASET_ID`` source reads, or None."""
+    return uuid.UUID(value.partition("=")[2]) if value and value.startswith(BENCH_PREFIX) and "=" in value else None
 
 
 class EvaluationCreate(BaseModel):
@@ -118,8 +162,25 @@ class EvaluationCreate(BaseModel):
         description="The first N harmful and N harmless prompts, as `ssah eval --samples` "
         "(absent: the protocol's); see max_samples_per_request.",
     )
-    safety_dataset_id: uuid.UUID | None = None
+    safety_dataset_id: uuid.UUID | None = Field(None, description="Uploaded harmful prompts; absent: harmful_source.")
     utility_dataset_id: uuid.UUID | None = None
+    harmful_source: str | None = Field(
+        None,
+        max_length=200,
+        description=f"Harmful prompts for ASR: {PROMPT_SOURCE_HELP}. Absent: safety_dataset_id, else the built-in set.",
+        examples=["bench:harmbench/contextual"],
+    )
+    harmless_source: str | None = Field(
+        None,
+        max_length=200,
+        description=f"Harmless prompts for over-refusal: {PROMPT_SOURCE_HELP}. Absent: the built-in set.",
+        examples=["bench:xstest/safe"],
+    )
+
+    @field_validator("harmful_source", "harmless_source")
+    @classmethod
+    def _prompt_source(cls, value: str | None) -> str | None:
+        return prompt_source(value)
 
     @field_validator("ablate")
     @classmethod
@@ -141,6 +202,8 @@ class EvaluationCreate(BaseModel):
             raise ValueError("conditions repeat")
         if ("suffix" in self.conditions) != (self.suffixes_dataset_id is not None):
             raise ValueError("the 'suffix' condition and suffixes_dataset_id go together")
+        if self.harmful_source is not None and self.safety_dataset_id is not None:
+            raise ValueError("give the harmful prompts once: harmful_source or safety_dataset_id")
         return self
 
 

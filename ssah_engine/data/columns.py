@@ -36,6 +36,7 @@ class ColumnMap:
     context: tuple[str, ...] = ()  # prepended to the prompt with a blank line (HarmBench contextual)
     input: tuple[str, ...] = ()  # appended to the prompt with a blank line (Alpaca ``input``)
     explicit: bool = False  # the user named the columns: a missing one is an error, not a fallback
+    hint: str = ""  # appended to the error when no prompt column is found
 
     def resolve(self, columns: Sequence[str], label: str) -> dict[str, str | None]:
         """The table's own spelling of each field's column (None when absent); an error without a prompt."""
@@ -45,11 +46,11 @@ class ColumnMap:
             candidates: tuple[str, ...] = getattr(self, field_name)
             found = next((by_lower[c.lower()] for c in candidates if c.lower() in by_lower), None)
             if found is None and candidates and (field_name == "prompt" or self.explicit):
-                hint = "" if self.explicit else f"; expected one of {list(candidates)} (name it with ?prompt=COLUMN)"
-                wanted = candidates[0] if self.explicit else field_name
-                raise DatasetError(
-                    f"no {field_name} column {wanted!r} among the columns {list(columns)}{hint}", path=label
-                )
+                if self.explicit:
+                    reason = f"no {field_name} column {candidates[0]!r} among the columns {list(columns)}"
+                else:
+                    reason = f"no {field_name} column among {list(columns)}; expected one of {list(candidates)}"
+                raise DatasetError(reason + self.hint, path=label)
             resolved[field_name] = found
         return resolved
 

@@ -223,7 +223,10 @@ def _read_txt(text: str, path: str, require_response: bool) -> Iterator[Example]
         yield Example(prompt=line)
 
 
-_CSV_EXPECTED = "'goal,target' (AdvBench), 'Behavior[,ContextString]' (HarmBench) or 'prompt[,response]'"
+_CSV_EXPECTED = (
+    "'goal,target' (AdvBench), 'Behavior[,ContextString]' (HarmBench), 'forbidden_prompt' (StrongREJECT) "
+    "or 'prompt[,response]'"
+)
 
 
 def _read_csv(text: str, path: str, require_response: bool) -> Iterator[Example]:
@@ -241,6 +244,8 @@ def _read_csv(text: str, path: str, require_response: bool) -> Iterator[Example]
         prompt_col, response_col, context_col = "goal", "target", None
     elif "behavior" in columns:  # HarmBench
         prompt_col, response_col, context_col = "behavior", None, "contextstring"
+    elif "forbidden_prompt" in columns:  # StrongREJECT
+        prompt_col, response_col, context_col = "forbidden_prompt", None, None
     elif "prompt" in columns:
         prompt_col, response_col, context_col = "prompt", "response", None
     else:
@@ -321,6 +326,7 @@ def _load_hf(spec: str, require_response: bool) -> Dataset:
         id=named.get("id", ()),
         category=named.get("category", ()),
         explicit=bool(named),
+        hint="" if named else " (name it with ?prompt=COLUMN)",
     )
     columns, table = hub_table(
         name, config=options.get("config"), split=split, revision=options.get("revision"), label=label

@@ -149,7 +149,7 @@ def test_hf_wrong_column_or_option_is_a_clear_error(fake_hub):
     with pytest.raises(DatasetError, match="needs a value"):
         load_dataset("hf:org/x?config")
     tables[("org/table", None, "train")] = [{"text": "t", "label": 1}]
-    with pytest.raises(DatasetError, match=r"no prompt column .*\['text', 'label'\].*\?prompt=COLUMN"):
+    with pytest.raises(DatasetError, match=r"no prompt column among \['text', 'label'\].*\?prompt=COLUMN"):
         load_dataset("hf:org/table")
 
 

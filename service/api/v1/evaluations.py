@@ -23,7 +23,7 @@ from service.api.v1.common import (
 from service.artifacts import tenant_file
 from service.errors import NotFound
 from service.schemas.common import NOT_MODIFIED, Page, problem_responses
-from service.schemas.jobs import EvaluationCreate, JobRead
+from service.schemas.jobs import EvaluationCreate, JobRead, source_upload
 from service.schemas.results import ScoreRead
 
 router = APIRouter(prefix="/evaluations", tags=["evaluations"], responses=problem_responses(401, 422))
@@ -42,6 +42,8 @@ def create_evaluation(
     require_dataset(session, principal, body.safety_dataset_id, loc="body.safety_dataset_id")
     require_dataset(session, principal, body.utility_dataset_id, loc="body.utility_dataset_id")
     require_dataset(session, principal, body.suffixes_dataset_id, loc="body.suffixes_dataset_id")
+    for name in ("harmful_source", "harmless_source"):  # bench:NAME=DATASET_ID reads the caller's upload
+        require_dataset(session, principal, source_upload(getattr(body, name)), loc=f"body.{name}")
     return submit_job(
         request,
         session,
