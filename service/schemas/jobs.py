@@ -11,7 +11,6 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from ssah_engine.audit_config import AuditConfig
 from ssah_engine.data.benchmarks import BENCH_PREFIX, parse_bench
 from ssah_engine.data.builtin import BUILTIN_PREFIX, builtin_names
-from ssah_engine.data.examples import DatasetError
 from ssah_engine.finetune import FinetuneConfig
 from ssah_engine.probe import ProbeConfig
 
@@ -73,7 +72,7 @@ def prompt_source(value: str | None) -> str | None:
         raise ValueError(f"name a prompt set as {PROMPT_SOURCE_HELP}; got {value!r}")
     try:
         bench = parse_bench(value)[0]
-    except DatasetError as error:
+    except ValueError as error:  # the engine's DatasetError, naming the known benchmarks
         raise ValueError(str(error)) from None
     if bench.gated:  # the worker would fetch it with the operator's hub access, not the tenant's own
         raise ValueError(f"{bench.title} is gated and needs your own hub access: run it with `ssah eval`")
