@@ -241,6 +241,28 @@ def check_for_tenant(settings: Any, tenant_id: object, source: str) -> CheckedSo
     )
 
 
+def check_judge(settings: Any, tenant_id: object, judge: dict[str, Any]) -> None:
+    """An evaluation's judge (``JudgeSpec`` fields): an endpoint and key variable from the deployment's allow-lists,
+    or a model source (and hub revision) the model policy allows. Raises ``SourceRefused``; API and worker both call it.
+    """
+    base_url = (judge.get("base_url") or "").rstrip("/")
+    if base_url:
+        allowed = {url.rstrip("/") for url in settings.judge_endpoints}
+        if base_url not in allowed:
+            raise SourceRefused(
+                base_url, "judge_endpoint_not_allowed", "this deployment's judge_endpoints do not list this base URL"
+            )
+        key_env = judge.get("api_key_env") or ""
+        if key_env and key_env not in settings.judge_key_envs:
+            raise SourceRefused(
+                key_env, "judge_key_env_not_allowed", "this deployment's judge_key_envs do not list this variable"
+            )
+        return
+    checked = check_for_tenant(settings, tenant_id, judge.get("source") or "")
+    if judge.get("revision") and checked.kind == "hub":
+        check_for_tenant(settings, tenant_id, f"{judge['source']}@{judge['revision']}")
+
+
 def _valid_revision(revision: str) -> bool:
     return (
         bool(_REVISION.match(revision))

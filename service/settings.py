@@ -59,6 +59,11 @@ class Settings(BaseSettings):
     allow_trust_remote_code: bool = False  # True lets hub models run their own Python in the workers
     # True accepts hub revisions refs/pr/N (anyone's pull request) and refs/convert/* (see model_policy.py).
     allow_hub_pr_revisions: bool = False
+    # Judges on OpenAI-compatible endpoints (an evaluation's judge.base_url): the base URLs a request may name
+    # (comma-separated; empty: none), and the environment variables a request may name as judge.api_key_env.
+    # Both are allow-lists: a tenant must not point the workers at any host or read any of their variables.
+    judge_endpoints: Annotated[list[str], NoDecode] = []
+    judge_key_envs: Annotated[list[str], NoDecode] = []
     # Per-request and per-tenant limits (service/limits.py); each refusal names its setting.
     max_sequence_length: int = 2048  # audit/fine-tune max_length and evaluation max_new_tokens
     max_samples_per_request: int = 10_000  # audit samples, evaluation samples
@@ -66,7 +71,7 @@ class Settings(BaseSettings):
     rate_limit_per_minute: int = 600  # requests per API key per minute (Redis); 0: off
     rate_limit_url: str | None = None  # Redis for the rate limiter; None: broker_url when it is redis://
 
-    @field_validator("allowed_hub_orgs", "allowed_local_roots", mode="before")
+    @field_validator("allowed_hub_orgs", "allowed_local_roots", "judge_endpoints", "judge_key_envs", mode="before")
     @classmethod
     def _comma_separated(cls, value: Any) -> Any:
         if isinstance(value, str):

@@ -52,6 +52,8 @@ def evaluation_protocol(
     """
     changes: dict[str, Any] = {name: params[name] for name in PROTOCOL_SETTINGS if params.get(name) is not None}
     changes["ablation_compensation"] = params.get("compensation", "none")
+    if params.get("judge"):
+        changes["judge"] = params["judge"]  # JudgeSpec's fields; Protocol.from_dict builds and checks it
     if suffixes:
         changes["suffixes"] = DataRef(suffixes)
     protocol = Protocol.from_dict(changes)

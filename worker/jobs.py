@@ -6,9 +6,12 @@ A body gets a ``JobRun`` (worker/runner.py) that already marked the job running;
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 import shutil
 
+from service.model_policy import check_judge
 from ssah_engine.audit import run_audit
 from ssah_engine.evaluation import evaluate
 from ssah_engine.finetune import run_finetune
@@ -45,10 +48,16 @@ def evaluation(run: JobRun) -> None:
         sample_limit=run.settings.eval_sample_limit,
         suffixes=run.dataset_path(params.get("suffixes_dataset_id")),
     )
+    judge_key = None
+    if protocol.judge is not None:  # checked again: the allow-lists may have tightened since the API took the job
+        check_judge(run.settings, run.claim.tenant_id, dataclasses.asdict(protocol.judge))
+        judge_key = os.environ.get(protocol.judge.api_key_env) if protocol.judge.api_key_env else None
     loaded = run.model()
     ablation = job_configs.ablation_spec(params)
     unit_map = run.unit_map(params["audit_id"]) if ablation else None
-    result = evaluate(loaded, protocol, progress=run.progress, ablation=ablation, unit_map=unit_map)  # weights restored
+    result = evaluate(
+        loaded, protocol, progress=run.progress, ablation=ablation, unit_map=unit_map, judge_api_key=judge_key
+    )  # weights restored
     if ablation:
         result["ablation"]["audit_id"] = params["audit_id"]
     result["model"]["loaded"] = run.loaded_model

@@ -6,15 +6,16 @@ import uuid
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 
 from ssah_engine.audit_config import AuditConfig
 from ssah_engine.data.benchmarks import BENCH_PREFIX, parse_bench
 from ssah_engine.data.builtin import BUILTIN_PREFIX, builtin_names
 from ssah_engine.finetune import FinetuneConfig
+from ssah_engine.judge_spec import JudgeSpec
 from ssah_engine.probe import ProbeConfig
 
-from .engine_settings import EngineJob, job_schema, stored_config
+from .engine_settings import EngineJob, job_schema, settings_fields, stored_config
 
 JobKindName = Literal["audit", "evaluation", "finetune", "comparison", "probe"]
 JobStatusName = Literal["queued", "running", "succeeded", "failed", "cancelled"]
@@ -90,6 +91,33 @@ def prompt_source(value: str | None) -> str | None:
 def source_upload(value: str | None) -> uuid.UUID | None:
     """The upload a ``bench:NAME=DATASET_ID`` source reads, or None."""
     return uuid.UUID(value.partition("=")[2]) if value and value.startswith(BENCH_PREFIX) and "=" in value else None
+
+
+# What a judge may ask of this service (JudgeSpec checks the rest); endpoints and key variables are the
+# deployment's allow-lists (Settings.judge_endpoints, judge_key_envs), checked by the route and the worker.
+JUDGE_LIMITS: dict[str, dict[str, Any]] = {
+    "source": {"max_length": 1000},
+    "revision": {"max_length": 128},
+    "config_sha256": {"max_length": 64},
+    "base_url": {"max_length": 1000},
+    "api_key_env": {"max_length": 128},
+    "prompt_template": {"max_length": 20_000},
+    "unsafe_labels": {"max_length": 16},
+    "max_length": {"le": 131_072},
+    "max_new_tokens": {"le": 4096},
+    "device_map": {"max_length": 64},
+    "timeout_s": {"le": 3600},
+    "requests_per_second": {"le": 1000},
+}
+# The judge object of an evaluation: every JudgeSpec field, its default, choices and help ('causal', the
+# engine's old kind name, is not offered here).
+JudgeRequest: Any = create_model(  # type: ignore[call-overload]  # mypy checks **fields against the dunder keywords
+    "JudgeRequest",
+    __config__=ConfigDict(extra="forbid"),
+    __doc__="A judge model: in-process (hub id or directory) or on an OpenAI-compatible endpoint (base_url).",
+    __module__=__name__,
+    **settings_fields(JudgeSpec, limits=JUDGE_LIMITS),
+)
 
 
 class EvaluationCreate(BaseModel):
@@ -175,6 +203,11 @@ class EvaluationCreate(BaseModel):
         description=f"Harmless prompts for over-refusal: {PROMPT_SOURCE_HELP}. Absent: the built-in set.",
         examples=["bench:xstest/safe"],
     )
+    judge: JudgeRequest | None = Field(  # JudgeRequest is Any to a type checker: built at import time
+        None,
+        description="A judge model for the harmful responses (Llama Guard, HarmBench, StrongREJECT, a classifier); "
+        "the fields and meaning of `ssah eval --judge*`. Absent: keyword lists and the refusal margin only.",
+    )
 
     @field_validator("harmful_source", "harmless_source")
     @classmethod
@@ -203,6 +236,8 @@ class EvaluationCreate(BaseModel):
             raise ValueError("the 'suffix' condition and suffixes_dataset_id go together")
         if self.harmful_source is not None and self.safety_dataset_id is not None:
             raise ValueError("give the harmful prompts once: harmful_source or safety_dataset_id")
+        if self.judge is not None:
+            JudgeSpec.from_dict(self.judge.model_dump(mode="json"))  # the engine's own checks, as a 422
         return self
 
 

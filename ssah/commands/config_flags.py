@@ -101,6 +101,23 @@ def add_config_flags(
     return added
 
 
+def add_prefixed_flags(
+    parser: argparse.ArgumentParser, config_cls: type, prefix: str, *, skip: Iterable[str] = ()
+) -> list[str]:
+    """``--PREFIX-field`` flags (dest ``PREFIX_field``) for a nested config such as the evaluation's judge.
+
+    Unset flags stay None, so a value from a protocol file is overridden only by the flags given."""
+    skip, added = set(skip), []
+    for setting in setting_fields(config_cls):
+        if setting.name not in skip:
+            nested = dataclasses.replace(setting, name=f"{prefix}_{setting.name}", default=None)
+            _add_flag(parser, nested, setting.help)
+            default = _show(setting.default) if setting.default not in (None, "") else "none"
+            parser._actions[-1].help = f"{setting.help} (default: {default})".replace("%", "%%")  # the config's default
+            added.append(setting.name)
+    return added
+
+
 def config_values(args: argparse.Namespace, names: Iterable[str]) -> dict:
     """The parsed values of the config flags ``names``, ready for the config's ``from_dict``."""
     return {name: getattr(args, name) for name in names}

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import os
 import time
 from pathlib import Path
 
+from ssah_engine.judge_spec import JUDGE_KINDS, JudgeSpec
+
 from .common import CommandError, ProgressBar, add_model_arguments, format_table, load_model_from_args, run_guarded
+from .config_flags import add_prefixed_flags
 
 
 def add_parser(subparsers) -> None:
@@ -62,8 +67,16 @@ def add_parser(subparsers) -> None:
         choices=("none", "safety", "utility", "pooled"),
         help="what replaces ablated units: none (zeroing, default), safety (paper), utility, pooled",
     )
-    parser.add_argument("--judge", metavar="SOURCE", help="judge model: hub id or directory")
-    parser.add_argument("--judge-kind", choices=("sequence", "causal"), default="sequence")
+    parser.add_argument(
+        "--judge", metavar="SOURCE", help="judge model: hub id or directory (with --judge-base-url: the served name)"
+    )
+    parser.add_argument(
+        "--judge-kind",
+        choices=(*JUDGE_KINDS, "causal"),
+        help="sequence (classifier, default), llama-guard (Llama Guard 1/2/3; causal is an alias), "
+        "harmbench (yes/no classifier) or strongreject (rubric)",
+    )
+    judge_flags = add_prefixed_flags(parser, JudgeSpec, "judge", skip=("source", "kind"))
     parser.add_argument("--zero-shot-tasks", help="comma list of lm-eval tasks; '' for none")
     parser.add_argument(
         "--ablate",
@@ -106,12 +119,31 @@ def add_parser(subparsers) -> None:
         help="add ALPHA x the direction at its layer (on every prompt: induces refusal)",
     )
     parser.add_argument("--out", type=Path, required=True, help="directory for evaluation.json and protocol.json")
-    parser.set_defaults(run=lambda args: run_guarded(run, args))
+    parser.set_defaults(run=lambda args: run_guarded(run, args), judge_fields=judge_flags)
+
+
+def judge_spec(args: argparse.Namespace, protocol):
+    """The protocol's judge with the --judge* flags given applied (None when neither names one)."""
+    from ssah_engine.judge_spec import JudgeSpec
+
+    given = {
+        name: getattr(args, f"judge_{name}") for name in args.judge_fields if getattr(args, f"judge_{name}") is not None
+    }
+    if args.judge_kind is not None:
+        given["kind"] = args.judge_kind
+    if args.judge:
+        given["source"] = args.judge
+    if protocol.judge is None and not given:
+        return None
+    if protocol.judge is None and "source" not in given:
+        raise ValueError("the --judge-* flags need --judge SOURCE (or a protocol with a judge)")
+    base = dataclasses.asdict(protocol.judge) if protocol.judge is not None else {}
+    return JudgeSpec.from_dict(base | given)
 
 
 def build_protocol(args: argparse.Namespace):
     """The protocol file's settings (or the defaults), overridden by the flags given."""
-    from ssah_engine.evaluation import DataRef, JudgeSpec, Protocol
+    from ssah_engine.evaluation import DataRef, Protocol
 
     protocol = Protocol.load(args.protocol) if args.protocol else Protocol()
     changes = {}
@@ -140,8 +172,7 @@ def build_protocol(args: argparse.Namespace):
             changes[name] = flag
     if args.zero_shot_tasks is not None:
         changes["zero_shot_tasks"] = tuple(part.strip() for part in args.zero_shot_tasks.split(",") if part.strip())
-    if args.judge:
-        changes["judge"] = JudgeSpec(args.judge, kind=args.judge_kind)
+    changes["judge"] = judge_spec(args, protocol)
     protocol = protocol.replace(**changes)
     return protocol if args.samples is None else protocol.with_samples(args.samples)
 
@@ -185,7 +216,11 @@ def result_table(result: dict) -> str:
         [f"margin/keyword agreement ({headline})", percent(margin["agreement_with_keywords"][headline])],
     ]
     if safety["judge"]:
-        rows.append([f"judge ASR ({safety['judge']['identity']['source']})", percent(safety["judge"]["asr"])])
+        judge = safety["judge"]
+        name = f"{judge['identity']['source']}, {judge['identity']['kind']}"
+        rows.append([f"judge ASR ({name})", percent(judge["asr"])])
+        rows.append([f"judge mean score ({name})", number(judge.get("score_mean"))])
+        rows.append(["judge answers not parsed", str(sum((judge.get("unparsed") or {}).values()))])
     for outcome, per_condition in (result.get("comparison") or {}).get("differences", {}).items():
         for condition, diff in per_condition.items():
             rows.append(
@@ -200,6 +235,12 @@ def result_table(result: dict) -> str:
         ["zero-shot tasks (lm-eval)", utility["zero_shot"]["status"]],
     ]
     return format_table(["metric", "value"], rows)
+
+
+def judge_key(protocol) -> str | None:
+    """The endpoint judge's key, from the environment variable the protocol names (the key itself is never stored)."""
+    name = protocol.judge.api_key_env if protocol.judge is not None else ""
+    return os.environ.get(name) if name else None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -226,7 +267,9 @@ def run(args: argparse.Namespace) -> int:
     bar = ProgressBar("eval")
     try:
         with direction_intervention(loaded.model, args) as intervention:
-            result = evaluate(loaded, protocol, progress=bar, ablation=ablation, unit_map=unit_map)
+            result = evaluate(
+                loaded, protocol, progress=bar, ablation=ablation, unit_map=unit_map, judge_api_key=judge_key(protocol)
+            )
         if intervention:
             result["direction_intervention"] = intervention
         if earlier is not None:

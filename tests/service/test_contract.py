@@ -302,3 +302,104 @@ def test_a_preset_that_freezes_needs_an_audit(client: TestClient, alice: Tenant_
     body = {"model_id": alice_model, "dataset_id": dataset, "preset": "keep-refusals"}
     r = client.post("/v1/finetunes", json=body, headers=alice.headers)
     assert r.status_code == 422 and "mode 'freeze' needs audit_id" in r.text
+
+
+# ------------------------------------------------------------------ the evaluation's judge: one definition, JudgeSpec
+
+JUDGE_FLAGS = [
+    "--judge",
+    "org/guard",
+    "--judge-kind",
+    "llama-guard",
+    "--judge-revision",
+    "v3",
+    "--judge-max-new-tokens",
+    "12",
+    "--judge-dtype",
+    "bfloat16",
+    "--judge-device-map",
+    "auto",
+    "--judge-max-length",
+    "2048",
+]
+JUDGE_BODY = {
+    "source": "org/guard",
+    "kind": "llama-guard",
+    "revision": "v3",
+    "max_new_tokens": 12,
+    "dtype": "bfloat16",
+    "device_map": "auto",
+    "max_length": 2048,
+}
+
+
+def test_the_judge_request_has_every_judge_spec_field_with_its_default():
+    import dataclasses
+
+    from service.schemas.jobs import JudgeRequest
+    from ssah_engine.judge_spec import JudgeSpec
+
+    defaults = {item.name: item.default for item in dataclasses.fields(JudgeSpec)}
+    assert set(JudgeRequest.model_fields) == set(defaults)
+    for name, field in JudgeRequest.model_fields.items():
+        assert field.default == defaults[name], name
+    args = build_parser().parse_args(["eval", "--model", "m", "--out", "o"])
+    assert set(args.judge_fields) | {"source", "kind"} == set(defaults)  # every field is a --judge-* flag too
+
+
+def test_cli_and_api_give_the_evaluation_the_same_judge(client: TestClient, alice: Tenant_, alice_model: str):
+    from ssah.commands.eval import build_protocol
+
+    from_cli = build_protocol(build_parser().parse_args(["eval", "--model", "m", "--out", "o", *JUDGE_FLAGS]))
+    r = client.post("/v1/evaluations", json={"model_id": alice_model, "judge": JUDGE_BODY}, headers=alice.headers)
+    assert r.status_code == 202, r.text
+    from_api = job_configs.evaluation_protocol(r.json()["params"], harmful=None, instructions=None, sample_limit=None)
+    assert from_api.judge == from_cli.judge and from_api.hash == from_cli.hash
+    assert from_api.judge is not None and from_api.judge.kind == "llama-guard" and from_api.judge.dtype == "bfloat16"
+
+
+@pytest.mark.parametrize(
+    "judge, message",
+    [
+        ({"source": "org/guard", "kind": "vibes"}, "body.judge.kind"),
+        ({"source": "org/guard", "kind": "causal"}, "body.judge.kind"),  # the engine's old name is CLI-only
+        ({"source": "org/cls", "kind": "harmbench", "prompt_template": "no slots"}, "lacks {prompt} and {response}"),
+        ({"source": "org/guard", "api_key": "sk-1"}, "body.judge.api_key"),  # a key is never a field
+        (
+            {"source": "org/guard", "kind": "llama-guard", "base_url": "http://evil.example/v1"},
+            "judge_endpoint_not_allowed",
+        ),
+        ({"source": "/etc", "kind": "llama-guard"}, "body.judge.source"),  # the model policy applies to judges
+    ],
+)
+def test_bad_judges_are_refused_before_the_job_is_queued(
+    judge, message, client: TestClient, alice: Tenant_, alice_model: str
+):
+    r = client.post("/v1/evaluations", json={"model_id": alice_model, "judge": judge}, headers=alice.headers)
+    assert r.status_code == 422 and message in r.text, r.text
+
+
+def test_an_endpoint_judge_takes_only_the_deployments_endpoints_and_key_variables(
+    make_app, alice: Tenant_, alice_model: str
+):
+    judge = {"source": "guard", "kind": "llama-guard", "base_url": "http://judge.internal:8000/v1/"}
+    with TestClient(make_app(judge_endpoints="http://judge.internal:8000/v1", judge_key_envs="GUARD_KEY")) as client:
+        refused = client.post(
+            "/v1/evaluations",
+            json={"model_id": alice_model, "judge": judge | {"api_key_env": "SSAH_DATABASE_URL"}},
+            headers=alice.headers,
+        )
+        assert refused.status_code == 422 and "judge_key_env_not_allowed" in refused.text
+        assert "body.judge.api_key_env" in refused.text
+        accepted = client.post(
+            "/v1/evaluations",
+            json={"model_id": alice_model, "judge": judge | {"api_key_env": "GUARD_KEY"}},
+            headers=alice.headers,
+        )
+    assert accepted.status_code == 202, accepted.text
+    stored = accepted.json()["params"]["judge"]
+    assert stored["api_key_env"] == "GUARD_KEY" and "key" not in {k for k in stored if k != "api_key_env"}
+    protocol = job_configs.evaluation_protocol(
+        accepted.json()["params"], harmful=None, instructions=None, sample_limit=None
+    )
+    assert protocol.judge is not None and protocol.judge.base_url == judge["base_url"]

@@ -17,7 +17,7 @@ from service.auth import Principal
 from service.errors import JobNotReady, NotFound, Unprocessable
 from service.jobs import cancel_job, create_job
 from service.limits import check_job_request
-from service.model_policy import SourceRefused, check_for_tenant
+from service.model_policy import SourceRefused, check_for_tenant, check_judge
 from service.models import Job, JobStatus, ModelSource
 from service.schemas.jobs import JobRead, JobStatusName
 from service.settings import Settings
@@ -107,6 +107,16 @@ def check_model_source(settings: Settings, principal: Principal, source: str, *,
         raise ModelSourceRefused(
             str(exc), extra={"rule": exc.rule, "errors": [{"loc": loc, "msg": exc.reason, "type": "model_policy"}]}
         ) from None
+
+
+def check_judge_source(settings: Settings, principal: Principal, judge: dict) -> None:
+    """422 naming the judge field and the rule unless the deployment allows this judge (model policy, allow-lists)."""
+    try:
+        check_judge(settings, principal.tenant_id, judge)
+    except SourceRefused as exc:
+        loc = {"judge_endpoint_not_allowed": "base_url", "judge_key_env_not_allowed": "api_key_env"}.get(exc.rule)
+        errors = [{"loc": f"body.judge.{loc or 'source'}", "msg": exc.reason, "type": "model_policy"}]
+        raise ModelSourceRefused(str(exc), extra={"rule": exc.rule, "errors": errors}) from None
 
 
 def require_model(

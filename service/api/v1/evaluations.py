@@ -12,6 +12,7 @@ from service.api.deps import IdempotencyDep, PageDep, PrincipalDep, SessionDep, 
 from service.api.v1.common import (
     JobFiltersDep,
     cancel_response,
+    check_judge_source,
     job_page,
     load_job,
     require_audit,
@@ -42,6 +43,8 @@ def create_evaluation(
     require_dataset(session, principal, body.safety_dataset_id, loc="body.safety_dataset_id")
     require_dataset(session, principal, body.utility_dataset_id, loc="body.utility_dataset_id")
     require_dataset(session, principal, body.suffixes_dataset_id, loc="body.suffixes_dataset_id")
+    if body.judge is not None:
+        check_judge_source(request.app.state.settings, principal, body.judge.model_dump(mode="json"))
     for name in ("harmful_source", "harmless_source"):  # bench:NAME=DATASET_ID reads the caller's upload
         require_dataset(session, principal, source_upload(getattr(body, name)), loc=f"body.{name}")
     return submit_job(
