@@ -19,6 +19,7 @@ SERVICE_MAY_IMPORT = {
     "ssah_engine.finetune",
     "ssah_engine.probe",
     "ssah_engine.data.builtin",
+    "ssah_engine.data.benchmarks",  # the named benchmarks a request may name, as data.builtin the builtin sets
     "ssah_engine.judge_spec",
 }
 
