@@ -254,16 +254,21 @@ def ablation(ctx: Context, aligned_model: str, unit_map_dir: str, dense: dict) -
 
     Every prompt format x compensation of the plan is measured; the first of each gives the headline
     ``minus_<class>`` entries. Each arm carries its intervals and paired differences against the dense
-    model in the same format; a random control is the mean (and range) of its seeds.
+    model in the same format; a random control is the mean (and range) of its seeds. Perplexity does not
+    depend on the prompt format, so each arm's is measured in the first format and reused in the others.
     """
     plan = ctx.plan
     loaded = ctx.load(aligned_model)
     unit_map = UnitMap.load(unit_map_dir)
     results: dict = {"dense": {key: dense.get(key) for key in metrics_keys()}, "table1": []}
+    measured: dict[tuple, dict] = {}  # (compensation, arm, seed) -> its first-format result, for its utility
     for number, prompt_format in enumerate(plan.prompt_formats):
         base = ctx.protocol.replace(prompt_format=prompt_format)
         directory = ctx.out / "ablation" / prompt_format
-        dense_result = _evaluate_result(ctx, loaded, base, None, None, directory / "dense", f"dense ({prompt_format})")
+        dense_result = _evaluate_result(
+            ctx, loaded, base, None, None, directory / "dense", f"dense ({prompt_format})", measured.get(("dense",))
+        )
+        measured.setdefault(("dense",), dense_result)
         results["table1"].append(_row(prompt_format, None, "dense", dense_result, None))
         for compensation in plan.compensations:
             protocol = base.replace(ablation_compensation=compensation)
@@ -276,8 +281,10 @@ def ablation(ctx: Context, aligned_model: str, unit_map_dir: str, dense: dict) -
                 for name in plan.controlled_classes
             ]
             for arm, specs in arms:
-                evaluated = [
-                    _evaluate_result(
+                evaluated = []
+                for spec in specs:
+                    key = (compensation, arm, spec.seed if spec.control else None)
+                    result = _evaluate_result(
                         ctx,
                         loaded,
                         protocol,
@@ -288,9 +295,10 @@ def ablation(ctx: Context, aligned_model: str, unit_map_dir: str, dense: dict) -
                         / arm.replace(" ", "-")
                         / (f"seed-{spec.seed}" if spec.control else ""),
                         f"{arm} ({prompt_format}, {compensation})",
+                        measured.get(key),
                     )
-                    for spec in specs
-                ]
+                    measured.setdefault(key, result)
+                    evaluated.append(result)
                 row = _row(prompt_format, compensation, arm, evaluated[0], dense_result, evaluated)
                 results["table1"].append(row)
                 if number == 0 and compensation == plan.compensations[0] and arm.startswith("minus "):
@@ -305,11 +313,18 @@ def ablation(ctx: Context, aligned_model: str, unit_map_dir: str, dense: dict) -
 
 
 def _evaluate_result(
-    ctx: Context, loaded: LoadedModel, protocol: Protocol, spec, unit_map, directory: Path, label: str
+    ctx: Context,
+    loaded: LoadedModel,
+    protocol: Protocol,
+    spec,
+    unit_map,
+    directory: Path,
+    label: str,
+    reuse_utility: dict | None = None,
 ) -> dict:
     """evaluate() under ``protocol`` (with ``spec`` ablated when given), saved as DIR/evaluation.json."""
     started = time.perf_counter()
-    result = evaluate(loaded, protocol, ablation=spec, unit_map=unit_map if spec else None)
+    result = evaluate(loaded, protocol, ablation=spec, unit_map=unit_map if spec else None, reuse_utility=reuse_utility)
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "evaluation.json").write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
     ctx.say(

@@ -69,6 +69,7 @@ def evaluate(
     ablation: AblationSpec | None = None,
     unit_map: UnitMap | None = None,
     judge_api_key: str | None = None,
+    reuse_utility: dict | None = None,
 ) -> dict:
     """Evaluate ``loaded`` under ``protocol`` (default: Protocol()); the result is evaluation.json's content.
 
@@ -76,6 +77,11 @@ def evaluate(
     protocol's compensation, and the result records what was removed; the weights are restored afterwards.
     Otherwise the model is used as it is, so a mask applied around this call is measured.
     ``judge_api_key``: the key of an endpoint judge, read by the caller from ``protocol.judge.api_key_env``.
+
+    ``reuse_utility``, an earlier result for the same weights, skips the utility pass (perplexity, response
+    loss, zero-shot) and copies its numbers: they depend neither on the prompt format nor on the conditions,
+    so a run that measures one model in several formats computes them once. Its utility settings and its
+    ablation must equal this call's (checked; that the weights are the same is the caller's promise).
     """
     if (ablation is None) != (unit_map is None):
         raise ValueError("an ablation and its unit map go together")
@@ -84,13 +90,40 @@ def evaluate(
     if judge is not None and judge.api_key_env and not judge_api_key:  # before an hour of generation, not after
         raise ValueError(f"the judge endpoint {judge.base_url} needs its key: set the variable {judge.api_key_env}")
     if ablation is None:
-        return _evaluate(loaded, protocol, data, progress, judge_api_key)
+        _check_reusable(reuse_utility, protocol, None)
+        return _evaluate(loaded, protocol, data, progress, judge_api_key, reuse_utility)
     assert unit_map is not None  # checked above: an ablation comes with its unit map
     units = ablation.units(unit_map)
+    described = ablation.describe(unit_map, units) | {"compensation": protocol.ablation_compensation}
+    _check_reusable(reuse_utility, protocol, described)
     with ablate(loaded.model, unit_map, units, compensation=protocol.ablation_compensation):
-        result = _evaluate(loaded, protocol, data, progress, judge_api_key)
-    result["ablation"] = ablation.describe(unit_map, units) | {"compensation": protocol.ablation_compensation}
+        result = _evaluate(loaded, protocol, data, progress, judge_api_key, reuse_utility)
+    result["ablation"] = described
     return result
+
+
+# The protocol settings utility numbers depend on (the prompt format and the conditions do not enter them).
+UTILITY_SETTINGS = (
+    "benign_text",
+    "instructions",
+    "perplexity_max_length",
+    "perplexity_stride",
+    "response_max_length",
+    "zero_shot_tasks",
+    "zero_shot_limit",
+    "batch_size",
+)
+
+
+def _check_reusable(previous: dict | None, protocol: Protocol, ablation: dict | None) -> None:
+    if previous is None:
+        return
+    settings, earlier = protocol.to_dict(), previous["protocol"]["settings"]
+    differing = [name for name in UTILITY_SETTINGS if settings[name] != earlier[name]]
+    if differing:
+        raise ValueError(f"cannot reuse utility numbers measured under other settings: {', '.join(differing)}")
+    if previous.get("ablation") != ablation:
+        raise ValueError("cannot reuse utility numbers of an evaluation with other units ablated")
 
 
 def _evaluate(
@@ -99,6 +132,7 @@ def _evaluate(
     data: dict[str, Dataset],
     progress: Progress | None,
     judge_api_key: str | None = None,
+    reuse_utility: dict | None = None,
 ) -> dict:
     model, tokenizer = loaded.model, loaded.tokenizer
     started, timing = time.perf_counter(), {}
@@ -136,7 +170,10 @@ def _evaluate(
         safety["judge"] = _judge(protocol, harmful_records, loaded, timing, judge_api_key)
 
         mark = time.perf_counter()
-        utility = _utility(model, tokenizer, protocol, data)
+        if reuse_utility is None:
+            utility = _utility(model, tokenizer, protocol, data)
+        else:
+            utility = reuse_utility["utility"] | {"reused_from_protocol": reuse_utility["protocol"]["hash"]}
         timing["utility_seconds"] = round(time.perf_counter() - mark, 2)
         if progress:
             progress("done", 1.0)

@@ -367,6 +367,25 @@ def test_evaluate_measures_an_ablated_model_and_ablation_is_reversible(tiny_llam
     assert margins(after) == margins(dense) and after["records"] == dense["records"]
 
 
+def test_utility_is_reused_only_where_it_is_the_same_measurement(tiny_llama, eval_files, safety_set, utility_set):
+    from ssah_engine.audit import AuditConfig, run_audit
+    from ssah_engine.classes import Cuts
+    from ssah_engine.evaluation import AblationSpec
+
+    protocol = eval_files.replace(conditions=("no_system",), instructions=None, zero_shot_tasks=())
+    chat = evaluate(tiny_llama, protocol)
+    other_format = evaluate(tiny_llama, protocol.replace(prompt_format="no_inst"), reuse_utility=chat)
+    measured = evaluate(tiny_llama, protocol.replace(prompt_format="no_inst"))
+    assert other_format["utility"]["perplexity"] == measured["utility"]["perplexity"] == chat["utility"]["perplexity"]
+    assert other_format["utility"]["reused_from_protocol"] == chat["protocol"]["hash"]
+    assert other_format["records"] == measured["records"]  # the safety pass still ran in its own format
+    with pytest.raises(ValueError, match="perplexity_max_length"):
+        evaluate(tiny_llama, protocol.replace(perplexity_max_length=64, perplexity_stride=32), reuse_utility=chat)
+    unit_map = run_audit(tiny_llama, safety_set, utility_set, AuditConfig(samples=12, cuts=Cuts.parse("0.1,0.05,0.1")))
+    with pytest.raises(ValueError, match="other units ablated"):
+        evaluate(tiny_llama, protocol, ablation=AblationSpec(("SCU",)), unit_map=unit_map, reuse_utility=chat)
+
+
 @pytest.mark.slow
 def test_evaluate_smollm2_end_to_end():
     from ssah_engine.loading import load_model
