@@ -1,7 +1,8 @@
 """Masked fine-tuning: freeze the safety-critical units, or train only the redundant ones.
 
 ``run_finetune`` runs a whole job; ``build_masks`` and ``FrozenSlices`` are the pieces that keep
-frozen rows and columns bit-identical under AdamW (weight decay and momentum included).
+frozen rows and columns bit-identical under AdamW (weight decay and momentum included), and
+``PackedAdamW`` keeps optimizer state only for the trainable rows and columns.
 Names load on first use, so ``FinetuneConfig`` (command-line flags, API schemas) comes without torch.
 """
 
@@ -17,6 +18,8 @@ _EXPORTS = {
     "FrozenSlices": ".optimizer",
     "make_optimizer": ".optimizer",
     "make_scheduler": ".optimizer",
+    "Packing": ".packed",
+    "PackedAdamW": ".packed",
     "FinetuneResult": ".run",
     "run_finetune": ".run",
     "find_redundant_units": ".selection",

@@ -15,6 +15,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from .packed import PackedAdamW, unpacked_state_dict
+
 logger = logging.getLogger(__name__)
 
 CHECKPOINTS_DIR = "checkpoints"
@@ -76,7 +78,11 @@ def load_checkpoint(path: Path, model: nn.Module, optimizer, scheduler) -> tuple
             raise ValueError(f"checkpoint {path} does not fit this model (tensor {name})")
         parameters[name].copy_(tensor)
     state = torch.load(path / STATE_FILE, weights_only=True)
-    optimizer.load_state_dict(state["optimizer"])
+    saved_optimizer = state["optimizer"]
+    if not isinstance(optimizer, PackedAdamW):  # a packed run resumed on the dense path
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        saved_optimizer = unpacked_state_dict(saved_optimizer, params)
+    optimizer.load_state_dict(saved_optimizer)
     scheduler.load_state_dict(state["scheduler"])
     torch.set_rng_state(state["rng"]["torch"])
     if "cuda" in state["rng"] and torch.cuda.is_available():

@@ -148,6 +148,13 @@ class FinetuneConfig:
         default="cosine", metadata={"help": "decay after warm-up: cosine | linear | constant", "choices": SCHEDULES}
     )
     max_grad_norm: float | None = field(default=1.0, metadata={"help": "clip the gradient norm (none: no clipping)"})
+    packed_optimizer: bool = field(
+        default=True,
+        metadata={
+            "help": "AdamW keeps moments only for the trainable rows/columns of partly frozen tensors (the same "
+            "updates bit for bit, less memory); off: dense moments, frozen slices written back after each step"
+        },
+    )
     max_length: int = field(default=512, metadata={"help": "tokens per pair; longer responses are cut", "ge": 8})
     system_prompt: str | None = field(default=None, metadata={"help": "system message for the chat template"})
     seed: int = field(default=0, metadata={"help": "seed of data order, dropout and everything random", "ge": 0})
@@ -270,4 +277,13 @@ class FinetuneConfig:
         return cls(**values)
 
     # Fields that may differ between a run and its resumption without changing the result.
-    RESUME_FREE = ("resume", "log_every", "evaluate", "eval_protocol", "reaudit", "keep_checkpoints")
+    # packed_optimizer: both paths compute the same bits and load each other's checkpoints.
+    RESUME_FREE = (
+        "resume",
+        "log_every",
+        "evaluate",
+        "eval_protocol",
+        "reaudit",
+        "keep_checkpoints",
+        "packed_optimizer",
+    )

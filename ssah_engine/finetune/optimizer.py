@@ -3,7 +3,10 @@
 Zeroing a frozen element's gradient keeps clipping honest and its Adam moments at zero, but
 decoupled weight decay would still shrink it. So the frozen slices are snapshotted once and
 written back after every optimizer step: exact whatever the optimizer does, and cheap, since
-only the frozen rows/columns are copied (never a full second copy of the model).
+only the frozen rows/columns are copied (never a full second copy of the model). That is the
+dense path (``packed_optimizer=False``); the default ``PackedAdamW`` (packed.py) keeps moments only
+for trainable entries and never writes frozen ones, so it needs the zeroed gradients (for clipping)
+but no snapshot.
 """
 
 from __future__ import annotations
@@ -15,19 +18,21 @@ from torch import nn
 
 from .config import FinetuneConfig
 from .masks import ParamMasks
+from .packed import PackedAdamW, packings_for
 
 
 class FrozenSlices:
     """The partly frozen tensors of a model: zero their frozen gradients, restore their frozen values."""
 
-    def __init__(self, model: nn.Module, masks: ParamMasks):
+    def __init__(self, model: nn.Module, masks: ParamMasks, *, snapshot: bool = True):
+        """``snapshot=False`` for an optimizer that never writes frozen entries (``PackedAdamW``): no copy, no restore."""
         parameters = dict(model.named_parameters())
         self.parts = []
         for name, part in masks.slices.items():
             parameter = parameters[name]
             index = part.index.to(parameter.device)
-            snapshot = parameter.detach().index_select(part.dim, index).clone()
-            self.parts.append((parameter, part.dim, index, snapshot))
+            values = parameter.detach().index_select(part.dim, index).clone() if snapshot else None
+            self.parts.append((parameter, part.dim, index, values))
 
     def __len__(self) -> int:
         return len(self.parts)
@@ -43,7 +48,8 @@ class FrozenSlices:
     def restore(self) -> None:
         """After the step: put back the exact frozen values (undoes weight decay, any update)."""
         for parameter, dim, index, snapshot in self.parts:
-            parameter.index_copy_(dim, index, snapshot)
+            if snapshot is not None:
+                parameter.index_copy_(dim, index, snapshot)
 
 
 class Anchor:
@@ -62,8 +68,13 @@ class Anchor:
             parameter.sub_(parameter - start, alpha=lr * self.strength)
 
 
-def make_optimizer(model: nn.Module, config: FinetuneConfig) -> torch.optim.AdamW:
-    """AdamW over the tensors that have a trainable element; no weight decay on vectors (norms, biases)."""
+def make_optimizer(model: nn.Module, config: FinetuneConfig, masks: ParamMasks | None = None) -> torch.optim.AdamW:
+    """AdamW over the tensors that have a trainable element; no weight decay on vectors (norms, biases).
+
+    With ``config.packed_optimizer`` a ``PackedAdamW``, packed by ``masks`` when given (else dense
+    until ``set_packings``); otherwise ``torch.optim.AdamW``, whose frozen slices ``FrozenSlices``
+    must write back.
+    """
     trainable = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
     if not trainable:
         raise ValueError("nothing to train: every parameter is frozen")
@@ -73,6 +84,9 @@ def make_optimizer(model: nn.Module, config: FinetuneConfig) -> torch.optim.Adam
     ]
     groups = [group for group in groups if group["params"]]
     # foreach (not fused): fast on CPU and CUDA alike, and the same arithmetic on resume.
+    if config.packed_optimizer:
+        packings = packings_for(model, masks) if masks is not None else {}
+        return PackedAdamW(groups, lr=config.lr, betas=config.betas, foreach=True, packings=packings)
     return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas, foreach=True)
 
 

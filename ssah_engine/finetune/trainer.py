@@ -17,6 +17,7 @@ from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import FinetuneConfig
 from .masks import ParamMasks
 from .optimizer import Anchor, FrozenSlices, make_optimizer, make_scheduler
+from .packed import PackedAdamW, packings_for
 
 logger = logging.getLogger(__name__)
 
@@ -117,7 +118,10 @@ def train(
         """Masks of the phase holding ``step``; the snapshot comes from the weights actually trained."""
         number = max(i for i, (first, _) in enumerate(phases) if first <= step)
         phases[number][1].apply(model)
-        frozen = FrozenSlices(model, phases[number][1])
+        if isinstance(optimizer, PackedAdamW):  # converts a loaded state (packed by its phase) to this phase's
+            optimizer.set_packings(packings_for(model, phases[number][1]))
+        # PackedAdamW never writes frozen entries: no snapshot to restore them from.
+        frozen = FrozenSlices(model, phases[number][1], snapshot=not isinstance(optimizer, PackedAdamW))
         logger.info(
             "training steps %d-%d of %d (%d per epoch), %d partly frozen tensors, %d frozen whole",
             step + 1,

@@ -46,6 +46,7 @@ FREEZE = {
     "warmup_ratio": 0.1,
     "schedule": "linear",
     "max_grad_norm": None,
+    "packed_optimizer": False,
     "max_length": 256,
     "system_prompt": "Be careful.",
     "seed": 3,
