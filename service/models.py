@@ -182,6 +182,36 @@ class Score(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+# Verdict values a record's columns hold: the headline refusal list's and the judge's.
+RECORD_VERDICTS = ("success", "short", "refusal")
+JUDGE_VERDICTS = ("unsafe", "safe", "unparsed")
+
+
+class EvaluationRecord(Base):
+    """One prompt x condition (x suffix) of an evaluation: the engine's record, with what the API filters on."""
+
+    __tablename__ = "evaluation_records"
+    __table_args__ = (
+        # Also the index of every read: one job's records in order.
+        sa.UniqueConstraint("job_id", "position", name="uq_evaluation_records_job_id_position"),
+        sa.CheckConstraint("prompt_set IN ('harmful', 'harmless')", name="prompt_set"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(sa.Uuid, primary_key=True, default=uuid.uuid4)
+    job_id: Mapped[uuid.UUID] = mapped_column(sa.ForeignKey("jobs.id", ondelete="CASCADE"))
+    # Order in evaluation.json (harmful, then harmless): pages follow it.
+    position: Mapped[int]
+    prompt_set: Mapped[str] = mapped_column(sa.String(16))  # the record's "set": harmful or harmless
+    condition: Mapped[str] = mapped_column(sa.String(16))
+    category: Mapped[str | None] = mapped_column(sa.Text)
+    # The headline refusal list's verdict (success / short / refusal); NULL when nothing was generated.
+    verdict: Mapped[str | None] = mapped_column(sa.String(16))
+    # unsafe / safe / unparsed; NULL when no judge labelled this record.
+    judge_verdict: Mapped[str | None] = mapped_column(sa.String(16))
+    # The record exactly as the engine wrote it (prompt, rendered prompt, response, every verdict, margin, judge).
+    record: Mapped[dict[str, Any]]
+
+
 class FinetuneResult(Base):
     __tablename__ = "finetune_results"
 

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from service.models import (
     Comparison,
     Dataset,
+    EvaluationRecord,
     FinetuneResult,
     IdempotencyKey,
     Job,
@@ -204,6 +205,42 @@ def get_unit_map(session: Session, *, job_id: uuid.UUID) -> UnitMap | None:
 def list_scores(session: Session, *, job_id: uuid.UUID) -> Sequence[Score]:
     """Return the scores of evaluation job ``job_id``."""
     return session.scalars(sa.select(Score).where(Score.job_id == job_id).order_by(Score.created_at)).all()
+
+
+def list_evaluation_records(
+    session: Session,
+    *,
+    tenant_id: uuid.UUID,
+    job_id: uuid.UUID,
+    limit: int,
+    offset: int,
+    prompt_set: str | None = None,
+    condition: str | None = None,
+    category: str | None = None,
+    verdict: str | None = None,
+    judge: str | None = None,
+) -> tuple[Sequence[EvaluationRecord], int]:
+    """Return one page of the tenant's evaluation ``job_id``'s records, in the engine's order, and the match count."""
+    stmt = (
+        sa.select(EvaluationRecord)
+        .join(Job, Job.id == EvaluationRecord.job_id)
+        .where(EvaluationRecord.job_id == job_id, Job.tenant_id == tenant_id)
+    )
+    for column, value in (
+        (EvaluationRecord.prompt_set, prompt_set),
+        (EvaluationRecord.condition, condition),
+        (EvaluationRecord.category, category),
+        (EvaluationRecord.verdict, verdict),
+        (EvaluationRecord.judge_verdict, judge),
+    ):
+        if value is not None:
+            stmt = stmt.where(column == value)
+    return paginate(session, stmt.order_by(EvaluationRecord.position), limit=limit, offset=offset)
+
+
+def has_evaluation_records(session: Session, *, job_id: uuid.UUID) -> bool:
+    """Whether evaluation ``job_id`` stored any record rows (evaluations older than the table stored none)."""
+    return session.scalar(sa.select(sa.exists().where(EvaluationRecord.job_id == job_id))) or False
 
 
 def get_finetune_result(session: Session, *, job_id: uuid.UUID) -> FinetuneResult | None:

@@ -65,9 +65,17 @@ def evaluation(run: JobRun) -> None:
     path.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
     uri = run.publish(path, "evaluation.json")  # with the per-prompt records
     metrics = {key: value for key, value in result.items() if key != "records"}
+    zero_shot = metrics.get("utility", {}).get("zero_shot", {})
+    if "samples" in zero_shot:  # lm-eval's per-sample results stay in evaluation.json, out of the scores row
+        metrics["utility"] = metrics["utility"] | {"zero_shot": {k: v for k, v in zero_shot.items() if k != "samples"}}
     run.succeed(
         lambda s: results.put_score(
-            s, job_id=run.id, protocol_hash=result["protocol"]["hash"], metrics=metrics, records_uri=uri
+            s,
+            job_id=run.id,
+            protocol_hash=result["protocol"]["hash"],
+            metrics=metrics,
+            records_uri=uri,
+            records=result["records"],
         )
     )
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -45,7 +45,9 @@ class ScoreRead(BaseModel):
     job_id: uuid.UUID
     protocol_hash: str
     metrics: dict[str, Any]
-    records_uri: str | None = Field(description="Where to download the records: an API URL (never a server path).")
+    records_uri: str | None = Field(
+        description="The records API of this evaluation (paginated, filterable): an API URL (never a server path)."
+    )
     created_at: datetime
 
     @model_validator(mode="after")
@@ -93,3 +95,25 @@ class ComparisonRead(BaseModel):
     job_id: uuid.UUID
     crosstab: dict[str, Any] = Field(description="Counts of units moving from each class to each class.")
     created_at: datetime
+
+
+class EvaluationRecordRead(BaseModel):
+    """One prompt x condition (x suffix) of an evaluation, as the engine wrote it in evaluation.json."""
+
+    model_config = ConfigDict(extra="allow")
+
+    set: Literal["harmful", "harmless"]
+    index: int = Field(description="The prompt's position in its set.")
+    condition: str = Field(description="system, no_system or suffix.")
+    suffix_index: int | None = Field(None, description="Which suffix of the suffix file (the suffix condition only).")
+    id: str | int | None = Field(None, description="The benchmark's id of the prompt (e.g. a HarmBench BehaviorID).")
+    category: str | int | None = None
+    prompt: str
+    rendered_prompt: str = Field(description="The exact text sent to the model.")
+    response: str | None
+    verdicts: dict[str, str] | None = Field(
+        None, description="success, short or refusal under each refusal list of the protocol (the first: headline)."
+    )
+    opens_with_refusal: bool | None = None
+    margin: float | None = Field(None, description="Refusal margin: > 0 predicts a refusal.")
+    judge: dict[str, Any] | None = Field(None, description="The judge's verdict (unsafe, label, score), if any.")

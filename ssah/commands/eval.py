@@ -79,6 +79,15 @@ def add_parser(subparsers) -> None:
     judge_flags = add_prefixed_flags(parser, JudgeSpec, "judge", skip=("source", "kind"))
     parser.add_argument("--zero-shot-tasks", help="comma list of lm-eval tasks; '' for none")
     parser.add_argument(
+        "--zero-shot-num-fewshot", type=int, metavar="N", help="few-shot examples per zero-shot task (paper: 0)"
+    )
+    parser.add_argument(
+        "--zero-shot-include-path",
+        metavar="DIR",
+        help="folder of lm-eval task YAMLs (local tasks with local data files, for offline use); when it "
+        "defines every task named, lm-eval's own task index is not built",
+    )
+    parser.add_argument(
         "--ablate",
         dest="classes",
         action="append",
@@ -150,7 +159,7 @@ def build_protocol(args: argparse.Namespace):
     for name, flag in (("harmful", args.harmful), ("harmless", args.harmless), ("benign_text", args.benign_text)):
         if flag:
             changes[name] = DataRef(flag, getattr(protocol, name).limit)
-    for name in ("max_new_tokens", "batch_size"):
+    for name in ("max_new_tokens", "batch_size", "zero_shot_num_fewshot"):
         if getattr(args, name) is not None:
             changes[name] = getattr(args, name)
     if args.conditions:
@@ -268,7 +277,13 @@ def run(args: argparse.Namespace) -> int:
     try:
         with direction_intervention(loaded.model, args) as intervention:
             result = evaluate(
-                loaded, protocol, progress=bar, ablation=ablation, unit_map=unit_map, judge_api_key=judge_key(protocol)
+                loaded,
+                protocol,
+                progress=bar,
+                ablation=ablation,
+                unit_map=unit_map,
+                judge_api_key=judge_key(protocol),
+                zero_shot_include_path=args.zero_shot_include_path,
             )
         if intervention:
             result["direction_intervention"] = intervention

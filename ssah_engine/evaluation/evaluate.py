@@ -20,7 +20,7 @@ from .ablation_spec import AblationSpec
 from .judge import load_judge
 from .perplexity import perplexity
 from .prompts import describe_template
-from .protocol import DataRef, Protocol
+from .protocol import SETTINGS_ADDED_LATER, DataRef, Protocol
 from .safety import run_prompt_set, summarize
 from .zero_shot import zero_shot
 
@@ -70,6 +70,7 @@ def evaluate(
     unit_map: UnitMap | None = None,
     judge_api_key: str | None = None,
     reuse_utility: dict | None = None,
+    zero_shot_include_path: str | None = None,
 ) -> dict:
     """Evaluate ``loaded`` under ``protocol`` (default: Protocol()); the result is evaluation.json's content.
 
@@ -82,6 +83,7 @@ def evaluate(
     loss, zero-shot) and copies its numbers: they depend neither on the prompt format nor on the conditions,
     so a run that measures one model in several formats computes them once. Its utility settings and its
     ablation must equal this call's (checked; that the weights are the same is the caller's promise).
+    ``zero_shot_include_path``: a folder of lm-eval task YAMLs (local tasks, local data; see ``zero_shot``).
     """
     if (ablation is None) != (unit_map is None):
         raise ValueError("an ablation and its unit map go together")
@@ -91,13 +93,13 @@ def evaluate(
         raise ValueError(f"the judge endpoint {judge.base_url} needs its key: set the variable {judge.api_key_env}")
     if ablation is None:
         _check_reusable(reuse_utility, protocol, None)
-        return _evaluate(loaded, protocol, data, progress, judge_api_key, reuse_utility)
+        return _evaluate(loaded, protocol, data, progress, judge_api_key, reuse_utility, zero_shot_include_path)
     assert unit_map is not None  # checked above: an ablation comes with its unit map
     units = ablation.units(unit_map)
     described = ablation.describe(unit_map, units) | {"compensation": protocol.ablation_compensation}
     _check_reusable(reuse_utility, protocol, described)
     with ablate(loaded.model, unit_map, units, compensation=protocol.ablation_compensation):
-        result = _evaluate(loaded, protocol, data, progress, judge_api_key, reuse_utility)
+        result = _evaluate(loaded, protocol, data, progress, judge_api_key, reuse_utility, zero_shot_include_path)
     result["ablation"] = described
     return result
 
@@ -111,6 +113,7 @@ UTILITY_SETTINGS = (
     "response_max_length",
     "zero_shot_tasks",
     "zero_shot_limit",
+    "zero_shot_num_fewshot",
     "batch_size",
 )
 
@@ -118,7 +121,7 @@ UTILITY_SETTINGS = (
 def _check_reusable(previous: dict | None, protocol: Protocol, ablation: dict | None) -> None:
     if previous is None:
         return
-    settings, earlier = protocol.to_dict(), previous["protocol"]["settings"]
+    settings, earlier = protocol.to_dict(), SETTINGS_ADDED_LATER | previous["protocol"]["settings"]
     differing = [name for name in UTILITY_SETTINGS if settings[name] != earlier[name]]
     if differing:
         raise ValueError(f"cannot reuse utility numbers measured under other settings: {', '.join(differing)}")
@@ -133,6 +136,7 @@ def _evaluate(
     progress: Progress | None,
     judge_api_key: str | None = None,
     reuse_utility: dict | None = None,
+    zero_shot_include_path: str | None = None,
 ) -> dict:
     model, tokenizer = loaded.model, loaded.tokenizer
     started, timing = time.perf_counter(), {}
@@ -171,7 +175,7 @@ def _evaluate(
 
         mark = time.perf_counter()
         if reuse_utility is None:
-            utility = _utility(model, tokenizer, protocol, data)
+            utility = _utility(model, tokenizer, protocol, data, zero_shot_include_path)
         else:
             utility = reuse_utility["utility"] | {"reused_from_protocol": reuse_utility["protocol"]["hash"]}
         timing["utility_seconds"] = round(time.perf_counter() - mark, 2)
@@ -236,7 +240,9 @@ def _judge(
     }
 
 
-def _utility(model, tokenizer, protocol: Protocol, data: dict[str, Dataset]) -> dict:
+def _utility(
+    model, tokenizer, protocol: Protocol, data: dict[str, Dataset], zero_shot_include_path: str | None = None
+) -> dict:
     texts = [example.prompt for example in data["benign_text"].examples]
     measured = perplexity(
         model,
@@ -260,6 +266,12 @@ def _utility(model, tokenizer, protocol: Protocol, data: dict[str, Dataset]) -> 
         )
     with torch.inference_mode(False):
         utility["zero_shot"] = zero_shot(
-            model, tokenizer, protocol.zero_shot_tasks, limit=protocol.zero_shot_limit, batch_size=protocol.batch_size
+            model,
+            tokenizer,
+            protocol.zero_shot_tasks,
+            limit=protocol.zero_shot_limit,
+            batch_size=protocol.batch_size,
+            num_fewshot=protocol.zero_shot_num_fewshot,
+            include_path=zero_shot_include_path,
         )
     return utility

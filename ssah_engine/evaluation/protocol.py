@@ -36,6 +36,10 @@ DEFAULT_CONDITIONS = ("system", "no_system")
 # template; raw: the prompt exactly as given (a system prompt goes before it, separated by a blank line).
 PROMPT_FORMATS = ("chat", "no_inst", "raw")
 
+# Settings added after protocols were first hashed, with the value they implicitly had before: a setting at
+# that value stays out of the hash, so protocols pinned earlier keep their hash (and a result stored before
+# the setting existed reads as having had it).
+SETTINGS_ADDED_LATER = {"zero_shot_num_fewshot": 0}
 PAPER_ZERO_SHOT_TASKS = ("boolq", "rte", "hellaswag", "winogrande", "arc_challenge", "openbookqa")
 REFUSAL_OPENINGS = (
     "I'm sorry",
@@ -130,6 +134,9 @@ class Protocol:
         default=PAPER_ZERO_SHOT_TASKS, metadata=_help("lm-eval tasks, run when lm-eval is installed (paper's six)")
     )
     zero_shot_limit: int | None = field(default=200, metadata=_help("examples per zero-shot task (paper: 200)"))
+    zero_shot_num_fewshot: int = field(
+        default=0, metadata={"help": "few-shot examples per zero-shot task (paper: 0, zero-shot)", "ge": 0}
+    )
 
     def __post_init__(self) -> None:
         for name in ("refusal_lists", "conditions", "refusal_openings", "compliance_openings", "zero_shot_tasks"):
@@ -165,6 +172,12 @@ class Protocol:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if (
+            isinstance(self.zero_shot_num_fewshot, bool)
+            or not isinstance(self.zero_shot_num_fewshot, int)
+            or self.zero_shot_num_fewshot < 0
+        ):
+            raise ValueError(f"zero_shot_num_fewshot must be an int >= 0, got {self.zero_shot_num_fewshot!r}")
         if self.perplexity_stride > self.perplexity_max_length:
             raise ValueError("perplexity_stride must not exceed perplexity_max_length")
         if not self.refusal_openings or not self.compliance_openings:
@@ -196,6 +209,9 @@ class Protocol:
         """What the hash covers: the settings, the version, the refusal strings each list name stands for and,
         with a judge, the prompt it gets; not how a judge is reached (key variable, timeouts, rate, placement)."""
         settings = self.to_dict()
+        for name, before in SETTINGS_ADDED_LATER.items():
+            if settings[name] == before:
+                del settings[name]
         canonical: dict = {
             "version": PROTOCOL_VERSION,
             "settings": settings,

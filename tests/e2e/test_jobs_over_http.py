@@ -40,8 +40,11 @@ def test_audit_evaluation_finetune_and_comparison_run_to_success(client, headers
     scores = client.get(f"/v1/evaluations/{evaluation['id']}/scores", headers=headers).json()
     assert len(scores) == 1 and len(scores[0]["protocol_hash"]) == 64
     assert scores[0]["metrics"]["ablation"]["classes"] == ["SCU"]
+    result = client.get(f"/v1/evaluations/{evaluation['id']}/result", headers=headers)
+    assert result.status_code == 200 and result.json()["records"]  # every prompt's answer, from the store
     records = client.get(f"/v1/evaluations/{evaluation['id']}/records", headers=headers)
-    assert records.status_code == 200 and records.json()["records"]  # every prompt's answer, from the store
+    stored = result.json()["records"]
+    assert records.status_code == 200 and records.json()["items"] == stored["harmful"] + stored["harmless"]
 
     pairs = "".join(json.dumps({"prompt": f"Count to {i}.", "response": f"1 to {i}."}) + "\n" for i in range(8))
     dataset = client.post("/v1/datasets", files={"file": ("train.jsonl", pairs.encode())}, headers=headers).json()

@@ -192,6 +192,7 @@ CHANGES = {
     "judge": JudgeSpec("some/judge"),
     "zero_shot_tasks": ("boolq",),
     "zero_shot_limit": None,
+    "zero_shot_num_fewshot": 5,
     "prompt_format": "no_inst",
     "suffixes": DataRef("suffixes.txt"),
     "suffix_format": "chat",
@@ -209,6 +210,19 @@ def test_every_setting_changes_the_hash():
         assert changed.hash not in hashes, name
         assert not comparable(base, changed)
         hashes.add(changed.hash)
+
+
+def test_zero_shot_tasks_and_shots_are_hashed_and_earlier_hashes_stand(tmp_path):
+    # The default protocol's hash before zero_shot_num_fewshot existed (commit 62a4280): unchanged at 0 shots.
+    assert Protocol().hash == "cc869c9d45d525960042e3445d6827cab44d9f51bf446dda00efdcd706f6cd9e"
+    assert "zero_shot_num_fewshot" not in Protocol().canonical()["settings"]
+    tasks = {Protocol(zero_shot_tasks=t).hash for t in [("boolq",), ("rte",), ("boolq", "rte"), ("rte", "boolq"), ()]}
+    assert len(tasks) == 5  # each task list, in order, is a different protocol
+    shots = Protocol(zero_shot_num_fewshot=5)
+    assert shots.canonical()["settings"]["zero_shot_num_fewshot"] == 5 and shots.hash != Protocol().hash
+    assert Protocol.load(shots.save(tmp_path / "p.json")).hash == shots.hash
+    with pytest.raises(ValueError, match="zero_shot_num_fewshot"):
+        Protocol(zero_shot_num_fewshot=-1)
 
 
 def test_protocol_rejects_bad_settings():

@@ -109,8 +109,12 @@ def test_migrations_upgrade_downgrade_upgrade(database_url: str):
         command.upgrade(config, "head")
         tables = set(sa.inspect(engine).get_table_names())
         assert {"jobs", "api_keys", "unit_maps", "scores", "idempotency_keys", "audit_log"} <= tables
-        command.downgrade(config, "0001")  # 0002 takes away the audit log, 0003 the probe results
-        assert set(sa.inspect(engine).get_table_names()) == tables - {"audit_log", "probe_results"}
+        command.downgrade(config, "0001")  # 0002 takes away the audit log, 0003 the probe results, 0005 the records
+        assert set(sa.inspect(engine).get_table_names()) == tables - {
+            "audit_log",
+            "probe_results",
+            "evaluation_records",
+        }
         command.downgrade(config, "base")
         assert set(sa.inspect(engine).get_table_names()) == {"alembic_version"}
         command.upgrade(config, "head")

@@ -95,23 +95,28 @@ def test_scores_409_until_succeeded_then_listed(client: TestClient, db: Session,
     assert r.status_code == 200
     assert [s["metrics"] for s in r.json()] == [{"asr": 0.05, "utility": 0.61}]
     r = client.get(f"/v1/evaluations/{job}/records", headers=alice.headers)
-    assert r.status_code == 404 and "records" in r.json()["detail"]  # this score stored no records file
+    assert r.status_code == 404 and "records" in r.json()["detail"]  # this score stored no records
+    r = client.get(f"/v1/evaluations/{job}/result", headers=alice.headers)
+    assert r.status_code == 404 and "result file" in r.json()["detail"]  # ... and no result file
 
 
-def test_evaluation_records_download(
+def test_evaluation_result_download(
     app: FastAPI, client: TestClient, db: Session, alice: Tenant_, bob: Tenant_, alice_model: str
 ):
     job = client.post("/v1/evaluations", json={"model_id": alice_model}, headers=alice.headers).json()["id"]
-    assert client.get(f"/v1/evaluations/{job}/records", headers=alice.headers).status_code == 409
+    assert client.get(f"/v1/evaluations/{job}/result", headers=alice.headers).status_code == 409
     uri = f"{alice.id}/jobs/{job}/evaluation.json"
     (app.state.settings.artifact_dir / uri).parent.mkdir(parents=True)
     (app.state.settings.artifact_dir / uri).write_text('{"records": [{"prompt": "p", "refused": true}]}')
     set_job(db, job, status="succeeded")
     db.add(Score(job_id=uuid.UUID(job), protocol_hash="a" * 64, metrics={"asr": 0.0}, records_uri=uri))
     db.commit()
-    r = client.get(f"/v1/evaluations/{job}/records", headers=alice.headers)
+    r = client.get(f"/v1/evaluations/{job}/result", headers=alice.headers)
     assert r.status_code == 200 and r.json()["records"] == [{"prompt": "p", "refused": True}]
-    assert client.get(f"/v1/evaluations/{job}/records", headers=bob.headers).status_code == 404
+    assert client.get(f"/v1/evaluations/{job}/result", headers=bob.headers).status_code == 404
+    # stored before the records table: the records API says where the whole result is
+    r = client.get(f"/v1/evaluations/{job}/records", headers=alice.headers)
+    assert r.status_code == 404 and f"/v1/evaluations/{job}/result" in r.json()["detail"]
 
 
 def test_finetune_modes_and_result(client: TestClient, db: Session, alice: Tenant_, alice_model: str):

@@ -11,7 +11,7 @@ from pathlib import Path
 import sqlalchemy as sa
 import torch
 
-from service.models import Comparison, FinetuneResult, Job, Score, UnitMap, utcnow
+from service.models import Comparison, EvaluationRecord, FinetuneResult, Job, Score, UnitMap, utcnow
 from ssah_engine.unitmap import UnitMap as EngineUnitMap
 from tests.worker.conftest import add_dataset, add_job, add_model, reload
 from worker import jobs, models
@@ -148,6 +148,15 @@ def test_evaluation_stores_scores_with_protocol_hash_and_records(db, tenant, set
     assert 0.0 <= score.metrics["safety"]["asr"] <= 1.0 and "records" not in score.metrics
     records = json.loads((Path(settings.artifact_dir) / score.records_uri).read_text())["records"]
     assert len(records["harmful"]) == 2 * len(settings_used["conditions"])
+    rows = db.scalars(
+        sa.select(EvaluationRecord).where(EvaluationRecord.job_id == job_id).order_by(EvaluationRecord.position)
+    ).all()  # the same records, in the database, in the file's order
+    assert [row.record for row in rows] == records["harmful"] + records["harmless"]
+    assert [row.position for row in rows] == list(range(len(rows)))
+    headline = settings_used["refusal_lists"][0]
+    assert [(r.prompt_set, r.condition, r.verdict, r.judge_verdict) for r in rows] == [
+        (r["set"], r["condition"], r["verdicts"][headline], None) for r in records["harmful"] + records["harmless"]
+    ]
 
 
 def test_evaluation_takes_format_conditions_compensation_and_a_random_control(db, tenant, settings, factory, store):

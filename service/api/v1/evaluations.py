@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import uuid
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse
 
 from service import queries
-from service.api.deps import IdempotencyDep, PageDep, PrincipalDep, SessionDep, poll_job
+from service.api.deps import IdempotencyDep, PageDep, PrincipalDep, SessionDep, make_page, poll_job
 from service.api.v1.common import (
     JobFiltersDep,
     cancel_response,
@@ -25,7 +26,7 @@ from service.artifacts import tenant_file
 from service.errors import NotFound
 from service.schemas.common import NOT_MODIFIED, Page, problem_responses
 from service.schemas.jobs import EvaluationCreate, JobRead, source_upload
-from service.schemas.results import ScoreRead
+from service.schemas.results import EvaluationRecordRead, ScoreRead
 
 router = APIRouter(prefix="/evaluations", tags=["evaluations"], responses=problem_responses(401, 422))
 
@@ -86,18 +87,68 @@ def list_evaluation_scores(evaluation_id: uuid.UUID, session: SessionDep, princi
     return [ScoreRead.model_validate(s) for s in queries.list_scores(session, job_id=job.id)]
 
 
+RecordSet = Literal["harmful", "harmless"]
+Condition = Literal["system", "no_system", "suffix"]
+
+
 @router.get(
     "/{evaluation_id}/records",
+    response_model=Page[EvaluationRecordRead],
+    response_model_exclude_unset=True,  # each item is the record as stored: no keys it lacks (suffix_index, judge)
+    responses=problem_responses(404, 409),
+)
+def list_evaluation_records(
+    request: Request,
+    evaluation_id: uuid.UUID,
+    session: SessionDep,
+    principal: PrincipalDep,
+    page: PageDep,
+    prompt_set: Annotated[RecordSet | None, Query(alias="set", description="harmful or harmless prompts.")] = None,
+    condition: Annotated[Condition | None, Query()] = None,
+    category: Annotated[str | None, Query(max_length=200, description="The benchmark's category, exactly.")] = None,
+    verdict: Annotated[
+        Literal["success", "short", "refusal"] | None, Query(description="The headline refusal list's verdict.")
+    ] = None,
+    judge: Annotated[
+        Literal["unsafe", "safe", "unparsed"] | None,
+        Query(description="The judge's verdict; records no judge labelled never match."),
+    ] = None,
+):
+    """List a succeeded evaluation's records (one per prompt and condition), in order, filtered and paginated."""
+    job = require_succeeded(load_job(session, principal, evaluation_id, kind="evaluation"))
+    items, total = queries.list_evaluation_records(
+        session,
+        tenant_id=principal.tenant_id,
+        job_id=job.id,
+        limit=page.limit,
+        offset=page.offset,
+        prompt_set=prompt_set,
+        condition=condition,
+        category=category,
+        verdict=verdict,
+        judge=judge,
+    )
+    if total == 0 and not queries.has_evaluation_records(session, job_id=job.id):
+        raise NotFound(
+            f"the records of evaluation {evaluation_id} are not in the database (an evaluation stored before "
+            f"records were, or one with no records file); its whole result, if kept, is at "
+            f"/v1/evaluations/{evaluation_id}/result"
+        )
+    return make_page(request, [EvaluationRecordRead.model_validate(row.record) for row in items], total, page)
+
+
+@router.get(
+    "/{evaluation_id}/result",
     response_class=FileResponse,
     responses={
         **problem_responses(404, 409),
         200: {
             "content": {"application/json": {}},
-            "description": "Metrics and the per-prompt records (answers, verdicts).",
+            "description": "evaluation.json: metrics, protocol and every record (answers, verdicts).",
         },
     },
 )
-def download_evaluation_records(
+def download_evaluation_result(
     request: Request, evaluation_id: uuid.UUID, session: SessionDep, principal: PrincipalDep
 ):
     """Download a succeeded evaluation's full result: metrics plus every prompt's answer and verdict."""
@@ -105,5 +156,5 @@ def download_evaluation_records(
     uris = [score.records_uri for score in queries.list_scores(session, job_id=job.id)]
     path = tenant_file(request.app.state.settings.artifact_dir, principal.tenant_id, uris[0] if uris else None)
     if path is None:
-        raise NotFound(f"the records of evaluation {evaluation_id} are not available")
+        raise NotFound(f"the result file of evaluation {evaluation_id} is not available")
     return FileResponse(path, media_type="application/json", filename=f"evaluation-{evaluation_id}.json")

@@ -239,7 +239,7 @@ async function showEvaluation(id) {
     const scores = (await api(`/v1/evaluations/${id}/scores`)).body;
     parts.push(h("h2", {}, "Scores"), ...scores.map((s) => h("p", {}, "Protocol hash ", h("code", { class: "protocol-hash" }, s.protocol_hash))),
       scoresTable(scores), h("p", {}, downloadButton("scores (JSON)", `/v1/evaluations/${id}/scores`, `scores-${shortId(id)}.json`),
-        " · ", downloadButton("every prompt's answer and verdict (JSON)", `/v1/evaluations/${id}/records`, `evaluation-${shortId(id)}.json`)));
+        " · ", downloadButton("every prompt's answer and verdict (JSON)", `/v1/evaluations/${id}/result`, `evaluation-${shortId(id)}.json`)));
   }
   page().replaceChildren(...parts);
 }
