@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 from service.auth import DISPLAY_PREFIX_LEN, generate_key, hash_key
 from service.db import get_sessionmaker, session_scope
 from service.models import ApiKey, Tenant, utcnow
+from service.webhooks import rotate_secret
 
 
 class KeyNotFound(LookupError):
@@ -53,11 +54,17 @@ def list_api_keys(session: Session) -> list[tuple[str, str, str, str]]:
 
 
 def run_keys_action(action: str, *, tenant: str | None = None, prefix: str | None = None) -> int:
-    """Create, revoke or list keys, printing the result (`ssah keys`, whose parser requires --tenant for
-    create and the prefix for revoke)."""
+    """Create, revoke or list keys, or rotate a webhook secret, printing the result (`ssah keys`, whose parser
+    requires --tenant for create and webhook-secret and the prefix for revoke)."""
     for session in session_scope(get_sessionmaker()):
         if action == "create":
             print(create_api_key(session, typing.cast(str, tenant)))
+        elif action == "webhook-secret":
+            found = session.scalar(sa.select(Tenant.id).where(Tenant.name == tenant))
+            if found is None:
+                print(f"error: no tenant {tenant!r}", file=sys.stderr)
+                return 1
+            print(rotate_secret(session, tenant_id=found)[0])
         elif action == "revoke":
             try:
                 revoked = revoke_api_key(session, typing.cast(str, prefix))

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from celery import Celery
 from sqlalchemy.orm import Session
 
-from service import queries
+from service import queries, webhooks
 from service.db import after_commit
 from service.models import Job, JobStatus, utcnow
 from service.problems import Conflict
@@ -29,6 +29,9 @@ def create_job(
     kind: str,
     params: dict[str, Any],
     model_id: uuid.UUID | None,
+    labels: dict[str, str] | None = None,
+    gate: dict[str, Any] | None = None,
+    callback_url: str | None = None,
 ) -> Job:
     """Add a queued job; it is sent to the broker only once the session has committed."""
     job = Job(
@@ -38,6 +41,9 @@ def create_job(
         status=JobStatus.queued.value,
         params=params,
         model_id=model_id,
+        labels=labels or {},
+        gate=gate,
+        callback_url=callback_url,
     )
     session.add(job)
     session.flush()
@@ -109,4 +115,5 @@ def cancel_job(session: Session, *, job: Job) -> Job:
     session.refresh(job)
     if changed is None:
         raise Conflict(f"job {job.id} is already {job.status} and cannot be cancelled")
+    webhooks.enqueue_delivery(session, job)  # a queued job ends here; a running one ends in its worker
     return job

@@ -79,6 +79,9 @@ class Tenant(Base):
     id: Mapped[uuid.UUID] = mapped_column(sa.Uuid, primary_key=True, default=uuid.uuid4)
     name: Mapped[str] = mapped_column(sa.String(100), unique=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Kept in plain text: the service must sign with it (HMAC), so a hash would not do (docs/security.md).
+    webhook_secret: Mapped[str | None] = mapped_column(sa.String(100))
+    webhook_secret_created_at: Mapped[datetime | None]
 
 
 class ApiKey(Base):
@@ -105,6 +108,7 @@ class ModelSource(Base):
     tenant_id: Mapped[uuid.UUID] = mapped_column(sa.ForeignKey("tenants.id", ondelete="CASCADE"))
     name: Mapped[str] = mapped_column(sa.String(200))
     source: Mapped[str] = mapped_column(sa.String(1000))
+    labels: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default=sa.text("'{}'"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
 
 
@@ -153,6 +157,11 @@ class Job(Base):
     enqueued_at: Mapped[datetime | None]
     attempts: Mapped[int] = mapped_column(default=0)
     cancel_requested: Mapped[bool] = mapped_column(default=False)
+    labels: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default=sa.text("'{}'"))
+    # POSTed the job resource once it ends (service/webhooks.py).
+    callback_url: Mapped[str | None] = mapped_column(sa.String(2000))
+    # {"rules": {path: rule}, "passed": null until the job succeeded, "checks": [...]} (service/gates.py).
+    gate: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     # Bumped by SQLAlchemy on every UPDATE; feeds the ETag and guards concurrent writers.
     version: Mapped[int] = mapped_column(default=1)
 
@@ -280,3 +289,31 @@ class AuditLogEntry(Base):
     request_id: Mapped[str | None] = mapped_column(sa.String(200))  # made by the server (X-Request-ID it answered)
     client_request_id: Mapped[str | None] = mapped_column(sa.String(200))  # what the client sent, if anything
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class WebhookDelivery(Base):
+    """The POST of a finished job to its ``callback_url``: retried with backoff until it is answered 2xx."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        sa.CheckConstraint("status IN ('pending', 'succeeded', 'failed')", name="status"),
+        sa.UniqueConstraint("job_id", "event", name="uq_webhook_deliveries_job_id_event"),
+        sa.Index("ix_webhook_deliveries_status_next_attempt_at", "status", "next_attempt_at"),
+        sa.Index("ix_webhook_deliveries_tenant_id_created_at", "tenant_id", "created_at"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(sa.Uuid, primary_key=True, default=uuid.uuid4)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(sa.ForeignKey("tenants.id", ondelete="CASCADE"))
+    job_id: Mapped[uuid.UUID] = mapped_column(sa.ForeignKey("jobs.id", ondelete="CASCADE"))
+    event: Mapped[str] = mapped_column(sa.String(32))  # job.succeeded, job.failed, job.cancelled
+    url: Mapped[str] = mapped_column(sa.String(2000))
+    status: Mapped[str] = mapped_column(sa.String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(default=0)
+    # When a sender may take it next; a sender leases it by moving this past its own timeout.
+    next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_status_code: Mapped[int | None]
+    last_error: Mapped[str | None] = mapped_column(sa.String(1000))
+    last_attempt_at: Mapped[datetime | None]
+    delivered_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

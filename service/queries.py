@@ -66,9 +66,10 @@ def list_jobs(
     model_id: uuid.UUID | None = None,
     created_after: datetime | None = None,
     created_before: datetime | None = None,
+    labels: dict[str, str | None] | None = None,
 ) -> tuple[Sequence[Job], int]:
     """Return one page of the tenant's jobs, newest first, and how many match the filters."""
-    stmt = sa.select(Job).where(Job.tenant_id == tenant_id)
+    stmt = with_labels(sa.select(Job).where(Job.tenant_id == tenant_id), Job, labels)
     if kind is not None:
         stmt = stmt.where(Job.kind == kind)
     if status is not None:
@@ -80,6 +81,14 @@ def list_jobs(
     if created_before is not None:
         stmt = stmt.where(Job.created_at < created_before)
     return paginate(session, stmt.order_by(Job.created_at.desc(), Job.id.desc()), limit=limit, offset=offset)
+
+
+def with_labels(stmt: sa.Select[Any], model: Any, labels: dict[str, str | None] | None) -> sa.Select[Any]:
+    """``stmt`` keeping rows whose ``labels`` hold each key (with that value, unless None)."""
+    for key, value in (labels or {}).items():
+        text = model.labels[key].as_string()
+        stmt = stmt.where(text.is_not(None) if value is None else text == value)
+    return stmt
 
 
 def pending_jobs(session: Session, *, limit: int, created_before: datetime | None = None) -> Sequence[Job]:
@@ -155,11 +164,13 @@ def list_models(
     offset: int,
     created_after: datetime | None = None,
     created_before: datetime | None = None,
+    labels: dict[str, str | None] | None = None,
 ) -> tuple[Sequence[ModelSource], int]:
     """Return one page of the tenant's models, newest first."""
     stmt = _created_between(
         sa.select(ModelSource).where(ModelSource.tenant_id == tenant_id), ModelSource, created_after, created_before
     )
+    stmt = with_labels(stmt, ModelSource, labels)
     return paginate(
         session, stmt.order_by(ModelSource.created_at.desc(), ModelSource.id.desc()), limit=limit, offset=offset
     )

@@ -70,8 +70,23 @@ class Settings(BaseSettings):
     max_concurrent_jobs_per_tenant: int = 20  # queued + running; 0: no limit
     rate_limit_per_minute: int = 600  # requests per API key per minute (Redis); 0: off
     rate_limit_url: str | None = None  # Redis for the rate limiter; None: broker_url when it is redis://
+    # Webhooks (service/webhooks.py). Hosts a callback_url may name, comma-separated: listed hosts may resolve
+    # anywhere (even loopback or private ranges); "*" admits any other host whose addresses are all public.
+    webhook_allowed_hosts: Annotated[list[str], NoDecode] = ["*"]
+    webhook_timeout_seconds: float = 10.0  # per POST
+    webhook_max_attempts: int = 8  # tries before a delivery is marked failed
+    webhook_backoff_seconds: float = 10.0  # wait after the first failed try, doubled after each next one
+    webhook_backoff_max_seconds: float = 3600.0
+    webhook_poll_seconds: float = 1.0  # how often a worker's sender looks for due deliveries; 0: no sender
 
-    @field_validator("allowed_hub_orgs", "allowed_local_roots", "judge_endpoints", "judge_key_envs", mode="before")
+    @field_validator(
+        "allowed_hub_orgs",
+        "allowed_local_roots",
+        "judge_endpoints",
+        "judge_key_envs",
+        "webhook_allowed_hosts",
+        mode="before",
+    )
     @classmethod
     def _comma_separated(cls, value: Any) -> Any:
         if isinstance(value, str):

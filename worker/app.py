@@ -17,6 +17,7 @@ from service import redact
 from service.db import forget_inherited_connections, get_sessionmaker
 from service.queue import TASKS, make_celery
 from service.settings import get_settings
+from service.webhooks import start_deliverer
 from worker import jobs
 from worker.reconciler import start_reconciler
 from worker.runner import TRANSIENT, run_job
@@ -114,15 +115,21 @@ def _own_connections(**_: object) -> None:
     forget_inherited_connections()
 
 
+_deliverer = None
+
+
 @worker_ready.connect
 def _start_reconciler(**_: object) -> None:
-    global _reconciler
+    global _reconciler, _deliverer
     if settings.reconcile_interval_seconds > 0:
         _reconciler = start_reconciler(get_sessionmaker(), app, settings)
         log.info("reconciler every %.0fs", settings.reconcile_interval_seconds)
+    if settings.webhook_poll_seconds > 0:
+        _deliverer = start_deliverer(get_sessionmaker(), settings)
 
 
 @worker_shutdown.connect
 def _stop_reconciler(**_: object) -> None:
-    if _reconciler is not None:
-        _reconciler.set()
+    for stop in (_reconciler, _deliverer):
+        if stop is not None:
+            stop.set()

@@ -13,7 +13,7 @@ from datetime import timedelta
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from service import queries
+from service import queries, webhooks
 from service.models import utcnow
 from service.settings import Settings
 from worker.jobs import BODIES
@@ -43,6 +43,7 @@ class EmbeddedWorker(threading.Thread):
         while not self._stop_event.is_set():
             try:
                 ran = self.run_one()
+                ran = bool(webhooks.deliver_due(self.factory, self.settings)) or ran
             except Exception:
                 log.exception("embedded worker: job crashed the loop; going on")
                 ran = False

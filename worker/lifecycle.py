@@ -22,6 +22,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from service import gates, webhooks
 from service.models import TERMINAL_STATUSES, Job, JobStatus, ModelSource, utcnow
 
 log = logging.getLogger(__name__)
@@ -90,9 +91,11 @@ def claim_job(
         if job.status == JobStatus.running.value and 0 < max_attempts <= job.attempts:
             log.error("job %s: its worker died %d times; failing it", job_id, job.attempts)
             _end(job, JobStatus.failed, error=poison_message(job, max_attempts), message="failed: its worker died")
+            webhooks.enqueue_delivery(session, job)
             return None
         if job.cancel_requested:
             _end(job, JobStatus.cancelled, message="cancelled")
+            webhooks.enqueue_delivery(session, job)
             return None
         source = session.get(ModelSource, job.model_id).source if job.model_id else None
         job.status = JobStatus.running.value
@@ -124,12 +127,20 @@ def finish_job(
     store: Callable[[Session], None] | None = None,
     message: str | None = None,
 ) -> None:
-    """End the job in ``status``; ``store(session)`` writes its results in the same transaction."""
+    """End the job in ``status``; ``store(session)`` writes its results in the same transaction.
+
+    The same transaction computes a succeeded job's gate from those results and adds its webhook
+    delivery, so neither can be lost or seen before the job has ended.
+    """
     with factory.begin() as session:
         job = _owned(session, claim)
         if store is not None:
             store(session)
+            session.flush()
+        if status == JobStatus.succeeded and job.gate:
+            job.gate = gates.evaluate(session, job)
         _end(job, status, error=error, message=message or status.value)
+        webhooks.enqueue_delivery(session, job)
 
 
 def _owned(session: Session, claim: Claim) -> Job:

@@ -36,6 +36,7 @@ from service.models import utcnow
 from service.queue import TASKS, send_job
 from service.redact import redact
 from service.settings import Settings
+from service.webhooks import create_missing_deliveries
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +73,9 @@ def _ids(messages: list[bytes]) -> set[str]:
 
 
 def reconcile(session: Session, *, celery: Celery, settings: Settings) -> dict[str, int]:
-    """One round; the caller commits. Returns how many jobs were sent, re-sent and requeued."""
+    """One round; the caller commits. Returns how many jobs were sent, re-sent and requeued (and webhooks added)."""
     counts = {"sent": enqueue_pending(session, celery=celery, min_age=PENDING_GRACE), "resent": 0, "requeued": 0}
+    counts["webhooks"] = create_missing_deliveries(session)  # endings written outside a worker's transaction
     held = broker_messages(settings.broker_url)
     if held is None:
         return counts

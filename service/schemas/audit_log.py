@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-AuditAction = Literal["model.register", "dataset.upload", "job.submit", "job.cancel"]
+AuditAction = Literal["model.register", "dataset.upload", "job.submit", "job.cancel", "webhook.secret.rotate"]
 
 
 class AuditLogRead(BaseModel):

@@ -16,6 +16,7 @@ from ssah_engine.judge_spec import JudgeSpec
 from ssah_engine.probe import ProbeConfig
 
 from .engine_settings import EngineJob, job_schema, settings_fields, stored_config
+from .integrations import GateRead, JobIntegrations
 
 JobKindName = Literal["audit", "evaluation", "finetune", "comparison", "probe"]
 JobStatusName = Literal["queued", "running", "succeeded", "failed", "cancelled"]
@@ -34,7 +35,7 @@ AUDIT_LIMITS: dict[str, dict[str, Any]] = {
 }
 
 
-class _AuditJob(EngineJob):
+class _AuditJob(JobIntegrations, EngineJob):
     """Find the safety-critical, utility-critical, complex and redundant units of a model.
 
     Every other field is a setting of ``AuditConfig``, with the names, defaults and meaning of
@@ -120,7 +121,7 @@ JudgeRequest: Any = create_model(  # type: ignore[call-overload]  # mypy checks 
 )
 
 
-class EvaluationCreate(BaseModel):
+class EvaluationCreate(JobIntegrations):
     """Score a model's safety and utility, optionally with one class of an audit's units ablated."""
 
     model_config = ConfigDict(extra="forbid")
@@ -261,7 +262,7 @@ FINETUNE_LIMITS: dict[str, dict[str, Any]] = {
 }
 
 
-class _FinetuneJob(EngineJob):
+class _FinetuneJob(JobIntegrations, EngineJob):
     """Fine-tune a model; ``freeze`` and ``budget`` keep an audit's safety units intact.
 
     Every other field is a setting of ``FinetuneConfig``, with the names, defaults and meaning of
@@ -318,7 +319,7 @@ PROBE_LIMITS: dict[str, dict[str, Any]] = {
 }
 
 
-class _ProbeJob(EngineJob):
+class _ProbeJob(JobIntegrations, EngineJob):
     """The paper's reasoning-direction probe, the refusal direction and (with audit_id) unit writes along it.
 
     Every other field is a setting of ``ProbeConfig``, with the names, defaults and meaning of
@@ -362,3 +363,6 @@ class JobRead(BaseModel):
     attempts: int
     cancel_requested: bool
     version: int = Field(description="Bumped on every change; the ETag is built from it.")
+    labels: dict[str, str] = Field(description="The job's free labels.")
+    callback_url: str | None = Field(description="Where the job resource is POSTed once the job ends.")
+    gate: GateRead | None = Field(description="The gate and, once the job succeeded, its verdict (gate.passed).")

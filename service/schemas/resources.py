@@ -8,6 +8,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from .integrations import Labels
+
 DatasetFormat = Literal["jsonl", "csv", "json", "txt"]
 
 
@@ -18,6 +20,7 @@ class ModelCreate(BaseModel):
 
     name: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9._\-]*$")
     source: str = Field(min_length=1, max_length=1000, pattern=r"^\S+$", examples=["builtin:smollm2"])
+    labels: Labels = Field(default_factory=dict)
 
 
 class ModelRead(BaseModel):
@@ -26,6 +29,7 @@ class ModelRead(BaseModel):
     id: uuid.UUID
     name: str
     source: str
+    labels: dict[str, str]
     created_at: datetime
 
 

@@ -17,6 +17,10 @@ def add_parser(subparsers) -> None:
     revoke = actions.add_parser("revoke", help="revoke a key by its displayed prefix")
     revoke.add_argument("prefix", help="the key's first characters, as `ssah keys list` shows them")
     actions.add_parser("list", help="list keys (prefix, tenant, created, revoked)")
+    secret = actions.add_parser(
+        "webhook-secret", help="create or rotate a tenant's webhook signing secret and print it once"
+    )
+    secret.add_argument("--tenant", required=True, help="tenant name (must exist)")
     parser.set_defaults(run=run)
 
 

@@ -7,6 +7,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
+from service.schemas.integrations import INTEGRATION_FIELDS
 from service.schemas.jobs import FINETUNE_SERVER_ONLY, AuditCreate, FinetuneCreate, ProbeCreate
 from ssah.cli import build_parser
 from ssah.commands import audit as audit_command
@@ -82,9 +83,13 @@ def cli_flags(values: dict) -> list[str]:
     return flags
 
 
+# Labels, gate and callback: what a pipeline attaches to any job, kept out of the engine's parameters.
+PIPELINE = set(INTEGRATION_FIELDS)
+
+
 def test_every_engine_setting_is_a_flag_and_a_request_field():
     names = {setting.name for setting in setting_fields(FinetuneConfig)}
-    assert set(FinetuneCreate.model_fields) == (names - set(FINETUNE_SERVER_ONLY)) | {
+    assert set(FinetuneCreate.model_fields) == (names - set(FINETUNE_SERVER_ONLY)) | PIPELINE | {
         "model_id",
         "dataset_id",
         "audit_id",
@@ -175,7 +180,7 @@ AUDIT = {
 
 def test_every_audit_setting_is_a_flag_and_a_request_field():
     names = {setting.name for setting in setting_fields(AuditConfig)}
-    assert set(AuditCreate.model_fields) == names | {"model_id", "safety_dataset_id", "utility_dataset_id"}
+    assert set(AuditCreate.model_fields) == names | PIPELINE | {"model_id", "safety_dataset_id", "utility_dataset_id"}
     args = build_parser().parse_args(["audit", "--model", "m", "--out", "o"])
     assert set(args.config_fields) == names == set(AUDIT)
 
@@ -227,7 +232,7 @@ PROBE = {
 
 def test_cli_and_api_give_the_probe_engine_the_same_config(client: TestClient, alice: Tenant_, alice_model: str):
     names = {setting.name for setting in setting_fields(ProbeConfig)}
-    assert set(ProbeCreate.model_fields) == names | {
+    assert set(ProbeCreate.model_fields) == names | PIPELINE | {
         "model_id",
         "audit_id",
         "harmful_dataset_id",

@@ -109,11 +109,12 @@ def test_migrations_upgrade_downgrade_upgrade(database_url: str):
         command.upgrade(config, "head")
         tables = set(sa.inspect(engine).get_table_names())
         assert {"jobs", "api_keys", "unit_maps", "scores", "idempotency_keys", "audit_log"} <= tables
-        command.downgrade(config, "0001")  # 0002 takes away the audit log, 0003 the probe results, 0005 the records
+        command.downgrade(config, "0001")  # 0002: the audit log, 0003: probe results, 0005: records, 0006: webhooks
         assert set(sa.inspect(engine).get_table_names()) == tables - {
             "audit_log",
             "probe_results",
             "evaluation_records",
+            "webhook_deliveries",
         }
         command.downgrade(config, "base")
         assert set(sa.inspect(engine).get_table_names()) == {"alembic_version"}

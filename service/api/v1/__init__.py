@@ -12,9 +12,24 @@ from service.api.v1 import (
     jobs,
     models,
     probes,
+    series,
     unit_maps,
+    webhooks,
 )
 
 router = APIRouter(prefix="/v1")
-for module in (models, datasets, audits, unit_maps, evaluations, finetunes, comparisons, probes, jobs, audit_log):
+for module in (
+    models,
+    datasets,
+    audits,
+    unit_maps,
+    evaluations,
+    finetunes,
+    comparisons,
+    probes,
+    jobs,
+    series,
+    webhooks,
+    audit_log,
+):
     router.include_router(module.router)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import datetime, timezone
 from typing import Annotated
@@ -13,14 +14,18 @@ from sqlalchemy.orm import Session
 
 from service import audit_log, queries
 from service.api.deps import Idempotency, PageParams, accepted_job, make_page
+from service.api.v1.integrations import engine_params, job_integrations
 from service.auth import Principal
 from service.errors import JobNotReady, NotFound, Unprocessable
 from service.jobs import cancel_job, create_job
 from service.limits import check_job_request
 from service.model_policy import SourceRefused, check_for_tenant, check_judge
 from service.models import Job, JobStatus, ModelSource
+from service.schemas.integrations import LABEL_KEY
 from service.schemas.jobs import JobRead, JobStatusName
 from service.settings import Settings
+
+LABEL_KEY_RE = re.compile(LABEL_KEY)
 
 
 class ModelSourceRefused(Unprocessable):
@@ -32,6 +37,22 @@ class JobFilters(BaseModel):
     model_id: uuid.UUID | None = None
     created_after: datetime | None = None
     created_before: datetime | None = None
+    labels: dict[str, str | None] = {}
+
+
+LABEL_HELP = "key:value (that value) or key (any value); repeat for several, all must hold."
+LabelQuery = Annotated[list[str] | None, Query(max_length=32, description=LABEL_HELP)]
+
+
+def label_filters(label: list[str] | None) -> dict[str, str | None]:
+    """``?label=key:value`` (or ``key``: present with any value), repeated, as {key: value or None}; 422 if malformed."""
+    wanted: dict[str, str | None] = {}
+    for item in label or []:
+        key, sep, value = item.partition(":")
+        if not LABEL_KEY_RE.fullmatch(key) or len(key) > 63 or len(value) > 256:
+            raise Unprocessable.field("query.label", f"{item!r} is not key:value or key (keys: letters, digits, _.-/)")
+        wanted[key] = value if sep else None
+    return wanted
 
 
 def _job_filters(
@@ -43,9 +64,14 @@ def _job_filters(
     created_before: Annotated[
         datetime | None, Query(description="ISO 8601 date or date-time; exclusive; without a zone it is UTC.")
     ] = None,
+    label: LabelQuery = None,
 ) -> JobFilters:
     return JobFilters(
-        status=status, model_id=model_id, created_after=as_utc(created_after), created_before=as_utc(created_before)
+        status=status,
+        model_id=model_id,
+        created_after=as_utc(created_after),
+        created_before=as_utc(created_before),
+        labels=label_filters(label),
     )
 
 
@@ -159,8 +185,10 @@ def submit_job(
     collection: str,
 ) -> JSONResponse:
     """Check the deployment's limits, queue the job, log who asked, answer 202 with it."""
-    params = body.model_dump(mode="json")
-    check_job_request(session, request.app.state.settings, tenant_id=principal.tenant_id, kind=kind, params=params)
+    settings = request.app.state.settings
+    params = engine_params(body)
+    check_job_request(session, settings, tenant_id=principal.tenant_id, kind=kind, params=params)
+    labels, gate, callback_url = job_integrations(session, settings, principal, kind=kind, body=body)
     job = create_job(
         session,
         celery=request.app.state.celery,
@@ -168,6 +196,9 @@ def submit_job(
         kind=kind,
         params=params,
         model_id=model_id,
+        labels=labels,
+        gate=gate,
+        callback_url=callback_url,
     )
     audit_log.record(
         session,

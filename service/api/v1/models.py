@@ -9,7 +9,7 @@ from sqlalchemy.exc import IntegrityError
 
 from service import audit_log, queries
 from service.api.deps import IdempotencyDep, PageDep, PrincipalDep, SessionDep, make_page
-from service.api.v1.common import check_model_source
+from service.api.v1.common import LabelQuery, check_model_source, label_filters
 from service.errors import Conflict, NotFound
 from service.models import ModelSource
 from service.schemas.common import Page, problem_responses
@@ -26,7 +26,9 @@ def create_model(
     if (replay := idem.replay(body)) is not None:
         return replay
     check_model_source(request.app.state.settings, principal, body.source, loc="body.source")
-    model = ModelSource(id=uuid.uuid4(), tenant_id=principal.tenant_id, name=body.name, source=body.source)
+    model = ModelSource(
+        id=uuid.uuid4(), tenant_id=principal.tenant_id, name=body.name, source=body.source, labels=body.labels
+    )
     try:
         with session.begin_nested():
             session.add(model)
@@ -45,9 +47,13 @@ def create_model(
 
 
 @router.get("", response_model=Page[ModelRead])
-def list_models(request: Request, session: SessionDep, principal: PrincipalDep, page: PageDep):
-    """List the tenant's registered models, newest first."""
-    items, total = queries.list_models(session, tenant_id=principal.tenant_id, limit=page.limit, offset=page.offset)
+def list_models(
+    request: Request, session: SessionDep, principal: PrincipalDep, page: PageDep, label: LabelQuery = None
+):
+    """List the tenant's registered models, newest first, filtered by labels."""
+    items, total = queries.list_models(
+        session, tenant_id=principal.tenant_id, limit=page.limit, offset=page.offset, labels=label_filters(label)
+    )
     return make_page(request, [ModelRead.model_validate(m) for m in items], total, page)
 
 
