@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 import anyio
 from fastapi import FastAPI
 
-from service import redact
+from service import openapi, redact
 from service.api import ops
 from service.api.v1 import router as v1_router
 from service.auth import KeyCache
@@ -41,6 +41,7 @@ TAGS = [
     {"name": "evaluations", "description": "Safety and utility scores, with optional ablation."},
     {"name": "finetunes", "description": "Fine-tune while keeping safety units intact."},
     {"name": "comparisons", "description": "Role transfer between two audits."},
+    {"name": "probes", "description": "The reasoning-direction probe and the refusal direction."},
     {"name": "jobs", "description": "All jobs, whatever their kind."},
     {"name": "audit log", "description": "Who registered, uploaded, submitted or cancelled what, and when."},
     {"name": "operations", "description": "Health, readiness and metrics."},
@@ -63,7 +64,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     logging.basicConfig(level=settings.log_level)
     redact.install()  # no log line of this process carries a URL's password
-    app = FastAPI(title="SSAH Audit", version=VERSION, description=DESCRIPTION, openapi_tags=TAGS, lifespan=_lifespan)
+    app = FastAPI(
+        title="SSAH Audit",
+        version=VERSION,
+        description=DESCRIPTION,
+        openapi_tags=TAGS,
+        lifespan=_lifespan,
+        generate_unique_id_function=openapi.operation_id,
+    )
+    openapi.install(app)
     app.state.settings = settings
     app.state.sessionmaker = get_sessionmaker(settings.database_url)
     app.state.celery = make_celery(settings)

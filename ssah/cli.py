@@ -24,6 +24,7 @@ COMMANDS = (
     "keys",
     "worker",
     "report",
+    "remote",
 )
 
 
@@ -46,6 +47,7 @@ EXTRA_OF_MODULE = {
         ),
         "service",
     ),
+    "httpx": "client",
     "lm_eval": "eval",
     "datasets": "hub",
 }

@@ -11,6 +11,19 @@ FORBIDDEN = {
     "ssah_engine": {"fastapi", "sqlalchemy", "celery", "service", "worker", "redis", "alembic"},
     "service": {"torch", "transformers", "worker"},
     "worker": {"fastapi"},
+    # The client is httpx and the standard library: a pipeline installs it without torch or the service.
+    "ssah_client": {
+        "torch",
+        "transformers",
+        "ssah_engine",
+        "ssah",
+        "service",
+        "worker",
+        "fastapi",
+        "sqlalchemy",
+        "celery",
+        "pydantic",
+    },
 }
 # The engine modules the API may import: the job configs its request schemas derive from, all torch-free.
 SERVICE_MAY_IMPORT = {
@@ -79,6 +92,7 @@ LOADED_FORBIDDEN = {
         "alembic",
     },
     "service.main": {"torch", "transformers", "worker"},
+    "ssah_client": {"torch", "transformers", "ssah_engine", "service", "worker", "fastapi", "sqlalchemy", "pydantic"},
 }
 
 

@@ -39,11 +39,42 @@ class Problem(BaseModel):
     errors: list[FieldError] | None = None
 
 
+PROBLEM_DESCRIPTIONS = {
+    400: "Bad Request: the request could not be read.",
+    401: "Unauthorized: no key, or an unknown or revoked one.",
+    404: "Not Found: no such resource for this tenant (another tenant's ids answer the same).",
+    409: "Conflict: the resource's state forbids it (a job not succeeded or already finished, a name taken, "
+    "a request with the same Idempotency-Key in progress).",
+    413: "Content Too Large: past a body, upload or row limit; `limit` names the setting.",
+    422: "Unprocessable Content: the request is invalid; `errors` lists the fields.",
+    429: "Too Many Requests: the key's rate limit or the tenant's concurrent jobs; retry after `Retry-After`.",
+    503: "Service Unavailable: the database is unreachable; retry after `Retry-After`.",
+}
+RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before retrying.", "schema": {"type": "integer"}}}
+
+
 def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI ``responses`` entries documenting problem+json answers for ``statuses``."""
+    """OpenAPI ``responses`` entries documenting problem+json answers for ``statuses``.
+
+    ``service.openapi`` files the ``Problem`` schema under ``application/problem+json`` only."""
     return {
-        status: {"model": Problem, "content": {"application/problem+json": {}}, "description": "A problem."}
+        status: {
+            "model": Problem,
+            "content": {"application/problem+json": {}},
+            "description": PROBLEM_DESCRIPTIONS.get(status, "A problem."),
+            **({"headers": RETRY_AFTER} if status in (429, 503) else {}),
+        }
         for status in statuses
+    }
+
+
+def binary_response(media_type: str, description: str) -> dict[int | str, dict[str, Any]]:
+    """The ``200`` entry of a file download, typed as binary so client generators keep the route."""
+    return {
+        200: {
+            "content": {media_type: {"schema": {"type": "string", "format": "binary"}}},
+            "description": description,
+        }
     }
 
 

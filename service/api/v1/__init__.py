@@ -16,8 +16,10 @@ from service.api.v1 import (
     unit_maps,
     webhooks,
 )
+from service.schemas.common import problem_responses
 
-router = APIRouter(prefix="/v1")
+# Every /v1 route: the key (401), the parameters (422), the key's rate limit (429), the database (503).
+router = APIRouter(prefix="/v1", responses=problem_responses(401, 422, 429, 503))
 for module in (
     models,
     datasets,

@@ -15,13 +15,21 @@ from service.api.v1.common import (
     require_model,
     submit_job,
 )
+from service.schemas import examples
 from service.schemas.common import NOT_MODIFIED, Page, problem_responses
+from service.schemas.examples import request_examples
 from service.schemas.jobs import AuditCreate, JobRead
 
 router = APIRouter(prefix="/audits", tags=["audits"], responses=problem_responses(401, 422))
 
 
-@router.post("", status_code=202, response_model=JobRead)
+@router.post(
+    "",
+    status_code=202,
+    response_model=JobRead,
+    responses=problem_responses(409, 413),
+    openapi_extra=request_examples(examples.AUDIT),
+)
 def create_audit(
     request: Request, body: AuditCreate, session: SessionDep, principal: PrincipalDep, idem: IdempotencyDep
 ):

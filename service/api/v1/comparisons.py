@@ -18,14 +18,22 @@ from service.api.v1.common import (
     submit_job,
 )
 from service.errors import NotFound
+from service.schemas import examples
 from service.schemas.common import NOT_MODIFIED, Page, problem_responses
+from service.schemas.examples import request_examples
 from service.schemas.jobs import ComparisonCreate, JobRead
 from service.schemas.results import ComparisonRead
 
 router = APIRouter(prefix="/comparisons", tags=["comparisons"], responses=problem_responses(401, 422))
 
 
-@router.post("", status_code=202, response_model=JobRead)
+@router.post(
+    "",
+    status_code=202,
+    response_model=JobRead,
+    responses=problem_responses(409, 413),
+    openapi_extra=request_examples(examples.COMPARISON),
+)
 def create_comparison(
     request: Request, body: ComparisonCreate, session: SessionDep, principal: PrincipalDep, idem: IdempotencyDep
 ):

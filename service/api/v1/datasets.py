@@ -12,7 +12,9 @@ from service.api.deps import IdempotencyDep, PageDep, PrincipalDep, SessionDep, 
 from service.datasets import check_name, infer_format, store_upload
 from service.errors import NotFound
 from service.models import Dataset
+from service.schemas import examples
 from service.schemas.common import Page, problem_responses
+from service.schemas.examples import request_examples
 from service.schemas.resources import DatasetFormat, DatasetRead
 
 MAX_NAME = 200  # datasets.name; an upload without a name is named after its file
@@ -20,7 +22,13 @@ MAX_NAME = 200  # datasets.name; an upload without a name is named after its fil
 router = APIRouter(prefix="/datasets", tags=["datasets"], responses=problem_responses(401, 422))
 
 
-@router.post("", status_code=201, response_model=DatasetRead, responses=problem_responses(413))
+@router.post(
+    "",
+    status_code=201,
+    response_model=DatasetRead,
+    responses=problem_responses(409, 413),
+    openapi_extra=request_examples(examples.DATASET, "multipart/form-data"),
+)
 def create_dataset(
     request: Request,
     session: SessionDep,

@@ -24,14 +24,22 @@ from service.api.v1.common import (
 )
 from service.artifacts import tenant_file
 from service.errors import NotFound
+from service.schemas import examples
 from service.schemas.common import NOT_MODIFIED, Page, problem_responses
+from service.schemas.examples import request_examples
 from service.schemas.jobs import EvaluationCreate, JobRead, source_upload
 from service.schemas.results import EvaluationRecordRead, ScoreRead
 
 router = APIRouter(prefix="/evaluations", tags=["evaluations"], responses=problem_responses(401, 422))
 
 
-@router.post("", status_code=202, response_model=JobRead)
+@router.post(
+    "",
+    status_code=202,
+    response_model=JobRead,
+    responses=problem_responses(409, 413),
+    openapi_extra=request_examples(examples.EVALUATION),
+)
 def create_evaluation(
     request: Request, body: EvaluationCreate, session: SessionDep, principal: PrincipalDep, idem: IdempotencyDep
 ):
@@ -76,7 +84,7 @@ async def get_evaluation(request: Request, evaluation_id: uuid.UUID, principal: 
 
 @router.post("/{evaluation_id}/cancel", response_model=JobRead, responses=problem_responses(404, 409))
 def cancel_evaluation(evaluation_id: uuid.UUID, session: SessionDep, principal: PrincipalDep, idem: IdempotencyDep):
-    """Cancel a evaluation: at once when queued, by request when running."""
+    """Cancel an evaluation: at once when queued, by request when running."""
     return cancel_response(idem, session, principal, evaluation_id, kind="evaluation")
 
 

@@ -22,14 +22,22 @@ from service.api.v1.common import (
 )
 from service.artifacts import tar_stream, tenant_path
 from service.errors import NotFound
-from service.schemas.common import NOT_MODIFIED, Page, problem_responses
+from service.schemas import examples
+from service.schemas.common import NOT_MODIFIED, Page, binary_response, problem_responses
+from service.schemas.examples import request_examples
 from service.schemas.jobs import FINETUNE_DATASET_SETTINGS, FinetuneCreate, JobRead
 from service.schemas.results import FinetuneResultRead
 
 router = APIRouter(prefix="/finetunes", tags=["finetunes"], responses=problem_responses(401, 422))
 
 
-@router.post("", status_code=202, response_model=JobRead)
+@router.post(
+    "",
+    status_code=202,
+    response_model=JobRead,
+    responses=problem_responses(409, 413),
+    openapi_extra=request_examples(examples.FINETUNE),
+)
 def create_finetune(
     request: Request, body: FinetuneCreate, session: SessionDep, principal: PrincipalDep, idem: IdempotencyDep
 ):
@@ -84,10 +92,10 @@ def get_finetune_result(finetune_id: uuid.UUID, session: SessionDep, principal: 
     response_class=StreamingResponse,
     responses={
         **problem_responses(404, 409),
-        200: {
-            "content": {"application/x-tar": {}},
-            "description": "The trained model directory (config, tokenizer, safetensors weights) as a tar stream.",
-        },
+        **binary_response(
+            "application/x-tar",
+            "The trained model directory (config, tokenizer, safetensors weights) as a tar stream.",
+        ),
     },
 )
 def download_finetuned_model(request: Request, finetune_id: uuid.UUID, session: SessionDep, principal: PrincipalDep):

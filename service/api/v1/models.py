@@ -12,13 +12,21 @@ from service.api.deps import IdempotencyDep, PageDep, PrincipalDep, SessionDep, 
 from service.api.v1.common import LabelQuery, check_model_source, label_filters
 from service.errors import Conflict, NotFound
 from service.models import ModelSource
+from service.schemas import examples
 from service.schemas.common import Page, problem_responses
+from service.schemas.examples import request_examples
 from service.schemas.resources import ModelCreate, ModelRead
 
 router = APIRouter(prefix="/models", tags=["models"], responses=problem_responses(401, 422))
 
 
-@router.post("", status_code=201, response_model=ModelRead, responses=problem_responses(409))
+@router.post(
+    "",
+    status_code=201,
+    response_model=ModelRead,
+    responses=problem_responses(409, 413),
+    openapi_extra=request_examples(examples.MODEL),
+)
 def create_model(
     request: Request, body: ModelCreate, session: SessionDep, principal: PrincipalDep, idem: IdempotencyDep
 ):

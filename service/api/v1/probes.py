@@ -22,14 +22,22 @@ from service.api.v1.common import (
 )
 from service.artifacts import tenant_file
 from service.errors import NotFound, Unprocessable
-from service.schemas.common import NOT_MODIFIED, Page, problem_responses
+from service.schemas import examples
+from service.schemas.common import NOT_MODIFIED, Page, binary_response, problem_responses
+from service.schemas.examples import request_examples
 from service.schemas.jobs import JobRead, ProbeCreate
 from service.schemas.results import ProbeResultRead
 
 router = APIRouter(prefix="/probes", tags=["probes"], responses=problem_responses(401, 422))
 
 
-@router.post("", status_code=202, response_model=JobRead, responses=problem_responses(409))
+@router.post(
+    "",
+    status_code=202,
+    response_model=JobRead,
+    responses=problem_responses(409, 413),
+    openapi_extra=request_examples(examples.PROBE),
+)
 def create_probe(
     request: Request, body: ProbeCreate, session: SessionDep, principal: PrincipalDep, idem: IdempotencyDep
 ):
@@ -81,7 +89,7 @@ def get_probe_result(probe_id: uuid.UUID, session: SessionDep, principal: Princi
     response_class=FileResponse,
     responses={
         **problem_responses(404, 409),
-        200: {"content": {"application/zip": {}}, "description": "direction.safetensors, direction.json, probe.json."},
+        **binary_response("application/zip", "direction.safetensors, direction.json, probe.json."),
     },
 )
 def download_probe_direction(request: Request, probe_id: uuid.UUID, session: SessionDep, principal: PrincipalDep):

@@ -15,7 +15,7 @@ from service.artifacts import tenant_file
 from service.auth import Principal
 from service.errors import NotFound
 from service.models import UnitMap
-from service.schemas.common import Page, problem_responses
+from service.schemas.common import Page, binary_response, problem_responses
 from service.schemas.results import LayerRead, UnitMapRead
 
 router = APIRouter(
@@ -68,7 +68,7 @@ def list_unit_map_layers(
 @router.get(
     "/artifact",
     response_class=FileResponse,
-    responses={200: {"content": {"application/octet-stream": {}}, "description": "The unit map file."}},
+    responses=binary_response("application/octet-stream", "The unit map file."),
 )
 def download_unit_map_artifact(request: Request, audit_id: uuid.UUID, session: SessionDep, principal: PrincipalDep):
     """Download the full unit map file written by the audit."""
