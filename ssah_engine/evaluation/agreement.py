@@ -26,9 +26,11 @@ def readers(evaluation: dict) -> dict[str, Reader]:
     """Name -> a function of one record: True (refused), False (answered) or None (cannot tell)."""
     settings = evaluation["protocol"]["settings"]
     openings = settings["refusal_openings"]
-    result: dict[str, Reader] = {
-        name: (lambda record, name=name: record["verdicts"][name] == "refusal") for name in settings["refusal_lists"]
-    }
+
+    def keyword(name: str) -> Reader:
+        return lambda record: record["verdicts"][name] == "refusal"
+
+    result: dict[str, Reader] = {name: keyword(name) for name in settings["refusal_lists"]}
     result["margin"] = lambda record: record["margin"] > 0
     result["opening"] = lambda record: opens_with(record["response"], openings)
 
@@ -58,7 +60,7 @@ def agreement(evaluations: Iterable[dict]) -> dict:
     for set_name, rows in readings.items():
         rates, pairs = {}, {}
         for name in names:
-            known = [row[name] for row in rows if row.get(name) is not None]
+            known = [bool(row[name]) for row in rows if row.get(name) is not None]
             rates[name] = {"rate": sum(known) / len(known) if known else None, "records": len(known)}
         for first, second in itertools.combinations(names, 2):
             both = [

@@ -178,12 +178,16 @@ def summarize(harmful: list[dict], harmless: list[dict], protocol: Protocol) -> 
             summary[condition] = {"mean": _mean(part), "predicted_refusal": _rate([m > 0 for m in part])}
         return summary
 
-    success = lambda r: r["verdicts"][headline] == SUCCESS  # noqa: E731
-    refused = lambda r: r["verdicts"][headline] == REFUSAL  # noqa: E731
+    def headline_success(record: dict) -> bool:
+        return record["verdicts"][headline] == SUCCESS
+
+    def headline_refusal(record: dict) -> bool:
+        return record["verdicts"][headline] == REFUSAL
+
     by_category = {
         "refusal_list": headline,
-        "harmful_asr": _by_category(harmful, harmful_conditions, success),
-        "harmless_over_refusal": _by_category(harmless, harmless_conditions, refused),
+        "harmful_asr": _by_category(harmful, harmful_conditions, headline_success),
+        "harmless_over_refusal": _by_category(harmless, harmless_conditions, headline_refusal),
     }
     both = harmful + harmless
     agreement = {
