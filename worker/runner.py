@@ -18,10 +18,11 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from sqlalchemy.exc import OperationalError as DatabaseError
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.model_policy import finetune_model_dir
+from service.model_policy import check_for_tenant, finetune_model_dir
 from service.models import JobStatus
 from service.settings import Settings
 from ssah_engine.data import Dataset, DatasetError
+from ssah_engine.data.loaders import HF_PREFIX, parse_hf
 from ssah_engine.loading import LoadedModel, ModelLoadError, pick_device_and_dtype
 from ssah_engine.unitmap import UnitMap
 from worker import datasets, models
@@ -84,8 +85,15 @@ class JobRun:
         return path
 
     def prompt_source(self, source: str | None) -> str | None:
-        """A request's ``builtin:``/``bench:`` source, ``bench:NAME=DATASET_ID`` turned into the upload's file
-        (loaded now, so errors name the tenant's dataset, not the server path)."""
+        """A request's ``builtin:``/``bench:``/``hf:`` source, ``bench:NAME=DATASET_ID`` turned into the upload's
+        file (loaded now, so errors name the tenant's dataset, not the server path). An ``hf:`` repo is checked
+        against the model policy's hub organisations again, as models are right before loading."""
+        if source and source.startswith(HF_PREFIX):
+            repo, _split, options = parse_hf(source.removeprefix(HF_PREFIX))
+            check_for_tenant(
+                self.settings, self.claim.tenant_id, f"{repo}@{options['revision']}" if "revision" in options else repo
+            )
+            return source
         if not source or "=" not in source:
             return source
         head, _, dataset_id = source.partition("=")

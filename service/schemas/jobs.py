@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 from ssah_engine.audit_config import AuditConfig
 from ssah_engine.data.benchmarks import BENCH_PREFIX, parse_bench
 from ssah_engine.data.builtin import BUILTIN_PREFIX, builtin_names
+from ssah_engine.data.loaders import HF_PREFIX, parse_hf
 from ssah_engine.finetune import FinetuneConfig
 from ssah_engine.judge_spec import JudgeSpec
 from ssah_engine.probe import ProbeConfig
@@ -54,7 +55,9 @@ AuditCreate = job_schema("AuditCreate", _AuditJob, limits=AUDIT_LIMITS, module=_
 
 PROMPT_SOURCE_HELP = (
     "a named benchmark bench:NAME[/SUBSET] (docs/evaluation.md lists them) or builtin:NAME; "
-    "bench:NAME[/SUBSET]=DATASET_ID reads one of your uploads in the benchmark's own file layout"
+    "bench:NAME[/SUBSET]=DATASET_ID reads one of your uploads in the benchmark's own file layout; "
+    "hf:org/name[:split][?config=&revision=&prompt=COLUMN...] a hub dataset of an organisation the "
+    "deployment allows (its model policy's hub organisations)"
 )
 
 
@@ -66,6 +69,9 @@ def prompt_source(value: str | None) -> str | None:
     """
     if value is None:
         return None
+    if value.startswith(HF_PREFIX):
+        hub_dataset(value)  # the syntax; the route checks the organisation against the model policy
+        return value
     if value.startswith(BUILTIN_PREFIX):
         if value.removeprefix(BUILTIN_PREFIX) not in builtin_names():
             raise ValueError(f"no builtin dataset {value!r}; builtins: {', '.join(builtin_names())}")
@@ -87,6 +93,17 @@ def prompt_source(value: str | None) -> str | None:
         raise ValueError(
             f"after '=' give the id of one of your uploaded datasets, not a path; got {upload!r}"
         ) from None
+
+
+def hub_dataset(value: str | None) -> str | None:
+    """``org/name[@revision]`` of an ``hf:`` source, as the model policy reads hub ids; None for other sources."""
+    if not value or not value.startswith(HF_PREFIX):
+        return None
+    try:
+        repo, _split, options = parse_hf(value.removeprefix(HF_PREFIX))
+    except ValueError as error:  # the engine's DatasetError, naming the expected form
+        raise ValueError(str(error)) from None
+    return f"{repo}@{options['revision']}" if "revision" in options else repo
 
 
 def source_upload(value: str | None) -> uuid.UUID | None:

@@ -68,7 +68,7 @@ def test_a_benchmark_file_is_read_from_the_callers_own_upload(
         ({"harmful_source": "bench:harmbench/context"}, "bench:harmbench/contextual"),
         ({"harmful_source": "bench:harmbench=/etc/passwd"}, "not a path"),
         ({"harmful_source": "/etc/passwd"}, "bench:NAME"),
-        ({"harmful_source": "hf:org/name"}, "bench:NAME"),
+        ({"harmful_source": "hf:no-organisation"}, "hf:org/name"),
         ({"harmless_source": "builtin:nope"}, "no builtin dataset"),
         ({"harmful_source": "bench:hex-phi"}, "gated"),
         (
@@ -83,3 +83,26 @@ def test_bad_prompt_sources_are_refused_with_the_reason(
     r = client.post("/v1/evaluations", json={"model_id": alice_model, **values}, headers=alice.headers)
     assert r.status_code == 422, r.text
     assert message in r.text
+
+
+JBB_HUB = "hf:JailbreakBench/JBB-Behaviors:harmful?config=behaviors&prompt=Goal&category=Category"
+
+
+def test_hub_datasets_are_accepted_from_the_organisations_the_deployment_allows(make_app, alice: Tenant_):
+    app = make_app(allowed_hub_orgs=["JailbreakBench"])
+    with TestClient(app, raise_server_exceptions=False) as client:
+        model = client.post("/v1/models", json={"name": "tiny", "source": "builtin:tiny-llama"}, headers=alice.headers)
+        assert model.status_code == 201, model.text
+        post = lambda source: client.post(  # noqa: E731
+            "/v1/evaluations", json={"model_id": model.json()["id"], "harmful_source": source}, headers=alice.headers
+        )
+        ok = post(JBB_HUB)
+        assert ok.status_code == 202, ok.text
+        assert ok.json()["params"]["harmful_source"] == JBB_HUB  # the '=' of its options is no upload id
+        other = post("hf:someone/harmful-set")
+        assert other.status_code == 422
+        assert other.json()["errors"][0]["loc"] == "body.harmful_source" and "someone" in other.text
+        pull_request = post("hf:JailbreakBench/JBB-Behaviors?revision=refs/pr/1")
+        assert pull_request.status_code == 422 and "refs/pr" in pull_request.text
+        malformed = post("hf:no-organisation?prompt=Goal")
+        assert malformed.status_code == 422 and "hf:org/name" in malformed.text

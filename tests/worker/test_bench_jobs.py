@@ -54,3 +54,15 @@ def test_a_benchmark_upload_in_the_wrong_layout_fails_naming_the_dataset(db, ten
     assert _run(job_id, settings, factory, store) == "failed"
     error = reload(db, job_id).error
     assert "mine.csv" in error and "forbidden_prompt" in error and str(settings.artifact_dir) not in error
+
+
+def test_a_hub_dataset_of_an_organisation_the_policy_no_longer_allows_fails_before_loading(
+    db, tenant, settings, factory, store
+):
+    tightened = settings.model_copy(update={"allowed_hub_orgs": ["JailbreakBench"]})
+    model_id = add_model(db, tenant)
+    params = {"model_id": str(model_id), "harmful_source": "hf:someone/harmful?prompt=Goal", "max_new_tokens": 2}
+    job_id = add_job(db, tenant, "evaluation", params, model_id)
+    assert _run(job_id, tightened, factory, store) == "failed"
+    error = reload(db, job_id).error
+    assert "model policy" in error and "someone" in error  # refused by the policy, not read as an upload id

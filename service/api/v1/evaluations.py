@@ -14,6 +14,7 @@ from service.api.v1.common import (
     JobFiltersDep,
     cancel_response,
     check_judge_source,
+    check_model_source,
     job_page,
     load_job,
     require_audit,
@@ -27,7 +28,7 @@ from service.errors import NotFound
 from service.schemas import examples
 from service.schemas.common import NOT_MODIFIED, Page, problem_responses
 from service.schemas.examples import request_examples
-from service.schemas.jobs import EvaluationCreate, JobRead, source_upload
+from service.schemas.jobs import EvaluationCreate, JobRead, hub_dataset, source_upload
 from service.schemas.results import EvaluationRecordRead, ScoreRead
 
 router = APIRouter(prefix="/evaluations", tags=["evaluations"], responses=problem_responses(401, 422))
@@ -56,6 +57,9 @@ def create_evaluation(
         check_judge_source(request.app.state.settings, principal, body.judge.model_dump(mode="json"))
     for name in ("harmful_source", "harmless_source"):  # bench:NAME=DATASET_ID reads the caller's upload
         require_dataset(session, principal, source_upload(getattr(body, name)), loc=f"body.{name}")
+        repo = hub_dataset(getattr(body, name))  # hf:org/name: the hub organisations the deployment allows
+        if repo is not None:
+            check_model_source(request.app.state.settings, principal, repo, loc=f"body.{name}")
     return submit_job(
         request,
         session,
