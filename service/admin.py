@@ -8,6 +8,7 @@ import typing
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from service.audit_log import record_system
 from service.auth import DISPLAY_PREFIX_LEN, generate_key, hash_key
 from service.db import get_sessionmaker, session_scope
 from service.models import ApiKey, Tenant, utcnow
@@ -53,11 +54,37 @@ def list_api_keys(session: Session) -> list[tuple[str, str, str, str]]:
     return [(p, t, c.isoformat(), r.isoformat() if r else "") for p, t, c, r in rows]
 
 
-def run_keys_action(action: str, *, tenant: str | None = None, prefix: str | None = None) -> int:
-    """Create, revoke or list keys, or rotate a webhook secret, printing the result (`ssah keys`, whose parser
-    requires --tenant for create and webhook-secret and the prefix for revoke)."""
+def set_retention(session: Session, tenant_name: str, days: int | None) -> None:
+    """Keep ``tenant_name``'s finished jobs ``days`` days (None: for ever); raises LookupError for no such tenant."""
+    tenant = session.scalars(sa.select(Tenant).where(Tenant.name == tenant_name)).one_or_none()
+    if tenant is None:
+        raise LookupError(f"no tenant {tenant_name!r}")
+    before, tenant.retention_days = tenant.retention_days, days
+    record_system(
+        session,
+        tenant_id=tenant.id,
+        action="retention.set",
+        resource_type="tenant",
+        resource_id=tenant.id,
+        details={"retention_days": days, "before": before, "by": "ssah keys"},
+    )
+    session.flush()
+
+
+def run_keys_action(
+    action: str, *, tenant: str | None = None, prefix: str | None = None, days: int | None = None
+) -> int:
+    """Create, revoke or list keys, rotate a webhook secret or set retention, printing the result (`ssah keys`,
+    whose parser requires --tenant for create, webhook-secret and retention and the prefix for revoke)."""
     for session in session_scope(get_sessionmaker()):
-        if action == "create":
+        if action == "retention":
+            try:
+                set_retention(session, typing.cast(str, tenant), days)
+            except LookupError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 1
+            print(f"{tenant}: finished jobs kept {f'{days} days' if days else 'until deleted'}")
+        elif action == "create":
             print(create_api_key(session, typing.cast(str, tenant)))
         elif action == "webhook-secret":
             found = session.scalar(sa.select(Tenant.id).where(Tenant.name == tenant))

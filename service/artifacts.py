@@ -6,10 +6,13 @@ stored URIs themselves.
 
 from __future__ import annotations
 
+import shutil
 import tarfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+
+from service.settings import Settings
 
 CHUNK_BYTES = 1 << 20
 
@@ -28,6 +31,28 @@ def tenant_file(artifact_dir: Path, tenant_id: uuid.UUID, uri: str | None) -> Pa
     """The file behind ``uri`` if it exists inside the tenant's artifact folder, else None."""
     path = tenant_path(artifact_dir, tenant_id, uri)
     return path if path is not None and path.is_file() else None
+
+
+def remove_job_artifacts(settings: Settings, tenant_id: uuid.UUID, job_id: uuid.UUID) -> None:
+    """Remove everything stored for a job: ``<tenant>/jobs/<job>`` locally and, if configured, in the fsspec store."""
+    key = f"{tenant_id}/jobs/{job_id}"  # worker/store.py: job_key
+    shutil.rmtree(Path(settings.artifact_dir) / key, ignore_errors=True)
+    if settings.artifact_url:
+        import fsspec  # only deployments with a remote store need it
+
+        fs, root = fsspec.core.url_to_fs(settings.artifact_url)
+        path = f"{root.rstrip('/')}/{key}"
+        if fs.exists(path):
+            fs.rm(path, recursive=True)
+
+
+def remove_dataset_file(settings: Settings, tenant_id: uuid.UUID, relative_path: str) -> None:
+    """Remove an uploaded dataset's file and the ``<sha256>.<format>`` links the workers put beside it."""
+    path = tenant_path(Path(settings.artifact_dir), tenant_id, relative_path)
+    if path is None:
+        return
+    for found in [path, *path.parent.glob(f"{path.name}.*")]:
+        found.unlink(missing_ok=True)
 
 
 def tar_stream(directory: Path) -> Iterator[bytes]:

@@ -1,4 +1,5 @@
-"""The audit log: one row per state-changing request (register, upload, submit, cancel).
+"""The audit log: one row per state-changing request (register, upload, submit, cancel, delete), and per
+job the retention sweep deleted.
 
 Rows are added in the same transaction as the change they describe, so a request that rolls back
 leaves no entry, and an idempotent replay (which changes nothing) adds none.
@@ -8,15 +9,17 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
-from fastapi import Request
 from sqlalchemy.orm import Session
 
 from service.auth import Principal
 from service.models import AuditLogEntry
 from service.queries import paginate
+
+if TYPE_CHECKING:  # the worker writes entries too (record_system) and must never load fastapi
+    from fastapi import Request
 
 MAX_REQUEST_ID = 200  # the client's X-Request-ID: keep what fits the column
 
@@ -44,6 +47,32 @@ def record(
         # Ours, never the client's: a client must not be able to make its entry claim another request's id.
         request_id=getattr(request.state, "request_id", None),
         client_request_id=client_request_id[:MAX_REQUEST_ID] if client_request_id else None,
+    )
+    session.add(entry)
+    return entry
+
+
+SYSTEM_KEY_PREFIX = "system"  # entries the service wrote itself (the retention sweep), not a key's request
+
+
+def record_system(
+    session: Session,
+    *,
+    tenant_id: uuid.UUID,
+    action: str,
+    resource_type: str,
+    resource_id: uuid.UUID | None,
+    details: dict[str, Any] | None = None,
+) -> AuditLogEntry:
+    """Add an entry for something the service did on its own (no key, no request); the caller commits it."""
+    entry = AuditLogEntry(
+        tenant_id=tenant_id,
+        key_id=None,
+        key_prefix=SYSTEM_KEY_PREFIX,
+        action=action,
+        resource_type=resource_type,
+        resource_id=resource_id,
+        details=details or {},
     )
     session.add(entry)
     return entry

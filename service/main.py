@@ -43,7 +43,8 @@ TAGS = [
     {"name": "comparisons", "description": "Role transfer between two audits."},
     {"name": "probes", "description": "The reasoning-direction probe and the refusal direction."},
     {"name": "jobs", "description": "All jobs, whatever their kind."},
-    {"name": "audit log", "description": "Who registered, uploaded, submitted or cancelled what, and when."},
+    {"name": "retention", "description": "How long finished jobs are kept."},
+    {"name": "audit log", "description": "Who registered, uploaded, submitted, cancelled or deleted what, and when."},
     {"name": "operations", "description": "Health, readiness and metrics."},
 ]
 

@@ -82,6 +82,8 @@ class Tenant(Base):
     # Kept in plain text: the service must sign with it (HMAC), so a hash would not do (docs/security.md).
     webhook_secret: Mapped[str | None] = mapped_column(sa.String(100))
     webhook_secret_created_at: Mapped[datetime | None]
+    # Finished jobs older than this many days are deleted with their artifacts (service/retention.py); None: kept.
+    retention_days: Mapped[int | None]
 
 
 class ApiKey(Base):

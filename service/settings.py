@@ -45,6 +45,8 @@ class Settings(BaseSettings):
     heartbeat_seconds: float = 15.0  # a running job's updated_at is refreshed at least this often
     stale_seconds: float = 120.0  # a running job silent this long has lost its worker
     reconcile_interval_seconds: float = 30.0
+    # How often a worker's reconciler applies the tenants' retention_days (service/retention.py); 0: never.
+    retention_interval_seconds: float = 600.0
     # A job started this many times whose worker died each time fails instead of killing the next one; 0: no cap.
     max_job_attempts: int = 3
     requeue_after_seconds: float = 60.0  # a queued job the broker lost is re-sent after this

@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
+import time
 from datetime import timedelta
 
 import redis
@@ -31,10 +32,12 @@ from celery import Celery
 from sqlalchemy.orm import Session, sessionmaker
 
 from service import queries
+from service.db import session_scope
 from service.jobs import enqueue_pending
 from service.models import utcnow
 from service.queue import TASKS, send_job
 from service.redact import redact
+from service.retention import apply_retention
 from service.settings import Settings
 from service.webhooks import create_missing_deliveries
 
@@ -101,16 +104,26 @@ def reconcile(session: Session, *, celery: Celery, settings: Settings) -> dict[s
 
 
 def start_reconciler(factory: sessionmaker[Session], celery: Celery, settings: Settings) -> threading.Event:
-    """Run ``reconcile`` every ``reconcile_interval_seconds`` in a daemon thread; set the event to stop."""
+    """Run ``reconcile`` every ``reconcile_interval_seconds`` in a daemon thread, and the retention sweep every
+    ``retention_interval_seconds``; set the event to stop."""
     stop = threading.Event()
+    swept_at = float("-inf")
 
     def loop() -> None:
+        nonlocal swept_at
         while not stop.wait(settings.reconcile_interval_seconds):
             try:
                 with factory.begin() as session:
                     counts = reconcile(session, celery=celery, settings=settings)
                 if any(counts.values()):
                     log.info("reconciler: %s", counts)
+                due = settings.retention_interval_seconds > 0
+                if due and time.monotonic() - swept_at >= settings.retention_interval_seconds:
+                    swept_at = time.monotonic()
+                    # session_scope, not begin(): the files go once the deletions have committed.
+                    for session in session_scope(factory):
+                        if expired := apply_retention(session, settings):
+                            log.info("retention: deleted %d finished job(s) past their tenant's retention", expired)
             except Exception as exc:  # noqa: BLE001 - broker or database down: try again next round
                 log.warning("reconciler round failed: %s: %s", type(exc).__name__, redact(exc))
 

@@ -74,6 +74,10 @@ COMPARISON = {
     },
 }
 
+RETENTION = {
+    "ninety_days": {"summary": "Keep finished jobs for 90 days", "value": {"retention_days": 90}},
+}
+
 
 def request_examples(examples: dict[str, Any], media_type: str = "application/json") -> dict[str, Any]:
     """``openapi_extra`` for a route: named request body examples under ``media_type``."""

@@ -173,3 +173,18 @@ class SeriesRead(BaseModel):
     labels: dict[str, str]
     points: list[SeriesPoint]
     transitions: list[SeriesTransition]
+
+
+class RetentionRead(BaseModel):
+    """How long the tenant's finished jobs are kept."""
+
+    retention_days: int | None = Field(
+        description="Finished jobs older than this many days (by finished_at) are deleted with their artifacts; "
+        "null: kept until deleted."
+    )
+
+
+class RetentionUpdate(BaseModel):
+    retention_days: int | None = Field(
+        ge=1, le=36_500, description="Days to keep finished jobs; null turns retention off."
+    )

@@ -1,4 +1,4 @@
-"""`ssah keys`: create, revoke and list API keys (only their hashes are stored)."""
+"""`ssah keys`: create, revoke and list API keys (only their hashes are stored); webhook secrets, retention."""
 
 from __future__ import annotations
 
@@ -21,10 +21,30 @@ def add_parser(subparsers) -> None:
         "webhook-secret", help="create or rotate a tenant's webhook signing secret and print it once"
     )
     secret.add_argument("--tenant", required=True, help="tenant name (must exist)")
+    retention = actions.add_parser("retention", help="set how many days a tenant's finished jobs are kept")
+    retention.add_argument("--tenant", required=True, help="tenant name (must exist)")
+    retention.add_argument(
+        "--days",
+        type=_days,
+        required=True,
+        help="days to keep finished jobs (a worker deletes older ones); 0: for ever",
+    )
     parser.set_defaults(run=run)
+
+
+def _days(text: str) -> int:
+    days = int(text)
+    if not 0 <= days <= 36_500:
+        raise argparse.ArgumentTypeError("between 0 (keep for ever) and 36500")
+    return days
 
 
 def run(args: argparse.Namespace) -> int:
     from service.admin import run_keys_action
 
-    return run_keys_action(args.action, tenant=getattr(args, "tenant", None), prefix=getattr(args, "prefix", None))
+    return run_keys_action(
+        args.action,
+        tenant=getattr(args, "tenant", None),
+        prefix=getattr(args, "prefix", None),
+        days=getattr(args, "days", None) or None,
+    )

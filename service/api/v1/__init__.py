@@ -12,6 +12,7 @@ from service.api.v1 import (
     jobs,
     models,
     probes,
+    retention,
     series,
     unit_maps,
     webhooks,
@@ -32,6 +33,7 @@ for module in (
     jobs,
     series,
     webhooks,
+    retention,
     audit_log,
 ):
     router.include_router(module.router)

@@ -10,6 +10,7 @@ from service.api.deps import IdempotencyDep, PageDep, PrincipalDep, SessionDep, 
 from service.api.v1.common import (
     JobFiltersDep,
     cancel_response,
+    delete_job_response,
     job_page,
     require_dataset,
     require_model,
@@ -60,3 +61,9 @@ async def get_audit(request: Request, audit_id: uuid.UUID, principal: PrincipalD
 def cancel_audit(audit_id: uuid.UUID, session: SessionDep, principal: PrincipalDep, idem: IdempotencyDep):
     """Cancel an audit: at once when queued, by request when running."""
     return cancel_response(idem, session, principal, audit_id, kind="audit")
+
+
+@router.delete("/{audit_id}", status_code=204, responses=problem_responses(404, 409))
+def delete_audit(request: Request, audit_id: uuid.UUID, session: SessionDep, principal: PrincipalDep):
+    """Delete a finished audit with its results and artifacts (409 while it or a job using it is queued or running)."""
+    return delete_job_response(request, session, principal, audit_id, kind="audit")

@@ -8,11 +8,11 @@ from datetime import datetime, timezone
 from typing import Annotated
 
 from fastapi import Depends, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
-from service import audit_log, queries
+from service import audit_log, queries, retention
 from service.api.deps import Idempotency, PageParams, accepted_job, make_page
 from service.api.v1.integrations import engine_params, job_integrations
 from service.auth import Principal
@@ -229,3 +229,22 @@ def cancel_response(
         details={"kind": job.kind, "status": job.status},
     )
     return idem.respond(200, JobRead.model_validate(job))
+
+
+def delete_job_response(
+    request: Request, session: Session, principal: Principal, job_id: uuid.UUID, *, kind: str | None
+) -> Response:
+    """Delete the caller's finished job with its results and artifacts; 204 (409 while it or a user of it is active)."""
+    job = load_job(session, principal, job_id, kind=kind)
+    kind_, status = job.kind, job.status
+    retention.delete_job(session, request.app.state.settings, job=job)
+    audit_log.record(
+        session,
+        request,
+        principal,
+        action="job.delete",
+        resource_type=kind_,
+        resource_id=job_id,
+        details={"kind": kind_, "status": status},
+    )
+    return Response(status_code=204)

@@ -11,6 +11,7 @@ from service.api.deps import IdempotencyDep, PageDep, PrincipalDep, SessionDep, 
 from service.api.v1.common import (
     JobFiltersDep,
     cancel_response,
+    delete_job_response,
     job_page,
     load_job,
     require_audit,
@@ -82,3 +83,9 @@ def get_comparison_result(comparison_id: uuid.UUID, session: SessionDep, princip
     if result is None:
         raise NotFound(f"comparison {job.id} stored no result")
     return ComparisonRead.model_validate(result)
+
+
+@router.delete("/{comparison_id}", status_code=204, responses=problem_responses(404, 409))
+def delete_comparison(request: Request, comparison_id: uuid.UUID, session: SessionDep, principal: PrincipalDep):
+    """Delete a finished comparison with its results and artifacts (409 while it or a job using it is queued or running)."""
+    return delete_job_response(request, session, principal, comparison_id, kind="comparison")

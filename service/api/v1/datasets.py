@@ -5,9 +5,9 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, Request, UploadFile
+from fastapi import APIRouter, File, Form, Request, Response, UploadFile
 
-from service import audit_log, queries
+from service import audit_log, queries, retention
 from service.api.deps import IdempotencyDep, PageDep, PrincipalDep, SessionDep, make_page
 from service.datasets import check_name, infer_format, store_upload
 from service.errors import NotFound
@@ -99,3 +99,23 @@ def get_dataset(dataset_id: uuid.UUID, session: SessionDep, principal: Principal
     if dataset is None:
         raise NotFound(f"no dataset {dataset_id}")
     return DatasetRead.model_validate(dataset)
+
+
+@router.delete("/{dataset_id}", status_code=204, responses=problem_responses(404, 409))
+def delete_dataset(request: Request, dataset_id: uuid.UUID, session: SessionDep, principal: PrincipalDep):
+    """Delete a dataset and its file (409 while a queued or running job uses it)."""
+    dataset = queries.get_dataset(session, tenant_id=principal.tenant_id, dataset_id=dataset_id)
+    if dataset is None:
+        raise NotFound(f"no dataset {dataset_id}")
+    details = {"name": dataset.name, "sha256": dataset.sha256}
+    retention.delete_dataset(session, request.app.state.settings, dataset=dataset)
+    audit_log.record(
+        session,
+        request,
+        principal,
+        action="dataset.delete",
+        resource_type="dataset",
+        resource_id=dataset_id,
+        details=details,
+    )
+    return Response(status_code=204)

@@ -15,6 +15,7 @@ from service.api.v1.common import (
     cancel_response,
     check_judge_source,
     check_model_source,
+    delete_job_response,
     job_page,
     load_job,
     require_audit,
@@ -170,3 +171,9 @@ def download_evaluation_result(
     if path is None:
         raise NotFound(f"the result file of evaluation {evaluation_id} is not available")
     return FileResponse(path, media_type="application/json", filename=f"evaluation-{evaluation_id}.json")
+
+
+@router.delete("/{evaluation_id}", status_code=204, responses=problem_responses(404, 409))
+def delete_evaluation(request: Request, evaluation_id: uuid.UUID, session: SessionDep, principal: PrincipalDep):
+    """Delete a finished evaluation with its results and artifacts (409 while it or a job using it is queued or running)."""
+    return delete_job_response(request, session, principal, evaluation_id, kind="evaluation")

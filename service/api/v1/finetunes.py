@@ -12,6 +12,7 @@ from service.api.deps import IdempotencyDep, PageDep, PrincipalDep, SessionDep, 
 from service.api.v1.common import (
     JobFiltersDep,
     cancel_response,
+    delete_job_response,
     job_page,
     load_job,
     require_audit,
@@ -112,3 +113,9 @@ def download_finetuned_model(request: Request, finetune_id: uuid.UUID, session: 
         media_type="application/x-tar",
         headers={"Content-Disposition": f'attachment; filename="finetune-{finetune_id}.tar"'},
     )
+
+
+@router.delete("/{finetune_id}", status_code=204, responses=problem_responses(404, 409))
+def delete_finetune(request: Request, finetune_id: uuid.UUID, session: SessionDep, principal: PrincipalDep):
+    """Delete a finished fine-tune with its results and artifacts (409 while it or a job using it is queued or running)."""
+    return delete_job_response(request, session, principal, finetune_id, kind="finetune")

@@ -1,4 +1,4 @@
-"""Jobs of every kind through one collection: list, poll, cancel."""
+"""Jobs of every kind through one collection: list, poll, cancel, delete."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 
 from service.api.deps import IdempotencyDep, PageDep, PrincipalDep, SessionDep, poll_job
-from service.api.v1.common import JobFiltersDep, cancel_response, job_page
+from service.api.v1.common import JobFiltersDep, cancel_response, delete_job_response, job_page
 from service.schemas.common import NOT_MODIFIED, Page, problem_responses
 from service.schemas.jobs import JobKindName, JobRead
 
@@ -38,3 +38,9 @@ async def get_job(request: Request, job_id: uuid.UUID, principal: PrincipalDep):
 def cancel_job(job_id: uuid.UUID, session: SessionDep, principal: PrincipalDep, idem: IdempotencyDep):
     """Cancel a job: at once when queued, by request when running; 409 once finished."""
     return cancel_response(idem, session, principal, job_id, kind=None)
+
+
+@router.delete("/{job_id}", status_code=204, responses=problem_responses(404, 409))
+def delete_job(request: Request, job_id: uuid.UUID, session: SessionDep, principal: PrincipalDep):
+    """Delete a finished job of any kind with its results and artifacts (409 while it or a user of it is active)."""
+    return delete_job_response(request, session, principal, job_id, kind=None)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import uuid
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 from sqlalchemy.exc import IntegrityError
 
-from service import audit_log, queries
+from service import audit_log, queries, retention
 from service.api.deps import IdempotencyDep, PageDep, PrincipalDep, SessionDep, make_page
 from service.api.v1.common import LabelQuery, check_model_source, label_filters
 from service.errors import Conflict, NotFound
@@ -72,3 +72,17 @@ def get_model(model_id: uuid.UUID, session: SessionDep, principal: PrincipalDep)
     if model is None:
         raise NotFound(f"no model {model_id}")
     return ModelRead.model_validate(model)
+
+
+@router.delete("/{model_id}", status_code=204, responses=problem_responses(404, 409))
+def delete_model(request: Request, model_id: uuid.UUID, session: SessionDep, principal: PrincipalDep):
+    """Delete a registered model (409 while a queued or running job uses it); its finished jobs are kept."""
+    model = queries.get_model(session, tenant_id=principal.tenant_id, model_id=model_id)
+    if model is None:
+        raise NotFound(f"no model {model_id}")
+    details = {"name": model.name, "source": model.source}
+    retention.delete_model(session, model=model)
+    audit_log.record(
+        session, request, principal, action="model.delete", resource_type="model", resource_id=model_id, details=details
+    )
+    return Response(status_code=204)

@@ -12,6 +12,7 @@ from service.api.deps import IdempotencyDep, PageDep, PrincipalDep, SessionDep, 
 from service.api.v1.common import (
     JobFiltersDep,
     cancel_response,
+    delete_job_response,
     job_page,
     load_job,
     require_audit,
@@ -102,3 +103,9 @@ def download_probe_direction(request: Request, probe_id: uuid.UUID, session: Ses
     if path is None:
         raise NotFound(f"the files of probe {probe_id} are not available")
     return FileResponse(path, media_type="application/zip", filename=f"probe-{probe_id}.zip")
+
+
+@router.delete("/{probe_id}", status_code=204, responses=problem_responses(404, 409))
+def delete_probe(request: Request, probe_id: uuid.UUID, session: SessionDep, principal: PrincipalDep):
+    """Delete a finished probe with its results and artifacts (409 while it or a job using it is queued or running)."""
+    return delete_job_response(request, session, principal, probe_id, kind="probe")
