@@ -7,9 +7,11 @@ import subprocess
 import sys
 from collections.abc import Callable
 
+import sqlalchemy as sa
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import sessionmaker
 
 from service.openapi import render
 from tests.service.conftest import REPO, Tenant_
@@ -21,12 +23,22 @@ def test_healthz_and_readyz(client: TestClient):
     assert r.status_code == 200 and r.json()["checks"] == {"database": "ok", "broker": "ok"}
 
 
-def test_readyz_names_what_is_down(make_app: Callable[..., FastAPI]):
+def test_readyz_stays_ready_while_only_the_broker_is_down_and_says_so(make_app: Callable[..., FastAPI]):
     with TestClient(make_app(broker_url="redis://127.0.0.1:1/0")) as client:
         r = client.get("/readyz")
-    assert r.status_code == 503
-    assert r.headers["content-type"] == "application/problem+json"
-    assert list(r.json()["down"]) == ["broker"] and "broker" in r.json()["detail"]
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["status"] == "degraded" and body["checks"]["database"] == "ok"
+    assert body["checks"]["broker"].startswith("down: ") and "outbox" in body["detail"]
+
+
+def test_readyz_is_503_naming_the_database_when_it_is_down(make_app: Callable[..., FastAPI]):
+    app = make_app()
+    app.state.sessionmaker = sessionmaker(bind=sa.create_engine("postgresql+psycopg://u@127.0.0.1:1/x"))
+    with TestClient(app) as client:
+        r = client.get("/readyz")
+    assert r.status_code == 503 and r.headers["content-type"] == "application/problem+json"
+    assert list(r.json()["down"]) == ["database"] and "database" in r.json()["detail"]
 
 
 def test_metrics_count_requests_by_route_template(client: TestClient, alice: Tenant_, alice_model: str):

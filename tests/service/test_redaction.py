@@ -64,6 +64,6 @@ def test_a_broker_with_a_password_that_is_down_leaves_no_password_in_the_logs(
         for _ in range(5):
             r = client.post("/v1/audits", json={"model_id": alice_model}, headers=alice.headers)
             assert r.status_code == 202, r.text
-        assert client.get("/readyz").status_code == 503
+        assert client.get("/readyz").json()["status"] == "degraded"  # the outbox keeps the jobs
     assert "unreachable" in caplog.text
     assert SECRET not in caplog.text
