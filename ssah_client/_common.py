@@ -93,3 +93,21 @@ def target_path(dest: str | os.PathLike[str], response: httpx.Response, fallback
         match = _FILENAME.search(response.headers.get("content-disposition", ""))
         path = path / Path(match.group(1) if match else fallback).name
     return path
+
+
+def model_body(name: str, source: str, labels: dict[str, str] | None) -> dict[str, Any]:
+    """The body of ``POST /v1/models``."""
+    body: dict[str, Any] = {"name": name, "source": source}
+    if labels:
+        body["labels"] = dict(labels)
+    return body
+
+
+def series_body(
+    order_by: str, labels: dict[str, str] | None, model_ids: list[str] | None, compare: bool
+) -> dict[str, Any]:
+    """The body of ``POST /v1/series``."""
+    body: dict[str, Any] = {"order_by": order_by, "labels": dict(labels or {}), "compare": compare}
+    if model_ids is not None:
+        body["model_ids"] = [str(m) for m in model_ids]
+    return body

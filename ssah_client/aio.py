@@ -61,6 +61,7 @@ class AsyncClient:
         self.probes = AsyncProbes(self, "probes")
         self.comparisons = AsyncComparisons(self, "comparisons")
         self.jobs = AsyncJobs(self, "jobs")
+        self.webhooks = AsyncWebhooks(self)
 
     async def aclose(self) -> None:
         if self._owns_http:
@@ -147,6 +148,18 @@ class AsyncClient:
             await _pause(delay)
             attempt += 1
 
+    async def series(
+        self,
+        *,
+        order_by: str,
+        labels: dict[str, str] | None = None,
+        model_ids: list[str] | None = None,
+        compare: bool = True,
+    ) -> dict[str, Any]:
+        """``POST /v1/series`` (see ``Client.series``)."""
+        body = _common.series_body(order_by, labels, model_ids, compare)
+        return dict((await self.post_json("/v1/series", body, idempotency_key=None)).json())
+
     async def wait(
         self,
         job: JobRef,
@@ -184,8 +197,15 @@ class _AsyncResource:
 
 
 class AsyncModels(_AsyncResource):
-    async def create(self, name: str, source: str, *, idempotency_key: str | None = None) -> Model:
-        body = {"name": name, "source": source}
+    async def create(
+        self,
+        name: str,
+        source: str,
+        *,
+        labels: dict[str, str] | None = None,
+        idempotency_key: str | None = None,
+    ) -> Model:
+        body = _common.model_body(name, source, labels)
         response = await self._client.post_json("/v1/models", body, idempotency_key=idempotency_key)
         return Model.from_json(response.json())
 
@@ -195,9 +215,9 @@ class AsyncModels(_AsyncResource):
     def list(self, *, page_size: int = 100) -> AsyncIterator[Model]:
         return self._client.paginate("/v1/models", Model.from_json, page_size=page_size)
 
-    async def ensure(self, name: str, source: str) -> Model:
+    async def ensure(self, name: str, source: str, *, labels: dict[str, str] | None = None) -> Model:
         try:
-            return await self.create(name, source)
+            return await self.create(name, source, labels=labels)
         except Conflict:
             async for model in self.list():
                 if model.name == name:
@@ -207,6 +227,18 @@ class AsyncModels(_AsyncResource):
                         ) from None
                     return model
             raise
+
+
+class AsyncWebhooks(_AsyncResource):
+    async def rotate_secret(self, *, idempotency_key: str | None = None) -> str:
+        response = await self._client.post_json("/v1/webhook-secret", None, idempotency_key=idempotency_key)
+        return str(response.json()["secret"])
+
+    async def secret_status(self) -> dict[str, Any]:
+        return dict(await self._client.get_json("/v1/webhook-secret"))
+
+    def deliveries(self, *, page_size: int = 100, **filters: Any) -> AsyncIterator[dict[str, Any]]:
+        return self._client.paginate("/v1/webhook-deliveries", dict, page_size=page_size, **filters)
 
 
 class AsyncDatasets(_AsyncResource):

@@ -62,6 +62,7 @@ class Client:
         self.probes = Probes(self, "probes", "probe")
         self.comparisons = Comparisons(self, "comparisons", "comparison")
         self.jobs = Jobs(self)
+        self.webhooks = Webhooks(self)
 
     def close(self) -> None:
         if self._owns_http:
@@ -153,6 +154,21 @@ class Client:
             _pause(delay)
             attempt += 1
 
+    def series(
+        self,
+        *,
+        order_by: str,
+        labels: dict[str, str] | None = None,
+        model_ids: list[str] | None = None,
+        compare: bool = True,
+    ) -> dict[str, Any]:
+        """``POST /v1/series``: the checkpoints whose labels include ``labels``, ordered by the ``order_by`` label.
+
+        Returns ``{"points": [...], "transitions": [...]}``; missing comparisons are queued unless ``compare``
+        is false (ask again to read their cross-tabs)."""
+        body = _common.series_body(order_by, labels, model_ids, compare)
+        return dict(self.post_json("/v1/series", body, idempotency_key=None).json())
+
     # -- jobs -------------------------------------------------------------------------------------
     def wait(
         self,
@@ -194,9 +210,16 @@ class _Resource:
 class Models(_Resource):
     """Registered model sources: ``/v1/models``."""
 
-    def create(self, name: str, source: str, *, idempotency_key: str | None = None) -> Model:
-        """Register ``source`` under ``name`` (unique to the tenant; ``Conflict`` if taken)."""
-        body = {"name": name, "source": source}
+    def create(
+        self,
+        name: str,
+        source: str,
+        *,
+        labels: dict[str, str] | None = None,
+        idempotency_key: str | None = None,
+    ) -> Model:
+        """Register ``source`` under ``name`` (unique to the tenant; ``Conflict`` if taken), with ``labels``."""
+        body = _common.model_body(name, source, labels)
         return Model.from_json(self._client.post_json("/v1/models", body, idempotency_key=idempotency_key).json())
 
     def get(self, model_id: str) -> Model:
@@ -206,10 +229,10 @@ class Models(_Resource):
         """Every registered model, newest first."""
         return self._client.paginate("/v1/models", Model.from_json, page_size=page_size)
 
-    def ensure(self, name: str, source: str) -> Model:
-        """The model named ``name``: registered now, or the one registered before with the same source."""
+    def ensure(self, name: str, source: str, *, labels: dict[str, str] | None = None) -> Model:
+        """The model named ``name``: registered now (with ``labels``), or the one registered before with the same source."""
         try:
-            return self.create(name, source)
+            return self.create(name, source, labels=labels)
         except Conflict:
             for model in self.list():
                 if model.name == name:
@@ -253,6 +276,22 @@ class Datasets(_Resource):
 
     def list(self, *, page_size: int = 100) -> Iterator[Dataset]:
         return self._client.paginate("/v1/datasets", Dataset.from_json, page_size=page_size)
+
+
+class Webhooks(_Resource):
+    """The tenant's webhook signing secret and the record of deliveries."""
+
+    def rotate_secret(self, *, idempotency_key: str | None = None) -> str:
+        """Create or replace the signing secret and return it (shown once; the old one stops at once)."""
+        return str(self._client.post_json("/v1/webhook-secret", None, idempotency_key=idempotency_key).json()["secret"])
+
+    def secret_status(self) -> dict[str, Any]:
+        """``{"configured": bool, "created_at": ...}``, never the secret."""
+        return dict(self._client.get_json("/v1/webhook-secret"))
+
+    def deliveries(self, *, page_size: int = 100, **filters: Any) -> Iterator[dict[str, Any]]:
+        """Every delivery, newest first; filters ``job_id``, ``status`` (pending, succeeded, failed)."""
+        return self._client.paginate("/v1/webhook-deliveries", dict, page_size=page_size, **filters)
 
 
 def _job(body: dict[str, Any]) -> Job:

@@ -108,6 +108,10 @@ class Model:
             raw=body,
         )
 
+    @property
+    def labels(self) -> dict[str, str]:
+        return dict(self.raw.get("labels") or {})
+
 
 @dataclass(frozen=True)
 class Dataset:

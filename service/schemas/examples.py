@@ -77,6 +77,16 @@ COMPARISON = {
 RETENTION = {
     "ninety_days": {"summary": "Keep finished jobs for 90 days", "value": {"retention_days": 90}},
 }
+SERIES = {
+    "run": {
+        "summary": "Every checkpoint of a training run, by step, with the role transfer between them",
+        "value": {"labels": {"run": "run7"}, "order_by": "checkpoint_step"},
+    },
+    "read_only": {
+        "summary": "Two registered checkpoints only, queueing no comparison",
+        "value": {"labels": {}, "order_by": "checkpoint_step", "model_ids": [MODEL_ID], "compare": False},
+    },
+}
 
 
 def request_examples(examples: dict[str, Any], media_type: str = "application/json") -> dict[str, Any]:

@@ -8,7 +8,7 @@ import pytest
 
 from service.main import create_app
 from service.schemas import examples
-from service.schemas.integrations import RetentionUpdate
+from service.schemas.integrations import RetentionUpdate, SeriesCreate
 from service.schemas.jobs import AuditCreate, ComparisonCreate, EvaluationCreate, FinetuneCreate, ProbeCreate
 from service.schemas.resources import ModelCreate
 from service.settings import Settings
@@ -74,6 +74,7 @@ BODIES = {
     "create_finetune": (FinetuneCreate, examples.FINETUNE),
     "create_probe": (ProbeCreate, examples.PROBE),
     "create_comparison": (ComparisonCreate, examples.COMPARISON),
+    "create_series": (SeriesCreate, examples.SERIES),
     "update_retention": (RetentionUpdate, examples.RETENTION),
 }
 

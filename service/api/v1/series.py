@@ -9,14 +9,16 @@ from service.api.deps import PrincipalDep, SessionDep
 from service.jobs import create_job
 from service.limits import check_job_request
 from service.models import Job
+from service.schemas import examples
 from service.schemas.common import problem_responses
+from service.schemas.examples import request_examples
 from service.schemas.integrations import SeriesCreate, SeriesRead
 from service.series import build_series
 
 router = APIRouter(prefix="/series", tags=["series"], responses=problem_responses(401, 422, 429))
 
 
-@router.post("", response_model=SeriesRead)
+@router.post("", response_model=SeriesRead, openapi_extra=request_examples(examples.SERIES))
 def create_series(request: Request, body: SeriesCreate, session: SessionDep, principal: PrincipalDep):
     """Build the timeline of succeeded audits and evaluations whose labels match, queueing missing comparisons."""
 
