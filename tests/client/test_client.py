@@ -233,3 +233,27 @@ def test_async_client(server: Server, tenant: Tenant_, factory: sessionmaker[Ses
             assert cancelled.status == "cancelled"
 
     asyncio.run(scenario())
+
+
+def test_pipeline_calls_labels_series_and_webhooks(client: Client, server: Server, tenant: Tenant_, factory):
+    model = client.models.ensure("ck-1000", "builtin:smollm2", labels={"run": "r1", "checkpoint_step": "1000"})
+    assert model.labels == {"run": "r1", "checkpoint_step": "1000"}
+    audit = client.audits.create(model_id=model.id)
+    succeed(factory, audit.id)
+    series = client.series(labels={"run": "r1"}, order_by="checkpoint_step", compare=False)
+    assert [(p["value"], p["audit_id"]) for p in series["points"]] == [("1000", audit.id)]
+    assert client.webhooks.secret_status()["configured"] is False
+    secret = client.webhooks.rotate_secret()
+    assert secret and client.webhooks.secret_status()["configured"] is True
+    assert list(client.webhooks.deliveries()) == []
+
+    async def scenario() -> None:
+        async with AsyncClient(server.url, tenant.key) as aclient:
+            again = await aclient.models.ensure("ck-1000", "builtin:smollm2", labels={"run": "r1"})
+            assert again.id == model.id  # reused: same name and source
+            assert (await aclient.series(labels={"run": "r1"}, order_by="checkpoint_step"))["points"]
+            assert await aclient.webhooks.rotate_secret() != secret  # rotated: the old one stops
+            assert (await aclient.webhooks.secret_status())["configured"] is True
+            assert [d async for d in aclient.webhooks.deliveries()] == []
+
+    asyncio.run(scenario())
