@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import gc
-import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import anyio
 from fastapi import FastAPI
 
-from service import openapi, redact
+from service import logs, openapi, redact
 from service.api import ops
 from service.api.v1 import router as v1_router
 from service.auth import KeyCache
@@ -63,7 +62,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the API for ``settings`` (default: from the environment)."""
     settings = settings or get_settings()
-    logging.basicConfig(level=settings.log_level)
+    logs.configure(settings.log_format, settings.log_level)
     redact.install()  # no log line of this process carries a URL's password
     app = FastAPI(
         title="SSAH Audit",

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
 
 import sqlalchemy as sa
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
 from prometheus_client.core import GaugeMetricFamily
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service import logs
 from service.models import Job, JobStatus
 
 ACTIVE = (JobStatus.queued.value, JobStatus.running.value)
@@ -37,9 +39,27 @@ class Metrics:
             registry=self.registry,
         )
 
+        self._jobs: _JobsCollector | None = None
+
     def watch_jobs(self, factory: Callable[[], sessionmaker[Session]], *, cache_seconds: float = 15.0) -> None:
         """Expose ``ssah_jobs`` (queued and running jobs by kind and status), counted at most every ``cache_seconds``."""
-        self.registry.register(_JobsCollector(factory, cache_seconds))
+        self._jobs = _JobsCollector(factory, cache_seconds)
+        self.registry.register(self._jobs)
+
+    def render(self) -> bytes:
+        """The Prometheus text of this app, plus the process's default registry (an embedded worker's metrics).
+
+        With ``PROMETHEUS_MULTIPROC_DIR`` set, counters and histograms are those of every process
+        writing there (uvicorn workers, Celery processes), added up; the directory must be emptied
+        before the processes start (docs/deployment.md), or a restart's counters add to the old ones.
+        """
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+            if self._jobs is not None:
+                registry.register(self._jobs)  # counted from the database, not from a process's files
+            return generate_latest(registry)
+        return generate_latest(self.registry) + generate_latest(REGISTRY)
 
 
 class _JobsCollector:
@@ -113,7 +133,8 @@ class RequestMiddleware:
             await send(message)
 
         try:
-            await self.app(scope, receive, send_with_id)
+            with logs.context(request_id=request_id):  # every line logged for this request carries it
+                await self.app(scope, receive, send_with_id)
         finally:
             route = scope.get("route")
             # Templates, not raw paths: label cardinality stays bounded whatever ids are polled.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -29,6 +29,8 @@ class Settings(BaseSettings):
     db_pool_size: int = 10
     db_max_overflow: int = 20
     log_level: str = "INFO"
+    # json: one object per line (timestamp, level, logger, message, request/job/tenant id); service/logs.py.
+    log_format: Literal["text", "json"] = "text"
     metrics_cache_seconds: float = 15.0  # /metrics counts jobs at most this often (it needs no key)
     metrics_token: str | None = None  # set: /metrics answers only to "Authorization: Bearer <token>"
     # Worker side (worker/ reads these; the API ignores them).

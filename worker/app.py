@@ -11,9 +11,9 @@ from __future__ import annotations
 import logging
 from functools import lru_cache
 
-from celery.signals import worker_process_init, worker_ready, worker_shutdown
+from celery.signals import setup_logging, worker_process_init, worker_ready, worker_shutdown
 
-from service import redact
+from service import logs, redact
 from service.db import forget_inherited_connections, get_sessionmaker
 from service.queue import TASKS, make_celery
 from service.settings import get_settings
@@ -41,6 +41,14 @@ app.conf.update(
     broker_connection_max_retries=None,
     worker_hijack_root_logger=False,
 )
+if settings.log_format == "json":
+
+    @setup_logging.connect
+    def _json_logs(loglevel: str | int | None = None, **_: object) -> None:
+        # Connected, this replaces Celery's own log setup: its lines and ours share the JSON handler.
+        logs.configure("json", loglevel or settings.log_level)
+
+
 # retry_on_worker_lost: when a pool child dies mid-job (kill -9, OOM, hard time limit) the main process
 # sends the task again at once as a retry, whose claim takes the job over; a plain redelivery would
 # find the job "running" with a fresh heartbeat and leave it to the stale period. Its countdown is

@@ -10,6 +10,7 @@ from collections import OrderedDict
 from service.model_policy import CheckedSource, check_for_tenant
 from service.settings import Settings
 from ssah_engine.loading import LoadedModel, LoadOptions, load_model
+from worker import metrics
 
 
 class ModelCache:
@@ -27,7 +28,8 @@ class ModelCache:
             if key in self._models:
                 self._models.move_to_end(key)
                 return self._models[key]
-        loaded = load_model(source, options)
+        with metrics.timed_load():
+            loaded = load_model(source, options)
         if self.size > 0:
             with self._lock:
                 self._models[key] = loaded

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from sqlalchemy.exc import OperationalError as DatabaseError
 from sqlalchemy.orm import Session, sessionmaker
 
+from service import logs
 from service.model_policy import check_for_tenant, finetune_model_dir
 from service.models import JobStatus
 from service.settings import Settings
@@ -25,7 +27,7 @@ from ssah_engine.data import Dataset, DatasetError
 from ssah_engine.data.loaders import HF_PREFIX, parse_hf
 from ssah_engine.loading import LoadedModel, ModelLoadError, pick_device_and_dtype
 from ssah_engine.unitmap import UnitMap
-from worker import datasets, models
+from worker import datasets, metrics, models
 from worker.lifecycle import Cancelled, Claim, Progress, Superseded, claim_job, finish_job, heartbeat
 from worker.model_size import check_model_size
 from worker.provenance import provenance
@@ -132,7 +134,8 @@ class JobRun:
         if fresh:
             from ssah_engine.loading import load_model
 
-            loaded = load_model(source, options)
+            with metrics.timed_load():
+                loaded = load_model(source, options)
         else:
             loaded = models.model_cache(self.settings).get(source, options)
         self.loaded_model = {**provenance(checked), "source": registered.source}  # never the server path
@@ -168,17 +171,36 @@ def run_job(
     """Run ``body`` for job ``job_id``; return how it ended (succeeded, failed, cancelled, skipped, superseded).
 
     Transient infrastructure errors (database, broker) propagate so the caller can retry the task.
+    Log lines inside carry the job's id and tenant; the ``ssah_worker_*`` metrics count the outcome.
     """
-    claim = claim_job(
-        factory,
-        uuid.UUID(str(job_id)),
-        kind=kind,
-        stale_seconds=settings.stale_seconds,
-        takeover=takeover,
-        max_attempts=settings.max_job_attempts,
-    )
-    if claim is None:
-        return "skipped"
+    with logs.context(job_id=job_id):
+        claim = claim_job(
+            factory,
+            uuid.UUID(str(job_id)),
+            kind=kind,
+            stale_seconds=settings.stale_seconds,
+            takeover=takeover,
+            max_attempts=settings.max_job_attempts,
+        )
+        if claim is None:
+            metrics.JOBS.labels(kind, "skipped").inc()
+            return "skipped"
+        metrics.ATTEMPTS.labels(kind).inc()
+        if claim.attempt > 1:
+            metrics.RETRIES.labels(kind).inc()
+        start, outcome = time.perf_counter(), "transient_error"
+        try:
+            with logs.context(tenant_id=claim.tenant_id), metrics.gpu_peak(kind):
+                outcome = _attempt(claim, kind, body, settings=settings, factory=factory, store=store)
+        finally:
+            metrics.JOBS.labels(kind, outcome).inc()
+            metrics.DURATION.labels(kind).observe(time.perf_counter() - start)
+        return outcome
+
+
+def _attempt(
+    claim: Claim, kind: str, body: Body, *, settings: Settings, factory: sessionmaker[Session], store: ArtifactStore
+) -> str:
     log.info("job %s (%s) attempt %d started", claim.job_id, kind, claim.attempt)
     # A re-run starts clean: whatever an earlier attempt published is replaced.
     store.delete_prefix(job_key(claim.tenant_id, claim.job_id, ""))

@@ -19,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
-from service import queries
+from service import logs, queries
 from service.auth import KeyCache, Principal, authenticate, extract_key, hash_key
 from service.body_guard import PRINCIPAL
 from service.db import reading, session_scope
@@ -75,6 +75,7 @@ async def _principal(
         authorization = request.headers.get("authorization")
         key = extract_key(authorization, api_key) if bearer is None else bearer.credentials
         principal = await _authenticate(request, key)
+    logs.bind(tenant_id=principal.tenant_id)  # until the request middleware's context ends
     # Per key, after authentication: unknown keys never reach Redis; one round trip, fail-open.
     await request.app.state.rate_limiter.check(request.state, principal.key_id)
     return principal

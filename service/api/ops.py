@@ -6,7 +6,7 @@ import hmac
 
 import sqlalchemy as sa
 from fastapi import APIRouter, Request, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.concurrency import run_in_threadpool
 
 from service.errors import ServiceUnavailable, Unauthorized
@@ -65,5 +65,5 @@ async def get_metrics(request: Request) -> Response:
         sent = request.headers.get("authorization", "")
         if not hmac.compare_digest(sent.encode(), f"Bearer {token}".encode()):
             raise Unauthorized("this deployment's /metrics needs 'Authorization: Bearer <metrics token>'")
-    body = await run_in_threadpool(generate_latest, request.app.state.metrics.registry)
+    body = await run_in_threadpool(request.app.state.metrics.render)
     return Response(body, media_type=CONTENT_TYPE_LATEST)

@@ -67,12 +67,24 @@ def first_key(factory) -> str | None:
         return create_api_key(session, FIRST_TENANT)
 
 
+def _log_config() -> dict:
+    """JSON logs: uvicorn's own lines go to the root logger's JSON handler (service/logs.py), not its text ones."""
+    from service import logs
+    from service.settings import get_settings
+
+    settings = get_settings()
+    if settings.log_format != "json":
+        return {}
+    logs.configure("json", settings.log_level)  # this process's lines too (the supervisor of --workers)
+    return {"log_config": None}
+
+
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     embedded = is_embedded(args.embedded, dict(os.environ))
     if not embedded:
-        uvicorn.run("service.main:app", host=args.host, port=args.port, workers=args.workers)
+        uvicorn.run("service.main:app", host=args.host, port=args.port, workers=args.workers, **_log_config())
         return 0
 
     os.environ["SSAH_BROKER_URL"] = EMBEDDED_BROKER  # read by the settings below, before anything caches them
@@ -93,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
     worker = EmbeddedWorker(settings, factory)
     worker.start()
     try:
-        uvicorn.run(create_app(settings), host=args.host, port=args.port)
+        uvicorn.run(create_app(settings), host=args.host, port=args.port, **_log_config())
     finally:
         worker.stop()
     return 0
