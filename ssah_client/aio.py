@@ -212,6 +212,9 @@ class AsyncModels(_AsyncResource):
     async def get(self, model_id: str) -> Model:
         return Model.from_json(await self._client.get_json(f"/v1/models/{model_id}"))
 
+    async def delete(self, model_id: str) -> None:
+        await self._client.request("DELETE", f"/v1/models/{model_id}")
+
     def list(self, *, page_size: int = 100) -> AsyncIterator[Model]:
         return self._client.paginate("/v1/models", Model.from_json, page_size=page_size)
 
@@ -265,6 +268,9 @@ class AsyncDatasets(_AsyncResource):
 
     create = upload
 
+    async def delete(self, dataset_id: str) -> None:
+        await self._client.request("DELETE", f"/v1/datasets/{dataset_id}")
+
     async def get(self, dataset_id: str) -> Dataset:
         return Dataset.from_json(await self._client.get_json(f"/v1/datasets/{dataset_id}"))
 
@@ -304,6 +310,9 @@ class _AsyncJobCollection(_AsyncResource):
 
     async def wait(self, job: JobRef, timeout: float | None = None, on_progress: Progress | None = None) -> Job:
         return await self._client.wait(job, timeout, on_progress)
+
+    async def delete(self, job: JobRef) -> None:
+        await self._client.request("DELETE", f"{self.path}/{_common.job_id(job)}")
 
 
 class AsyncAudits(_AsyncJobCollection):

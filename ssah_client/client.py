@@ -229,6 +229,10 @@ class Models(_Resource):
         """Every registered model, newest first."""
         return self._client.paginate("/v1/models", Model.from_json, page_size=page_size)
 
+    def delete(self, model_id: str) -> None:
+        """Remove the registration (``Conflict`` while a queued or running job uses it; its finished jobs stay)."""
+        self._client.request("DELETE", f"/v1/models/{model_id}")
+
     def ensure(self, name: str, source: str, *, labels: dict[str, str] | None = None) -> Model:
         """The model named ``name``: registered now (with ``labels``), or the one registered before with the same source."""
         try:
@@ -276,6 +280,10 @@ class Datasets(_Resource):
 
     def list(self, *, page_size: int = 100) -> Iterator[Dataset]:
         return self._client.paginate("/v1/datasets", Dataset.from_json, page_size=page_size)
+
+    def delete(self, dataset_id: str) -> None:
+        """Remove the upload and its file (``Conflict`` while a queued or running job reads it)."""
+        self._client.request("DELETE", f"/v1/datasets/{dataset_id}")
 
 
 class Webhooks(_Resource):
@@ -336,6 +344,10 @@ class _JobCollection(_Resource):
 
     def wait(self, job: JobRef, timeout: float | None = None, on_progress: Callable[[Job], None] | None = None) -> Job:
         return self._client.wait(job, timeout, on_progress)
+
+    def delete(self, job: JobRef) -> None:
+        """Remove a finished job with its results and artifacts (``Conflict`` while it or a job using it runs)."""
+        self._client.request("DELETE", f"{self.path}/{_common.job_id(job)}")
 
 
 class Audits(_JobCollection):

@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from examples.webhook_receiver import make_server
 from service.admin import create_api_key
 from service.settings import Settings
-from ssah_client import Client
+from ssah_client import Client, NotFound
 from tests.e2e.conftest import Worker
 from tests.service.conftest import REPO
 
@@ -233,5 +233,22 @@ def test_the_pipeline_passes_then_stops_a_regression(loopback_worker: Worker, ap
             json.dumps({"safety.asr": {"max": -0.5}}),
         )
         assert code == 3 and out["job"]["gate"]["passed"] is False, out
+
+        # Deletion through the real API process: a finished job goes with its artifacts; a model goes once
+        # no job is queued or running on it, its finished jobs staying.
+        artifacts = loopback_worker.settings.artifact_dir
+        with Client(api_url, key) as client:
+            job_folder = next(artifacts.glob(f"*/jobs/{evaluation.id}"))
+            assert any(job_folder.iterdir())
+            client.evaluations.delete(evaluation)
+            with pytest.raises(NotFound):
+                client.evaluations.get(evaluation)
+            assert not job_folder.exists()
+            with pytest.raises(NotFound):
+                client.evaluations.delete(evaluation)
+            client.models.delete(str(model_id))
+            with pytest.raises(NotFound):
+                client.models.get(str(model_id))
+            assert client.audits.get(audit).model_id is None  # the finished audit stays, unlinked
     finally:
         receiver.shutdown()
