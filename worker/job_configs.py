@@ -33,6 +33,7 @@ PROTOCOL_SETTINGS = (
     "system_prompt",
     "refusal_lists",
     "zero_shot_tasks",
+    "zero_shot_num_fewshot",
 )
 
 

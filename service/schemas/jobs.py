@@ -200,6 +200,9 @@ class EvaluationCreate(JobIntegrations):
         description="lm-eval tasks run when lm-eval and their data are on the worker; [] for "
         "none; absent: the paper's six.",
     )
+    zero_shot_num_fewshot: int | None = Field(
+        None, ge=0, le=32, description="Examples before each zero-shot question; absent: 0 (the paper's)."
+    )
     samples: int | None = Field(
         None,
         ge=1,

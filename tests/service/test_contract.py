@@ -263,6 +263,8 @@ EVAL_FLAGS = [
     "advbench-29",
     "--zero-shot-tasks",
     "",
+    "--zero-shot-num-fewshot",
+    "2",
     "--compensation",
     "safety",
 ]
@@ -275,6 +277,7 @@ EVAL_BODY = {
     "system_prompt": "Be careful.",
     "refusal_lists": ["advbench-29"],
     "zero_shot_tasks": [],
+    "zero_shot_num_fewshot": 2,
     "compensation": "safety",
 }
 
