@@ -15,6 +15,7 @@ import sys
 COMMANDS = (
     "audit",
     "ablate",
+    "export",
     "transfer",
     "eval",
     "finetune",

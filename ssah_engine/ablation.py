@@ -95,6 +95,31 @@ def ablate(model: nn.Module, unit_map: UnitMap, units: torch.Tensor, *, compensa
 
     ``compensation`` says what replaces their output (module docstring); ``none`` zeroes them.
     """
+    saved, handles = _Saved(), []
+    try:
+        for linear, constant in remove_units(model, unit_map, units, compensation=compensation, saved=saved):
+            handles.append(_add_constant(linear, constant))
+        yield model
+    finally:
+        for handle in handles:
+            handle.remove()
+        with torch.no_grad():
+            saved.restore()
+
+
+def remove_units(
+    model: nn.Module,
+    unit_map: UnitMap,
+    units: torch.Tensor,
+    *,
+    compensation: str = DEFAULT_COMPENSATION,
+    saved: _Saved | None = None,
+) -> list[tuple[nn.Linear, torch.Tensor]]:
+    """Zero the weights of the removed units in place; return (output projection, constant) to add back.
+
+    ``saved`` (when given) keeps the original slices so that they can be restored; without it the
+    removal is permanent, as for an export that bakes the constants into biases.
+    """
     layout = describe(model)
     space = unit_map.space
     if (layout.num_layers, layout.num_heads, layout.intermediate_size) != (
@@ -107,37 +132,32 @@ def ablate(model: nn.Module, unit_map: UnitMap, units: torch.Tensor, *, compensa
         raise ValueError(f"units must be a bool mask over {space.size} units")
     head_mask, neuron_mask = space.split(units)
     means = compensation_means(unit_map, compensation)
-    saved, handles = _Saved(), []
-    try:
-        with torch.no_grad():
-            for layer, heads_off, neurons_off in zip(layout.layers, head_mask, neuron_mask):
-                heads = heads_off.nonzero().flatten()
-                neurons = neurons_off.nonzero().flatten()
-                if len(heads):
-                    channels = _head_channels(heads, layout.head_dim)
-                    if means is not None:
-                        mean = means[0][layer.index, channels]
-                        handles.append(_add_constant(layer.o, _contribution(layer.o, channels, mean)))
-                    saved.zero_rows(layer.q, channels)
-                    saved.zero_columns(layer.o, channels.to(layer.o.weight.device))
-                    groups = heads_off.reshape(layout.num_kv_heads, layout.group_size).all(1).nonzero().flatten()
-                    if len(groups):
-                        kv_channels = _head_channels(groups, layout.head_dim)
-                        saved.zero_rows(layer.k, kv_channels)
-                        saved.zero_rows(layer.v, kv_channels)
-                if len(neurons):
-                    if means is not None:
-                        mean = means[1][layer.index, neurons]
-                        handles.append(_add_constant(layer.down, _contribution(layer.down, neurons, mean)))
-                    saved.zero_rows(layer.gate, neurons)
-                    saved.zero_rows(layer.up, neurons)
-                    saved.zero_columns(layer.down, neurons)
-        yield model
-    finally:
-        for handle in handles:
-            handle.remove()
-        with torch.no_grad():
-            saved.restore()
+    saved = saved if saved is not None else _Saved()
+    constants: list[tuple[nn.Linear, torch.Tensor]] = []
+    with torch.no_grad():
+        for layer, heads_off, neurons_off in zip(layout.layers, head_mask, neuron_mask):
+            heads = heads_off.nonzero().flatten()
+            neurons = neurons_off.nonzero().flatten()
+            if len(heads):
+                channels = _head_channels(heads, layout.head_dim)
+                if means is not None:
+                    mean = means[0][layer.index, channels]
+                    constants.append((layer.o, _contribution(layer.o, channels, mean)))
+                saved.zero_rows(layer.q, channels)
+                saved.zero_columns(layer.o, channels.to(layer.o.weight.device))
+                groups = heads_off.reshape(layout.num_kv_heads, layout.group_size).all(1).nonzero().flatten()
+                if len(groups):
+                    kv_channels = _head_channels(groups, layout.head_dim)
+                    saved.zero_rows(layer.k, kv_channels)
+                    saved.zero_rows(layer.v, kv_channels)
+            if len(neurons):
+                if means is not None:
+                    mean = means[1][layer.index, neurons]
+                    constants.append((layer.down, _contribution(layer.down, neurons, mean)))
+                saved.zero_rows(layer.gate, neurons)
+                saved.zero_rows(layer.up, neurons)
+                saved.zero_columns(layer.down, neurons)
+    return constants
 
 
 def _contribution(linear: nn.Linear, channels: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
