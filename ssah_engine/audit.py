@@ -7,6 +7,7 @@ from here top to bottom.
 from __future__ import annotations
 
 import logging
+import typing
 from collections.abc import Callable
 
 from .architectures import describe
@@ -17,6 +18,7 @@ from .encoding import encode_pairs, make_batches
 from .loading import LoadedModel
 from .scoring import score_dataset
 from .self_responses import self_calibration
+from .streaming import StreamedModel, stream_scores
 from .unitmap import UnitMap
 from .units import UnitSpace
 
@@ -41,10 +43,16 @@ def run_audit(
     progress: ProgressFn | None = None,
 ) -> UnitMap:
     """Score ``loaded.model`` on both sets and return its unit map."""
+    if config.stream_layers != isinstance(loaded, StreamedModel):
+        raise ValueError(
+            "stream_layers audits a model skeleton from streaming.load_streamed, and only that"
+            if config.stream_layers
+            else "a skeleton from streaming.load_streamed needs stream_layers=True"
+        )
     model, tokenizer = loaded.model, loaded.tokenizer
     layout = describe(model)
     space = UnitSpace.from_layout(layout)
-    data_used = {}
+    data_used: dict = {}
     scores = {}
     safety, utility = _calibration_subset(safety, config), _calibration_subset(utility, config)
     self_report = None
@@ -58,7 +66,8 @@ def run_audit(
             batch_size=config.batch_size,
         )
         safety, utility, self_report = calibration.safety, calibration.utility, calibration.report
-    for stage, (name, subset) in enumerate((("safety", safety), ("utility", utility))):
+    batch_sets = {}
+    for name, subset in (("safety", safety), ("utility", utility)):
         pairs = [(example.prompt, example.response) for example in subset.examples if example.response]
         if not pairs:
             raise ValueError(f"the {name} set {subset.name} has no (prompt, response) pairs")
@@ -71,20 +80,9 @@ def run_audit(
         )
         if not encoded:
             raise ValueError(f"every prompt of the {name} set is longer than max_length={config.max_length}")
-        logger.info("scoring %d %s pairs (%s)", len(encoded), name, config.method)
-
-        def report(done: int, total: int, stage=stage, name=name) -> None:
-            if progress:
-                progress(f"scoring {name} set", (stage + done / total) / 2)
-
-        scores[name] = score_dataset(
-            model,
-            layout,
-            # flap's running update depends on the order: the sampled order, as the authors fed it
-            make_batches(encoded, config.batch_size, tokenizer.pad_token_id, sort=config.estimator != "flap"),
-            method=config.method,
-            estimator=config.estimator,
-            progress=report,
+        # flap's running update depends on the order: the sampled order, as the authors fed it
+        batch_sets[name] = list(
+            make_batches(encoded, config.batch_size, tokenizer.pad_token_id, sort=config.estimator != "flap")
         )
         data_used[name] = {
             "name": subset.name,
@@ -92,8 +90,35 @@ def run_audit(
             "sampling": config.sampling,
             "seed": config.seed if config.sampling == "shuffle" else None,
             "pairs": len(encoded),
-            "response_tokens": scores[name].tokens,
         }
+
+    if config.stream_layers:
+        logger.info("scoring both sets layer by layer from %s (%s)", loaded.resolved, config.method)
+
+        def report_layer(done: int, total: int) -> None:
+            if progress:
+                progress("scoring layer by layer", done / total)
+
+        scores = stream_scores(
+            typing.cast(StreamedModel, loaded),
+            layout,
+            batch_sets,
+            method=config.method,
+            estimator=config.estimator,
+            progress=report_layer,
+        )
+    for stage, name in enumerate(() if config.stream_layers else ("safety", "utility")):
+        logger.info("scoring %d %s pairs (%s)", data_used[name]["pairs"], name, config.method)
+
+        def report(done: int, total: int, stage=stage, name=name) -> None:
+            if progress:
+                progress(f"scoring {name} set", (stage + done / total) / 2)
+
+        scores[name] = score_dataset(
+            model, layout, batch_sets[name], method=config.method, estimator=config.estimator, progress=report
+        )
+    for name in batch_sets:
+        data_used[name]["response_tokens"] = scores[name].tokens
 
     if self_report is not None:
         data_used["self_responses"] = self_report

@@ -64,6 +64,13 @@ class AuditConfig:
         },
     )
     self_response_tokens: int = field(default=64, metadata={"help": "new tokens per own answer in self mode", "ge": 1})
+    stream_layers: bool = field(
+        default=False,
+        metadata={
+            "help": "hold one decoder layer in memory at a time, read from the checkpoint's safetensors shards "
+            "(a local directory; wifv or wanda, dataset responses): the same unit map as the whole-model audit"
+        },
+    )
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -88,6 +95,12 @@ class AuditConfig:
             )
         if self.responses not in RESPONSES:
             raise ValueError(f"responses must be one of {', '.join(RESPONSES)}, got {self.responses!r}")
+        if self.stream_layers and self.method == "snip":
+            raise ValueError("stream_layers scores wifv or wanda; snip backpropagates through the whole model")
+        if self.stream_layers and self.responses == "self":
+            raise ValueError(
+                "stream_layers needs the sets' written responses; responses='self' generates with the whole model"
+            )
         if self.self_response_tokens < 1:
             raise ValueError(f"self_response_tokens must be at least 1, got {self.self_response_tokens}")
 

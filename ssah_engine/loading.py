@@ -78,6 +78,13 @@ def load_model(source: str, options: LoadOptions | None = None) -> LoadedModel:
 
         model, tokenizer = tiny_model(source.removeprefix("builtin:tiny-"))
         return LoadedModel(model.to(device=device, dtype=dtype), tokenizer, source, source)
+    resolved, revision = resolve_source(source, options)
+    model, tokenizer = _from_pretrained(resolved, source, options, dtype, revision=revision)
+    return LoadedModel(model.to(device), tokenizer, source, resolved)
+
+
+def resolve_source(source: str, options: LoadOptions) -> tuple[str, str | None]:
+    """``(directory or hub id, revision)`` that ``source`` names; GGUF sources are converted (once) first."""
     if source == "builtin:smollm2":
         resolved = str(_gguf_cache(_smollm2_gguf(), options.cache_dir))
     elif source == QWEN_CODER_SOURCE:
@@ -101,9 +108,7 @@ def load_model(source: str, options: LoadOptions | None = None) -> LoadedModel:
     revision = None
     if not resolved.startswith(("/", ".", "~")) and "@" in resolved and not Path(resolved).exists():
         resolved, revision = resolved.split("@", 1)
-
-    model, tokenizer = _from_pretrained(resolved, source, options, dtype, revision=revision)
-    return LoadedModel(model.to(device), tokenizer, source, resolved)
+    return resolved, revision
 
 
 def _from_pretrained(

@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     safety = load_data(args.safety_data, require_response=True)
     utility = load_data(args.utility_data, require_response=True)
-    loaded = load_model_from_args(args)
+    loaded = load_model_from_args(args, streamed=config.stream_layers)
     started = time.perf_counter()
     bar = ProgressBar("audit")
     try:

@@ -25,8 +25,10 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--trust-remote-code", action="store_true", help="allow model code from the hub")
 
 
-def load_model_from_args(args):
+def load_model_from_args(args, *, streamed: bool = False):
+    """The model ``--model`` names; ``streamed``: a skeleton whose layers the audit reads one at a time."""
     from ssah_engine.loading import DEFAULT_CACHE_DIR, LoadOptions, ModelLoadError, load_model
+    from ssah_engine.streaming import load_streamed
 
     options = LoadOptions(
         device=args.device,
@@ -36,7 +38,7 @@ def load_model_from_args(args):
     )
     started = time.perf_counter()
     try:
-        loaded = load_model(args.model, options)
+        loaded = load_streamed(args.model, options) if streamed else load_model(args.model, options)
     except ModelLoadError as error:
         raise CommandError(str(error)) from None
     print(f"loaded {args.model} in {time.perf_counter() - started:.1f}s on {loaded.device}", file=sys.stderr)

@@ -13,14 +13,14 @@ from __future__ import annotations
 import copy
 import logging
 import typing
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from ..architectures import ModelLayout
+from ..architectures import LayerProjections, ModelLayout
 from ..audit_config import METHODS
 from ..encoding import Batch
 from ..kv_cache import cache_argument, returned_cache
@@ -59,11 +59,27 @@ def record_unit_inputs(layout: ModelLayout, device: torch.device, estimator: str
     batch's [batch, seq] mask before each forward pass. ``estimator`` picks the statistic
     (``stats.ESTIMATORS``): pooled over all tokens, or FLAP's per-pair running update.
     """
+    head_stats, neuron_stats = new_unit_stats(layout.layers, device, estimator)
+    with hook_unit_inputs(layout.layers, head_stats, neuron_stats, estimator) as select:
+        yield head_stats, neuron_stats, select
+
+
+def new_unit_stats(layers: Sequence[LayerProjections], device: torch.device, estimator: str = "pooled"):
+    """Empty o_proj and down_proj input statistics for ``layers``: ``(head_stats, neuron_stats)``."""
     if estimator not in ESTIMATORS:
         raise ValueError(f"unknown estimator {estimator!r}; choose one of {', '.join(ESTIMATORS)}")
     stats_class = ESTIMATORS[estimator]
-    head_stats = [stats_class(layer.o.in_features, device) for layer in layout.layers]
-    neuron_stats = [stats_class(layer.down.in_features, device) for layer in layout.layers]
+    head_stats = [stats_class(layer.o.in_features, device) for layer in layers]
+    neuron_stats = [stats_class(layer.down.in_features, device) for layer in layers]
+    return head_stats, neuron_stats
+
+
+@contextmanager
+def hook_unit_inputs(layers: Sequence[LayerProjections], head_stats: list, neuron_stats: list, estimator: str):
+    """Feed the o_proj / down_proj inputs of ``layers`` into the given statistics; yields ``select``.
+
+    The whole-model audit hooks every layer at once; the layer-streamed audit hooks one at a time.
+    """
     rows: list = [None, None]  # flat [batch * seq] indices of the scored tokens; tokens per row (flap only)
 
     def select(response_mask: torch.Tensor) -> None:
@@ -80,10 +96,10 @@ def record_unit_inputs(layout: ModelLayout, device: torch.device, estimator: str
 
     handles = []
     try:
-        for layer, heads, neurons in zip(layout.layers, head_stats, neuron_stats):
+        for layer, heads, neurons in zip(layers, head_stats, neuron_stats, strict=True):
             handles.append(layer.o.register_forward_pre_hook(hook_for(heads)))
             handles.append(layer.down.register_forward_pre_hook(hook_for(neurons)))
-        yield head_stats, neuron_stats, select
+        yield select
     finally:
         for handle in handles:
             handle.remove()
@@ -139,7 +155,7 @@ def score_dataset(
         neuron_scores = torch.stack([zscore(row) for row in snip_neurons])
     else:
         per_layer = [
-            _activation_scores(method, layer, heads, neurons, space)
+            activation_scores(method, layer, heads, neurons, space)
             for layer, heads, neurons in zip(layout.layers, head_stats, neuron_stats)
         ]
         head_scores = torch.stack([heads for heads, _ in per_layer])
@@ -190,7 +206,7 @@ def _run_backbone(backbone, batches: list[Batch], select, device, share_prefix: 
             progress(done, len(batches))
 
 
-def _activation_scores(method, layer, head_stats, neuron_stats, space: UnitSpace):
+def activation_scores(method, layer, head_stats, neuron_stats, space: UnitSpace):
     """Per-layer head and neuron z-scores from activation statistics and output weights."""
     o_weight = layer.o.weight.detach().double()
     down_weight = layer.down.weight.detach().double()
