@@ -91,6 +91,7 @@ def config_from_args(args: argparse.Namespace) -> ProbeConfig:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ssah_engine.model_card import write_model_card
     from ssah_engine.probe import (
         compare_probes,
         orthogonalize_weights,
@@ -128,6 +129,13 @@ def run(args: argparse.Namespace) -> int:
             orthogonalize_weights(loaded.model, report.direction.unit)
             loaded.model.save_pretrained(args.export_orthogonalized)
             loaded.tokenizer.save_pretrained(args.export_orthogonalized)
+            write_model_card(
+                args.export_orthogonalized,
+                kind="orthogonalized",
+                source=source,
+                masks={"refusal_direction_removed_from_weights": {"layer": report.direction.layer}},
+                results={"direction_accuracy": report.direction.accuracy[report.direction.layer]},
+            )
             print(f"orthogonalised checkpoint in {args.export_orthogonalized}", file=sys.stderr)
         del loaded
     combined = {"model": results["model"]}

@@ -235,6 +235,7 @@ def run_finetune(
     model_dir = out_dir / "model"
     model.save_pretrained(model_dir)  # type: ignore[operator]  # a transformers model's method
     tokenizer.save_pretrained(model_dir)
+    _write_card(model_dir, loaded.source, unit_map, record, evaluation)
     _write_json(out_dir / LOSS_FILE, history)
     if tracker is not None:
         assert tracking is not None  # set above whenever there is a tracker
@@ -251,6 +252,7 @@ def run_finetune(
     if evaluate_fn is not None:
         evaluation["after"] = evaluate_fn(loaded)
         _write_json(evaluation_path, evaluation)
+        _write_card(model_dir, loaded.source, unit_map, record, evaluation)  # now with the results
     transfer = None
     if config.reaudit:
         from ..audit import AuditConfig, run_audit
@@ -267,6 +269,21 @@ def run_finetune(
         _write_json(out_dir / TRANSFER_FILE, transfer)
     return FinetuneResult(
         out_dir, model_dir, len(history), history, record["masks"], evaluation, transfer, schedule, tracking
+    )
+
+
+def _write_card(model_dir: Path, source: str, unit_map: UnitMap | None, record: dict, evaluation: dict) -> None:
+    from ..model_card import write_model_card
+
+    config = record["config"]
+    write_model_card(
+        model_dir,
+        kind="finetuned",
+        source=source,
+        unit_map=unit_map,
+        masks={"mode": config.get("mode"), "setting": config.get("setting"), **record["masks"]},
+        data=record["data"],
+        results=evaluation or None,
     )
 
 

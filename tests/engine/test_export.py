@@ -111,3 +111,22 @@ def test_cli_export_writes_a_loadable_checkpoint(safety_set, utility_set, tmp_pa
     assert torch.allclose(_logits(exported), expected, atol=1e-5)
     body = (tmp_path / "out" / CARD_FILE).read_text()
     assert json.dumps("random matched to RU (seed 3)") in body
+
+
+def test_finetuned_model_carries_a_card_with_masks_data_and_results(tmp_path):
+    from ssah_engine.finetune import FinetuneConfig, run_finetune
+
+    from .conftest import make_dataset
+
+    model, tokenizer = tiny_model("llama")
+    loaded = LoadedModel(model, tokenizer, "builtin:tiny-llama", "builtin:tiny-llama")
+    data = make_dataset("sft", [(f"say {i}", f"{i} said.") for i in range(8)])
+    config = FinetuneConfig(mode="full", max_steps=2, batch_size=4, max_length=64, evaluate=True)
+    result = run_finetune(loaded, data, config, None, tmp_path, evaluate_fn=lambda lm: {"score": 0.25})
+    path = result.model_dir / CARD_FILE
+    card = front_matter(path)
+    assert card["tags"] == ["ssah-audit", "finetuned"] and card["library_name"] == "transformers"
+    assert "base_model" not in card  # a builtin is no hub id
+    body = path.read_text()
+    assert data.sha256 in body and '"trainable_fraction"' in body and '"after": {' in body
+    assert '"score": 0.25' in body
