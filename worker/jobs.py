@@ -27,7 +27,8 @@ def audit(run: JobRun) -> None:
     params = run.params
     safety = run.dataset(params.get("safety_dataset_id"), default=datasets.DEFAULT_SAFETY)
     utility = run.dataset(params.get("utility_dataset_id"), default=datasets.DEFAULT_UTILITY)
-    unit_map = run_audit(run.model(), safety, utility, job_configs.audit_config(params), progress=run.progress)
+    config = job_configs.audit_config(params)
+    unit_map = run_audit(run.model(streamed=config.stream_layers), safety, utility, config, progress=run.progress)
     unit_map.model.update(loaded=run.loaded_model)  # the commit it ran on, in the artifact and the summary
     directory = unit_map.save(run.scratch / "unit_map")
     archive = shutil.make_archive(str(run.scratch / "unit_map"), "zip", directory)

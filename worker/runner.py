@@ -116,8 +116,9 @@ class JobRun:
             )
         return datasets.read_dataset(path, display, require_response=require_response)
 
-    def model(self, *, fresh: bool = False, dtype: str | None = None) -> LoadedModel:
-        """The job's model from this process's cache; ``fresh`` loads a private copy (for training)."""
+    def model(self, *, fresh: bool = False, dtype: str | None = None, streamed: bool = False) -> LoadedModel:
+        """The job's model from this process's cache; ``fresh`` loads a private copy (for training), ``streamed``
+        a skeleton whose decoder layers a streamed audit reads from the checkpoint one at a time (never cached)."""
         if self.claim.model_source is None:
             raise ModelLoadError(f"job {self.id} has no model (was it deleted?)")
         registered = models.checked_source(
@@ -131,7 +132,11 @@ class JobRun:
         self.progress("loading model", 0.0)
         options = models.load_options(self.settings, dtype=dtype)
         check_model_size(checked, self.settings, dtype=str(pick_device_and_dtype(options)[1]).removeprefix("torch."))
-        if fresh:
+        if streamed:
+            from ssah_engine.streaming import load_streamed
+
+            loaded = load_streamed(source, options)
+        elif fresh:
             from ssah_engine.loading import load_model
 
             with metrics.timed_load():

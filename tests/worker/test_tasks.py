@@ -227,3 +227,21 @@ def test_comparison_of_a_missing_unit_map_fails_clearly(db, tenant, settings, fa
     assert _run(job_id, "comparison", settings, factory, store) == "failed"
     # The key relative to the tenant's folder; neither the tenant id nor the server path (worker/public_errors.py).
     assert reload(db, job_id).error == f"artifact jobs/{ghost}/unit_map is missing from <artifact store>"
+
+
+def test_a_streamed_audit_job_labels_units_as_the_whole_model_audit(db, tenant, settings, factory, store, tmp_path):
+    from ssah_engine.testing import tiny_model
+
+    model, tokenizer = tiny_model("llama", seed=1)
+    checkpoint = tmp_path / "models" / "tiny"
+    model.save_pretrained(checkpoint)
+    tokenizer.save_pretrained(checkpoint)
+    local = settings.model_copy(update={"allowed_local_roots": [tmp_path / "models"]})
+    model_id = add_model(db, tenant, str(checkpoint))
+    whole, streamed = (add_job(db, tenant, "audit", {**AUDIT, "stream_layers": s}, model_id) for s in (False, True))
+    assert _run(whole, "audit", local, factory, store) == "succeeded", reload(db, whole).error
+    assert _run(streamed, "audit", local, factory, store) == "succeeded", reload(db, streamed).error
+    maps = [
+        EngineUnitMap.load(Path(settings.artifact_dir) / f"{tenant}/jobs/{job}/unit_map") for job in (whole, streamed)
+    ]
+    assert torch.equal(maps[0].labels, maps[1].labels)
