@@ -175,6 +175,7 @@ AUDIT = {
     "response_tokens": "content",
     "responses": "self",
     "self_response_tokens": 12,
+    "stream_layers": False,  # True needs written responses (responses="self" here) and a local checkpoint
 }
 
 
