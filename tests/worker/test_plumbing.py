@@ -82,12 +82,12 @@ def test_reconciler_resends_only_what_the_broker_lost(db, tenant, settings, redi
 
     counts = reconcile(db, celery=celery, settings=settings)
     db.commit()
-    assert counts == {"sent": 0, "resent": 1, "requeued": 2}
+    assert counts == {"sent": 0, "resent": 1, "requeued": 2, "webhooks": 0}
     waiting, _ = broker_messages(settings.broker_url)
     assert waiting >= {str(lost), str(held), str(orphan), str(dead)}  # the dead worker's job runs again now
     assert str(alive) not in waiting  # its worker is alive (fresh heartbeat)
     assert redis_client.llen("gpu") == 4
-    assert reconcile(db, celery=celery, settings=settings) == {"sent": 0, "resent": 0, "requeued": 0}
+    assert reconcile(db, celery=celery, settings=settings) == {"sent": 0, "resent": 0, "requeued": 0, "webhooks": 0}
     assert broker_job_ids("memory://") is None
 
 
