@@ -236,7 +236,10 @@ def _generated_verdicts(judge: Judge, prompts, responses) -> list[dict]:
         output_logits=bool(words),
         return_dict_in_generate=True,
     )
-    output = model.generate(**batch, generation_config=config)  # type: ignore[operator]
+    # Only ids and mask: some tokenizers also return token_type_ids, which decoder-only generate refuses.
+    output = model.generate(  # type: ignore[operator]
+        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], generation_config=config
+    )
     generated = output.sequences[:, batch["input_ids"].shape[1] :].tolist()
     results = []
     for row, tokens in enumerate(generated):
