@@ -56,8 +56,10 @@ class JobNotSucceeded(Conflict):
         return self.problem.get("job_status")
 
 
-class ContentTooLarge(ProblemError):
-    """413: past a body, upload or row limit; ``limit`` names the setting, ``limit_value`` its value."""
+class _Limit:
+    """The deployment limit a problem names: ``limit`` (the setting) and ``limit_value`` (its value)."""
+
+    problem: dict[str, Any]
 
     @property
     def limit(self) -> str | None:
@@ -66,6 +68,10 @@ class ContentTooLarge(ProblemError):
     @property
     def limit_value(self) -> Any:
         return self.problem.get("limit_value")
+
+
+class ContentTooLarge(_Limit, ProblemError):
+    """413: past a body, upload or row limit; ``limit`` names the setting, ``limit_value`` its value."""
 
 
 class ValidationFailed(ProblemError):
@@ -76,16 +82,8 @@ class ValidationFailed(ProblemError):
         return list(self.problem.get("errors") or [])
 
 
-class LimitExceeded(ValidationFailed):
+class LimitExceeded(_Limit, ValidationFailed):
     """422: past a deployment limit (``limit``, ``limit_value``)."""
-
-    @property
-    def limit(self) -> str | None:
-        return self.problem.get("limit")
-
-    @property
-    def limit_value(self) -> Any:
-        return self.problem.get("limit_value")
 
 
 class ModelSourceRefused(ValidationFailed):
