@@ -322,11 +322,21 @@ def _evaluate_result(
     label: str,
     reuse_utility: dict | None = None,
 ) -> dict:
-    """evaluate() under ``protocol`` (with ``spec`` ablated when given), saved as DIR/evaluation.json."""
+    """evaluate() under ``protocol`` (with ``spec`` ablated when given), saved as DIR/evaluation.json.
+
+    An evaluation.json already there from the same plan and protocol is read back instead: the ablation
+    stage is ~40 evaluations, and a run cut off in the middle resumes at the first one missing.
+    """
+    path = directory / "evaluation.json"
+    saved = json.loads(path.read_text()) if path.exists() else None
+    if saved and saved.get("plan_hash") == ctx.plan.hash and saved["protocol"]["hash"] == protocol.hash:
+        ctx.say(f"    {label}: ASR {100 * saved['safety']['asr']:.1f} % (read back from {path})")
+        return saved
     started = time.perf_counter()
     result = evaluate(loaded, protocol, ablation=spec, unit_map=unit_map if spec else None, reuse_utility=reuse_utility)
+    result["plan_hash"] = ctx.plan.hash  # the plan fixes the unit map and the seeds, hence what was ablated
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / "evaluation.json").write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+    path.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
     ctx.say(
         f"    {label}: ASR {100 * result['safety']['asr']:.1f} %, perplexity "
         f"{result['utility']['perplexity']:.2f} ({time.perf_counter() - started:.0f}s)"

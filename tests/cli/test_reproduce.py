@@ -222,6 +222,16 @@ def test_stop_after_ends_the_run_at_a_stage(tmp_path):
     assert control["seeds"] == [4, 5] and "asr_range" in control
     assert "(not run)" in (out / "results.md").read_text()
 
+    # Cut off inside the ablation stage: the rerun evaluates only what is missing and reads the rest back.
+    (out / "stages" / "ablation.json").unlink()
+    evaluations = sorted((out / "ablation").rglob("evaluation.json"))
+    missing, kept = evaluations[0], evaluations[1:]
+    missing.unlink()
+    written = {path: path.stat().st_mtime_ns for path in kept}
+    assert main(args) == 0
+    assert missing.exists() and {path: path.stat().st_mtime_ns for path in kept} == written
+    assert json.loads((out / "results.json").read_text())["ablation"]["table1"] == table1
+
 
 def test_paper_schedule_reaches_every_downstream_arm():
     from ssah.cli import build_parser
