@@ -15,6 +15,7 @@ from ..token_losses import next_token_losses
 from .batches import StepBatches
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import FinetuneConfig
+from .distributed import Shard, TrainableGradReducer
 from .masks import ParamMasks
 from .optimizer import Anchor, FrozenSlices, make_optimizer, make_scheduler
 from .packed import PackedAdamW, packings_for
@@ -44,13 +45,20 @@ def train_step(
     frozen: FrozenSlices | None,
     config: FinetuneConfig,
     anchor: Anchor | None = None,
+    *,
+    shard: Shard | None = None,
+    reducer: TrainableGradReducer | None = None,
 ) -> float:
-    """One optimizer step over ``window`` (gradient accumulation); returns the mean response-token loss."""
+    """One optimizer step over ``window`` (gradient accumulation); returns the mean response-token loss.
+
+    With ``shard`` and ``reducer`` this rank runs its share of the window and the trainable
+    gradients are summed over the ranks before clipping (distributed.py).
+    """
     device = next(model.parameters()).device
-    tokens = max(response_tokens(window), 1)
+    tokens = max(response_tokens(window), 1)  # of the whole window, on every rank
     optimizer.zero_grad(set_to_none=True)
     total = 0.0
-    for batch in window:
+    for batch in shard.mine(window) if shard is not None else window:
         batch = batch.to(device)
         with autocast_for(device, config):
             # Summed over the window's response tokens, then one mean for the step.
@@ -59,6 +67,8 @@ def train_step(
         total += loss.item()
     if frozen is not None:
         frozen.zero_grads()
+    if reducer is not None:
+        total = reducer.all_reduce(total)
     if config.max_grad_norm is not None:
         trainable = [p for group in optimizer.param_groups for p in group["params"]]
         torch.nn.utils.clip_grad_norm_(trainable, config.max_grad_norm)
@@ -80,6 +90,7 @@ def train(
     *,
     phases: Sequence[tuple[int, ParamMasks]] = (),
     tracker=None,
+    shard: Shard | None = None,
 ) -> list[dict]:
     """Train ``model`` in place; return the loss curve (one entry per optimizer step).
 
@@ -88,6 +99,8 @@ def train(
     in some phase; a tensor frozen whole in the current phase has no gradient, so AdamW leaves it.
     ``tracker`` (a ``RefusalTracker``): its margins join the entries of every ``track_every``-th
     step and the last, and its stop rule may end the run early.
+    ``shard``: data-parallel over ``torch.distributed`` ranks; rank 0 writes the checkpoints, every
+    rank resumes from them.
     """
     device = next(model.parameters()).device
     phases = list(phases) or [(0, masks)]
@@ -114,14 +127,19 @@ def train(
     elif config.resume:
         logger.info("no checkpoint in %s: starting from step 0", out_dir)
 
+    reducer: TrainableGradReducer | None = None
+
     def enter(step: int) -> tuple[FrozenSlices, int]:
         """Masks of the phase holding ``step``; the snapshot comes from the weights actually trained."""
+        nonlocal reducer  # the reduced slices follow the phase's masks
         number = max(i for i, (first, _) in enumerate(phases) if first <= step)
         phases[number][1].apply(model)
         if isinstance(optimizer, PackedAdamW):  # converts a loaded state (packed by its phase) to this phase's
             optimizer.set_packings(packings_for(model, phases[number][1]))
         # PackedAdamW never writes frozen entries: no snapshot to restore them from.
         frozen = FrozenSlices(model, phases[number][1], snapshot=not isinstance(optimizer, PackedAdamW))
+        if shard is not None:
+            reducer = TrainableGradReducer(model, phases[number][1])
         logger.info(
             "training steps %d-%d of %d (%d per epoch), %d partly frozen tensors, %d frozen whole",
             step + 1,
@@ -140,7 +158,7 @@ def train(
             if phase + 1 < len(phases) and step >= phases[phase + 1][0]:
                 frozen, phase = enter(step)
             lr = optimizer.param_groups[0]["lr"]
-            loss = train_step(model, optimizer, data.window(step), frozen, config, anchor)
+            loss = train_step(model, optimizer, data.window(step), frozen, config, anchor, shard=shard, reducer=reducer)
             scheduler.step()
             entry = {"step": step + 1, "loss": loss, "lr": lr}
             history.append(entry)
@@ -152,9 +170,12 @@ def train(
                 logger.info("step %d/%d loss %.4f lr %.2e", step + 1, data.total_steps, loss, lr)
             if config.checkpoint_every and (step + 1) % config.checkpoint_every == 0 and not done:
                 train_all_phases()
-                save_checkpoint(out_dir, step + 1, model, optimizer, scheduler, history, config.keep_checkpoints)
+                if shard is None or shard.main:
+                    save_checkpoint(out_dir, step + 1, model, optimizer, scheduler, history, config.keep_checkpoints)
+                if shard is not None:
+                    shard.barrier()  # no rank runs ahead of a checkpoint it might resume from
                 phases[phase][1].apply(model)
-            if progress:
+            if progress and (shard is None or shard.main):
                 progress(f"step {step + 1}/{data.total_steps} loss {loss:.4f}", (step + 1) / data.total_steps)
             if done:
                 break
