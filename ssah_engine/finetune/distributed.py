@@ -99,22 +99,25 @@ class TrainableGradReducer:
         for parameter, dim, index in self.parts:
             if parameter.grad is None:  # a rank with no micro-batch this step still joins the sum
                 parameter.grad = torch.zeros_like(parameter)
-            grad = parameter.grad if dim is None else parameter.grad.index_select(dim, index)
-            pieces.append(grad.reshape(-1).float())
+            full = parameter.grad
+            piece = full if dim is None or index is None else full.index_select(dim, index)
+            pieces.append(piece.reshape(-1).float())
         # float32 on the wire whatever the parameter dtype: bf16 sums over ranks would round twice.
         device = pieces[0].device if pieces else torch.device("cpu")
         flat = torch.cat(pieces + [torch.tensor([loss_sum], dtype=torch.float32, device=device)])
         dist.all_reduce(flat, op=dist.ReduceOp.SUM)
         offset = 0
         for parameter, dim, index in self.parts:
+            grad = parameter.grad
+            assert grad is not None  # every part was given one above
             shape = list(parameter.shape)
-            if dim is not None:
+            if dim is not None and index is not None:
                 shape[dim] = index.numel()
             count = int(torch.Size(shape).numel())
-            summed = flat[offset : offset + count].view(shape).to(parameter.grad.dtype)
+            summed = flat[offset : offset + count].view(shape).to(grad.dtype)
             offset += count
-            if dim is None:
-                parameter.grad.copy_(summed)
+            if dim is None or index is None:
+                grad.copy_(summed)
             else:
-                parameter.grad.index_copy_(dim, index, summed)
+                grad.index_copy_(dim, index, summed)
         return float(flat[offset])
