@@ -88,6 +88,13 @@ def run(args: argparse.Namespace) -> int:
         f"({100 * masks['trainable_fraction']:.2f} %); frozen units {masks['frozen_units']} "
         f"({100 * masks['frozen_unit_fraction']:.2f} % of units)"
     )
+    if result.lora is not None:
+        lora = result.lora
+        print(
+            f"LoRA rank {lora['rank']} (alpha {lora['alpha']:g}) on {lora['targets']} projections: "
+            f"{lora['trainable_parameters']:,} adapter entries trained "
+            f"({100 * lora['trainable_fraction']:.2f} % of the model's parameters); adapter {result.adapter_dir}"
+        )
     if losses:
         print(f"loss: first {losses[0]:.4f}, last {losses[-1]:.4f}, min {min(losses):.4f} over {len(losses)} steps")
     beyond = masks.get("frozen_beyond_rows_rule", {}).get("parameters", 0)

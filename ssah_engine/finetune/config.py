@@ -155,6 +155,17 @@ class FinetuneConfig:
             "updates bit for bit, less memory); off: dense moments, frozen slices written back after each step"
         },
     )
+    lora_rank: int = field(
+        default=0,
+        metadata={
+            "help": "budget mode: train a LoRA adapter of this rank instead of the RU rows/columns themselves "
+            "(safety-aware LoRA: its update is exactly zero outside RU; saved as a PEFT adapter and merged; 0: off)",
+            "ge": 0,
+        },
+    )
+    lora_alpha: int | None = field(
+        default=None, metadata={"help": "LoRA scaling numerator, update = alpha / rank * B A (none: 2 x lora_rank)"}
+    )
     max_length: int = field(default=512, metadata={"help": "tokens per pair; longer responses are cut", "ge": 8})
     system_prompt: str | None = field(default=None, metadata={"help": "system message for the chat template"})
     seed: int = field(default=0, metadata={"help": "seed of data order, dropout and everything random", "ge": 0})
@@ -244,6 +255,18 @@ class FinetuneConfig:
         if self.max_length < 8:
             raise ValueError(f"max_length must be at least 8, got {self.max_length}")
         parse_layer_range(self.freeze_layers)
+        if self.lora_rank < 0:
+            raise ValueError(f"lora_rank must be 0 (off) or positive, got {self.lora_rank}")
+        if self.lora_alpha is not None and (not self.lora_rank or self.lora_alpha <= 0):
+            raise ValueError(f"lora_alpha needs lora_rank and must be positive, got {self.lora_alpha}")
+        if self.lora_rank:
+            if self.mode != "budget":
+                raise ValueError(f"lora_rank trains the redundant units: it needs mode 'budget', not {self.mode!r}")
+            if self.paper_schedule:
+                raise ValueError("lora_rank does not combine with paper_schedule")
+            trained = [part for part in ("embeddings", "norms", "lm_head") if getattr(self, f"train_{part}")]
+            if trained:
+                raise ValueError(f"under lora_rank only the adapter trains; drop train_{', train_'.join(trained)}")
 
     @property
     def length_factor(self) -> int:

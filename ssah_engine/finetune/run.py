@@ -11,6 +11,7 @@ Output directory::
     loss.json                 loss and learning rate per optimizer step (+ tracked refusal margins)
     refusal_track.json        with track_refusal: the prompts tracked, the step-0 margins, the stop reason
     budget_units/             budget mode without a unit map: the utility-only unit map used
+    adapter/                  with lora_rank: the PEFT adapter (model/ holds it merged)
     evaluation.json           before/after scores (with evaluate)
     unit_map_after/, role_transfer.json   (with reaudit)
     checkpoints/step-N/       resumable state (with checkpoint_every)
@@ -61,6 +62,8 @@ class FinetuneResult:
     transfer: dict | None = None  # role_transfer(before, after) with reaudit
     schedule: dict = field(default_factory=dict)  # which schedule ran: "equal" epochs or "paper", its phases
     tracking: dict | None = None  # with track_refusal: sets, step-0 margins, stop (None: ran to the end)
+    lora: dict | None = None  # with lora_rank: rank, alpha, adapter size (lora.lora_summary)
+    adapter_dir: Path | None = None  # with lora_rank: the PEFT adapter directory
 
 
 def _default_evaluate(config: FinetuneConfig) -> EvaluateFn:
@@ -189,6 +192,15 @@ def run_finetune(
     if config.track_refusal:
         harmful, harmless = track_sets or _track_sets(config)
         tracker = RefusalTracker(tokenizer, harmful, harmless, config)
+    mask_summary = masks.summary(model, space)  # of the base model's tensors, before an adapter wraps them
+    trained_model, trained_masks, lora = model, masks, None
+    if config.lora_rank:
+        from .lora import lora_summary, lora_targets, wrap_model
+
+        targets = lora_targets(model, masks, layout)
+        trained_model, trained_masks = wrap_model(model, targets, config, loaded.source)
+        phases = [(0, trained_masks)]
+        lora = lora_summary(trained_model, trained_masks, targets, config)
     record = {
         "config": config.to_dict(),
         "model": {"source": loaded.source, "resolved": loaded.resolved, "family": layout.family},
@@ -200,7 +212,8 @@ def run_finetune(
         },
         "unit_map": {"model": unit_map.model, "data": unit_map.data, "config": unit_map.config} if unit_map else None,
         "custom_unit_set": custom_unit_set,
-        "masks": masks.summary(model, space),
+        "masks": mask_summary,
+        "lora": lora,
         "steps": data.total_steps,
         "schedule": schedule,
         "tracking": tracker.describe() if tracker else None,
@@ -231,7 +244,14 @@ def run_finetune(
             "stop": None,
         }
         _write_json(track_path, tracking)
-    history = train(model, data, masks, config, out_dir, progress, phases=phases, tracker=tracker)
+    history = train(trained_model, data, trained_masks, config, out_dir, progress, phases=phases, tracker=tracker)
+    adapter_dir = None
+    if lora is not None:
+        from .lora import save_adapter
+
+        adapter_dir = save_adapter(trained_model, out_dir)
+        # Merged in place: ``model`` (and ``loaded.model``) hold W + B A with plain linears again.
+        trained_model.merge_and_unload()  # type: ignore[operator]  # a PeftModel's method
     model_dir = out_dir / "model"
     model.save_pretrained(model_dir)  # type: ignore[operator]  # a transformers model's method
     tokenizer.save_pretrained(model_dir)
@@ -268,7 +288,17 @@ def run_finetune(
         transfer = role_transfer(unit_map, after)
         _write_json(out_dir / TRANSFER_FILE, transfer)
     return FinetuneResult(
-        out_dir, model_dir, len(history), history, record["masks"], evaluation, transfer, schedule, tracking
+        out_dir,
+        model_dir,
+        len(history),
+        history,
+        record["masks"],
+        evaluation,
+        transfer,
+        schedule,
+        tracking,
+        lora,
+        adapter_dir,
     )
 
 

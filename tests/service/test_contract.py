@@ -65,6 +65,7 @@ FREEZE = {
 CLASSES = {"mode": "freeze", "freeze_classes": ["SCU", "UCU"], "lr": 3e-5, "max_steps": 3}
 FULL = {"mode": "full", "epochs": 3}
 PRESET = {"preset": "keep-refusals", "lr": 1e-4}
+LORA = {"mode": "budget", "lora_rank": 8, "lora_alpha": 4, "max_steps": 3}
 
 
 def cli_flags(values: dict) -> list[str]:
@@ -96,10 +97,14 @@ def test_every_engine_setting_is_a_flag_and_a_request_field():
     }
     args = build_parser().parse_args(["finetune", "--model", "m", "--data", "d", "--out", "o"])
     assert set(args.config_fields) == names
-    assert set(FREEZE) | set(FINETUNE_SERVER_ONLY) | set(CLASSES) | set(PRESET) == names  # every field is covered
+    assert (
+        set(FREEZE) | set(FINETUNE_SERVER_ONLY) | set(CLASSES) | set(PRESET) | set(LORA) == names
+    )  # every field is covered
 
 
-@pytest.mark.parametrize("values", [FREEZE, CLASSES, FULL, PRESET], ids=["setting", "classes", "full", "preset"])
+@pytest.mark.parametrize(
+    "values", [FREEZE, CLASSES, FULL, PRESET, LORA], ids=["setting", "classes", "full", "preset", "lora"]
+)
 def test_cli_and_api_give_the_engine_the_same_config(
     values, client: TestClient, db: Session, alice: Tenant_, alice_model: str
 ):
