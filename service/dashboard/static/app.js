@@ -223,11 +223,14 @@ async function showAudit(id) {
       .filter((e) => e.params.audit_id === id || (job.model_id && e.model_id === job.model_id));
     parts.push(h("h2", {}, "Evaluations"));
     if (!evaluations.length) parts.push(h("p", { class: "muted" }, "No succeeded evaluation of this model."));
+    const scored = [], ablationAt = parts.length;
     for (const evaluation of evaluations) {
       const scores = (await api(`/v1/evaluations/${evaluation.id}/scores`)).body;
+      scored.push(...scores.map((score) => ({ evaluation, score })));
       parts.push(h("h3", {}, h("a", { href: `#/evaluation/${evaluation.id}` }, `Evaluation ${shortId(evaluation.id)}`),
         evaluation.params.ablate ? ` (minus ${evaluation.params.ablate})` : " (dense)"), scoresTable(scores));
     }
+    parts.splice(ablationAt, 0, ...ablationSection(scored));  // results.js
   }
   page().replaceChildren(...parts);
 }
@@ -279,13 +282,14 @@ async function showComparison(id) {
     const { crosstab } = (await api(`/v1/comparisons/${id}/result`)).body;
     parts.push(h("h2", {}, "Role transfer"), heatmap(crosstab));
     if (crosstab.unchanged_fraction != null) parts.push(h("p", {}, `${pct(crosstab.unchanged_fraction)} of units kept their class.`));
+    parts.push(...transferSection(crosstab, id));  // results.js
   }
   page().replaceChildren(...parts);
 }
 
 // ---------------------------------------------------------------- router and key
 const ROUTES = { audit: showAudit, evaluation: showEvaluation, finetune: showFinetune, comparison: showComparison,
-  probe: (id) => showProbe(id) };  // probe.js
+  probe: (id) => showProbe(id), series: () => showSeries(), compare: () => showCompare() };  // probe.js, results.js
 
 async function route() {
   clearInterval(pollTimer);
