@@ -53,6 +53,15 @@ def add_parser(subparsers) -> None:
         help="downstream: freeze arms train twice the epochs, setting i after one epoch of setting ii",
     )
     parser.add_argument(
+        "--lora-rank",
+        type=int,
+        default=None,
+        help="also align a LoRA-RU arm of this rank (same data, RU and steps as the RU-only arm; default off)",
+    )
+    parser.add_argument(
+        "--lora-lr", type=float, default=None, help="the LoRA-RU arm's learning rate (default: align_lr)"
+    )
+    parser.add_argument(
         "--stop-after",
         choices=("baseline", "alignment", "audit", "ablation", "downstream"),
         help="end the run after this stage (its report then has the stages run so far)",
@@ -71,6 +80,8 @@ def build_plan(args: argparse.Namespace):
             ("seed", args.seed),
             ("eval_samples", args.samples),
             ("max_new_tokens", args.max_new_tokens),
+            ("lora_rank", args.lora_rank),
+            ("lora_lr", args.lora_lr),
         )
         if value is not None
     }

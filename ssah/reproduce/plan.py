@@ -31,6 +31,10 @@ def _help(text: str) -> dict:
     return {"help": text}
 
 
+# Opt-in settings: absent from to_dict (and the hash) while at these defaults.
+OPT_IN = {"lora_rank": 0, "lora_lr": None}
+
+
 @dataclass(frozen=True)
 class Plan:
     """What `ssah reproduce` runs; `Plan()` is the default preset, `Plan.quick()` the smoke preset."""
@@ -68,6 +72,14 @@ class Plan:
     align_epochs: int = field(default=2, metadata=_help("alignment epochs (both arms)"))
     align_lr: float = field(default=1e-4, metadata=_help("alignment peak learning rate (both arms)"))
     budget: float = field(default=0.20, metadata=_help("alignment budget: parameter fraction of RU trained"))
+    lora_rank: int = field(
+        default=0,
+        metadata=_help(
+            "alignment: also train a LoRA-RU arm (safety-aware LoRA of this rank, update zero outside RU) "
+            "on the budget arm's data, RU and steps (0: off)"
+        ),
+    )
+    lora_lr: float | None = field(default=None, metadata=_help("the LoRA-RU arm's peak learning rate (None: align_lr)"))
     # downstream fine-tuning (stage 5)
     downstream_pairs: int = field(default=90, metadata=_help("benign_sft pairs after the alignment ones"))
     downstream_epochs: int = field(default=2, metadata=_help("downstream epochs (all three arms alike)"))
@@ -110,6 +122,10 @@ class Plan:
             raise ValueError(f"budget must be a fraction in (0, 1], got {self.budget}")
         if self.max_steps is not None and self.max_steps < 1:
             raise ValueError(f"max_steps must be positive or None, got {self.max_steps}")
+        if self.lora_rank < 0 or (self.lora_lr is not None and (not self.lora_rank or self.lora_lr <= 0)):
+            raise ValueError(
+                f"need lora_rank >= 0 and lora_lr > 0 only with lora_rank, got {self.lora_rank}, {self.lora_lr}"
+            )
 
     @classmethod
     def quick(cls, **changes) -> Plan:
@@ -139,7 +155,13 @@ class Plan:
         return replace(self, **changes)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The settings; opt-in fields added after runs were published are left out at their defaults, so
+        those runs keep their plan hash."""
+        values = asdict(self)
+        for name, default in OPT_IN.items():
+            if values[name] == default:
+                del values[name]
+        return values
 
     @property
     def hash(self) -> str:

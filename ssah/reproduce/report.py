@@ -12,6 +12,7 @@ from ssah_engine.classes import CLASSES
 PAPER = {
     "aligned_full": "ASR 10.5 % (mean of 2 conditions, no_inst), utility 58.3 (as released)",
     "aligned_budget": "no ASR given; GSM8K 13.4 vs 8.8 full SFT (LLaMA-7B)",
+    "aligned_lora_ru": "not measured (the paper's future work)",
     "minus_SCU": "ASR 51.5 % (2 conditions; 66 % with the GCG column), utility 56.9",
     "minus_UCU": "ASR 35.5 % (2 conditions), utility 42.7 (perplexity 6.49 -> 180)",
     "minus_RU": "ASR 12.5 % (2 conditions; 14.6 % with GCG), utility 55.5",
@@ -74,7 +75,11 @@ def table_rows(results: dict) -> list[list[str]]:
 
     add("1 baseline", "pre-trained (as shipped)", base)
     budget_share = results["plan"]["budget"]
-    for arm, label in (("full", "aligned: full SFT"), ("budget", f"aligned: RU only ({100 * budget_share:.0f} %)")):
+    for arm, label in (
+        ("full", "aligned: full SFT"),
+        ("budget", f"aligned: RU only ({100 * budget_share:.0f} %)"),
+        ("lora_ru", f"aligned: LoRA-RU (rank {results['plan'].get('lora_rank')}, RU {100 * budget_share:.0f} %)"),
+    ):
         if arm not in results["alignment"]:  # aligned as shipped: no stage 2
             continue
         entry = results["alignment"][arm]
@@ -236,6 +241,44 @@ def timing_section(results: dict) -> str:
     return markdown_table(["stage", "wall time"], rows)
 
 
+def lora_section(alignment: dict) -> str:
+    """LoRA-RU against full-rank RU-only training (same data, RU and steps); empty when the arm is off."""
+    if "lora_ru" not in alignment or "budget" not in alignment:
+        return ""
+    lora, budget = alignment["lora_ru"], alignment["budget"]
+    rows = [
+        [
+            name,
+            f"{entry['steps']}",
+            f"{100 * entry['trainable_fraction']:.3f} %",
+            f"{entry['loss_first']:.3f} -> {entry['loss_last']:.3f}",
+            _pct(entry["asr"]),
+            _pct(entry["over_refusal"]),
+            _pct(entry["refusal_opening_harmful"]),
+            f"{entry['perplexity']:.2f}",
+            f"{entry['train_seconds']:.0f}s",
+        ]
+        for name, entry in (("RU only, full rank", budget), (f"LoRA-RU, rank {lora['lora']['rank']}", lora))
+    ]
+    header = [
+        "alignment arm",
+        "steps",
+        "trained",
+        "loss",
+        "ASR",
+        "over-refusal",
+        "refuses harmful",
+        "perplexity",
+        "time",
+    ]
+    return (
+        "\n## Safety-aware LoRA against full-rank RU-only training\n\n"
+        + markdown_table(header, rows)
+        + "\n\nSame data, redundant units and steps; trained: entries that may change (the adapter's for LoRA, "
+        "whose merged update is zero outside RU's rows and columns).\n"
+    )
+
+
 def write_report(results: dict, out: Path) -> None:
     (out / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
     machine = results["machine"]
@@ -259,6 +302,7 @@ def write_report(results: dict, out: Path) -> None:
             "refuses that way counts as attacked and as not over-refusing: read the two opening columns too. "
             "Paper: Llama-2-7B-Chat, AdvBench, 256 tokens; not the same model, data or scale.\n"
         ),
+        *filter(None, [lora_section(results["alignment"])]),  # only with the opt-in arm
         "## Table 1: ablations by prompt format and compensation, with matched random controls\n",
         markdown_table(TABLE1_HEADER, table1_rows(results.get("ablation", {}))),
         (

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -156,16 +156,21 @@ def _train(ctx: Context, loaded, dataset, config, unit_map, directory: Path, lab
     started = time.perf_counter()
     result = run_finetune(loaded, dataset, config, unit_map, directory, **kwargs)
     losses = [entry["loss"] for entry in result.history]
+    # Under LoRA the trained entries are the adapter's (its update reaches RU's rows/columns only).
+    trained = result.lora if result.lora is not None else result.masks
     summary = {
         "model": str(result.model_dir),
         "steps": result.steps,
         "data": {"name": dataset.name, "pairs": len(dataset), "sha256": dataset.sha256},
-        "trainable_fraction": result.masks["trainable_fraction"],
+        "trainable_fraction": trained["trainable_fraction"],
         "frozen_unit_fraction": result.masks["frozen_unit_fraction"],
         "loss_first": losses[0] if losses else None,
         "loss_last": losses[-1] if losses else None,
         "train_seconds": round(time.perf_counter() - started, 1),
     }
+    if result.lora is not None:
+        summary["lora"] = result.lora
+        summary["unit_trainable_fraction"] = result.masks["trainable_fraction"]  # the full-rank RU arm's share
     ctx.say(
         f"  {label}: {result.steps} steps, {100 * summary['trainable_fraction']:.1f} % of parameters trained, "
         f"loss {summary['loss_first']:.3f} -> {summary['loss_last']:.3f} ({summary['train_seconds']:.0f}s)"
@@ -197,6 +202,10 @@ def alignment(ctx: Context) -> dict:
             lr=plan.align_lr,
         ),
     }
+    if plan.lora_rank:  # the budget arm's data, RU (found the same way) and steps, through a LoRA adapter
+        arms["lora_ru"] = replace(
+            arms["budget"], lora_rank=plan.lora_rank, lr=plan.lora_lr if plan.lora_lr is not None else plan.align_lr
+        )
     results = {}
     for arm, config in arms.items():
         directory = ctx.out / "alignment" / arm

@@ -18,6 +18,7 @@ from ssah.reproduce.steps import (
 )
 from ssah_engine.data import load_dataset
 from ssah_engine.loading import load_model
+from ssah_engine.unitmap import UnitMap
 
 
 def _normal(text: str) -> str:
@@ -246,3 +247,33 @@ def test_paper_schedule_reaches_every_downstream_arm():
         config.paper_schedule
         for config in downstream_arms(build_plan(build_parser().parse_args(["reproduce", "--out", "x"]))).values()
     )
+
+
+def test_the_lora_ru_arm_is_opt_in_and_trains_the_budget_arms_units_data_and_steps(tmp_path):
+    # Off by default: plans (and the hashes of published runs) are what they were before the arm existed.
+    assert "lora_rank" not in Plan().to_dict() and "lora_lr" not in Plan.quick().to_dict()
+    assert Plan(lora_rank=0).hash == Plan().hash != Plan(lora_rank=4).hash
+    with pytest.raises(ValueError, match="lora_lr"):
+        Plan(lora_lr=1e-3)
+
+    out = tmp_path / "run"
+    args = ["reproduce", "--quick", "--model", "builtin:tiny-llama", "--samples", "2", "--max-new-tokens", "2"]
+    args += ["--lora-rank", "2", "--lora-lr", "1e-2", "--stop-after", "alignment", "--out", str(out)]
+    assert main(args) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["plan"]["lora_rank"] == 2
+    budget, lora = results["alignment"]["budget"], results["alignment"]["lora_ru"]
+    assert lora["steps"] == budget["steps"] == 2 and lora["data"] == budget["data"]
+    assert lora["config"]["lora_rank"] == 2 and lora["config"]["lr"] == 1e-2 and lora["config"]["mode"] == "budget"
+    assert lora["unit_trainable_fraction"] == budget["trainable_fraction"]  # the same RU, found the same way
+    assert lora["lora"]["rank"] == 2 and 0.0 < lora["trainable_fraction"] < 1.0
+    assert 0.0 <= lora["asr"] <= 1.0 and lora["perplexity"] > 0
+    budget_units = [(out / "alignment" / arm / "budget_units") for arm in ("budget", "lora_ru")]
+    assert torch.equal(UnitMap.load(budget_units[0]).labels, UnitMap.load(budget_units[1]).labels)
+    assert (out / "alignment" / "lora_ru" / "adapter" / "adapter_config.json").is_file()
+    # The merged model moved (a LoRA that never trained would equal the base).
+    base, merged = load_model("builtin:tiny-llama").model, load_model(results["models"]["aligned_lora_ru"]).model
+    assert any(not torch.equal(a, b) for a, b in zip(base.parameters(), merged.parameters()))
+    report = (out / "results.md").read_text()
+    assert "## Safety-aware LoRA against full-rank RU-only training" in report
+    assert "aligned: LoRA-RU (rank 2" in report and "| LoRA-RU, rank 2 | 2 |" in report
