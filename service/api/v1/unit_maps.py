@@ -1,10 +1,12 @@
-"""Unit maps of succeeded audits: summary, per-layer counts and the full artifact."""
+"""Unit maps of succeeded audits: summary, per-layer counts, the figures' arrays and the full artifact."""
 
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
+from typing import Annotated
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse
 from sqlalchemy.orm import Session
 
@@ -17,6 +19,8 @@ from service.errors import NotFound
 from service.models import UnitMap
 from service.schemas.common import Page, binary_response, problem_responses
 from service.schemas.results import LayerRead, UnitMapRead
+from service.schemas.unit_map_arrays import LayerNeuronsRead, UnitMapArraysRead
+from ssah_engine.unitmap_arrays import DEFAULT_BINS, MapArrays, figure_data, layer_neurons, read_arrays
 
 router = APIRouter(
     prefix="/audits/{audit_id}/unit-map", tags=["unit maps"], responses=problem_responses(401, 404, 409, 422)
@@ -63,6 +67,45 @@ def list_unit_map_layers(
         for i, layer in enumerate(chunk)
     ]
     return make_page(request, items, len(layers), page)
+
+
+def _arrays(request: Request, principal: Principal, unit_map: UnitMap, audit_id: uuid.UUID) -> MapArrays:
+    path = tenant_file(request.app.state.settings.artifact_dir, principal.tenant_id, unit_map.artifact_uri)
+    if path is None:
+        raise NotFound(f"the unit map file of audit {audit_id} is not available")
+    try:
+        return read_arrays(Path(path), space=unit_map.summary.get("space"))
+    except (OSError, ValueError, KeyError) as error:
+        raise NotFound(f"the unit map file of audit {audit_id} cannot be read: {error}") from None
+
+
+@router.get("/arrays", response_model=UnitMapArraysRead)
+def get_unit_map_arrays(
+    request: Request,
+    audit_id: uuid.UUID,
+    session: SessionDep,
+    principal: PrincipalDep,
+    bins: Annotated[int, Query(ge=8, le=256, description="Cells per axis of the neurons' (z_S, z_U) grid.")] = (
+        DEFAULT_BINS
+    ),
+):
+    """Get the arrays the unit-map figures draw: neurons binned on (z_S, z_U) per class, every head, cut lines."""
+    unit_map = _unit_map(session, principal, audit_id)
+    payload = figure_data(_arrays(request, principal, unit_map, audit_id), bins=bins)
+    cuts = unit_map.summary.get("config", {}).get("cuts") or {}
+    return {**payload, "job_id": unit_map.job_id, "cut_fractions": cuts}
+
+
+@router.get("/layers/{layer}/neurons", response_model=LayerNeuronsRead)
+def get_unit_map_layer_neurons(
+    request: Request, audit_id: uuid.UUID, layer: int, session: SessionDep, principal: PrincipalDep
+):
+    """Get one layer's neurons with their labels and z-scores (the neuron-level zoom)."""
+    unit_map = _unit_map(session, principal, audit_id)
+    arrays = _arrays(request, principal, unit_map, audit_id)
+    if not 0 <= layer < arrays.num_layers:
+        raise NotFound(f"audit {audit_id} has layers 0 to {arrays.num_layers - 1}, not {layer}")
+    return {**layer_neurons(arrays, layer), "job_id": unit_map.job_id}
 
 
 @router.get(
