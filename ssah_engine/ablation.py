@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from .architectures import RowSlice, describe
+from .devices import offloaded, real_weights
 from .unitmap import UnitMap
 
 
@@ -29,13 +30,22 @@ def _head_channels(heads: torch.Tensor, head_dim: int) -> torch.Tensor:
 
 
 class _Saved:
-    """Original slices of weights, written back on restore."""
+    """Original slices of weights, written back on restore.
+
+    An offloaded linear (its weights on ``meta`` between calls, ``devices.offloaded``) cannot be written in
+    place; its rows are zeroed on its output and its columns on its input instead, by hooks removed on
+    restore: the same numbers, since a zero weight row gives a zero output and a zero column ignores its input.
+    """
 
     def __init__(self):
         self.rows: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
         self.columns: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        self.handles: list = []
 
     def zero_rows(self, part: RowSlice, rows: torch.Tensor) -> None:
+        if offloaded(part.linear):
+            self.handles.append(part.linear.register_forward_hook(_zero_output(rows + part.offset)))
+            return
         index = (rows + part.offset).to(part.linear.weight.device)
         for tensor in (part.linear.weight, part.linear.bias):
             if tensor is not None:
@@ -43,20 +53,39 @@ class _Saved:
                 tensor[index] = 0
 
     def zero_columns(self, linear: nn.Linear, columns: torch.Tensor) -> None:
+        if offloaded(linear):
+            self.handles.append(linear.register_forward_pre_hook(_zero_input(columns)))
+            return
         index = columns.to(linear.weight.device)
         self.columns.append((linear.weight, index, linear.weight[:, index].clone()))
         linear.weight[:, index] = 0
 
     def restore(self) -> None:
+        for handle in self.handles:
+            handle.remove()
         for tensor, index, original in self.rows:
             tensor[index] = original
         for tensor, index, original in self.columns:
             tensor[:, index] = original
 
 
+def _zero_output(channels: torch.Tensor):
+    def hook(_module, _args, output):
+        return output.index_fill(-1, channels.to(output.device), 0)
+
+    return hook
+
+
+def _zero_input(channels: torch.Tensor):
+    def hook(_module, args):
+        return (args[0].index_fill(-1, channels.to(args[0].device), 0), *args[1:])
+
+    return hook
+
+
 def _add_constant(linear: nn.Linear, constant: torch.Tensor):
     def hook(_module, _args, output):
-        return output + constant
+        return output + constant.to(output.device)  # free unless a device map moved the output
 
     return linear.register_forward_hook(hook)
 
@@ -144,7 +173,7 @@ def remove_units(
                     mean = means[0][layer.index, channels]
                     constants.append((layer.o, _contribution(layer.o, channels, mean)))
                 saved.zero_rows(layer.q, channels)
-                saved.zero_columns(layer.o, channels.to(layer.o.weight.device))
+                saved.zero_columns(layer.o, channels)
                 groups = heads_off.reshape(layout.num_kv_heads, layout.group_size).all(1).nonzero().flatten()
                 if len(groups):
                     kv_channels = _head_channels(groups, layout.head_dim)
@@ -162,5 +191,6 @@ def remove_units(
 
 def _contribution(linear: nn.Linear, channels: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
     """W_out[:, channels] @ mean: the removed channels' average output, from the original weights."""
-    weight = linear.weight[:, channels.to(linear.weight.device)].float()
-    return (weight @ mean.to(weight.device).float()).to(linear.weight.dtype)
+    with real_weights(linear):  # an offloaded linear's weights, loaded for the product
+        weight = linear.weight[:, channels.to(linear.weight.device)].float()
+        return (weight @ mean.to(weight.device).float()).to(linear.weight.dtype)

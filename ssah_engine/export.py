@@ -20,6 +20,7 @@ from torch import nn
 
 from .ablation import remove_units
 from .architectures import describe
+from .devices import offloaded
 from .loading import LoadedModel
 from .unitmap import UnitMap
 
@@ -39,6 +40,8 @@ def bake_ablation(model: nn.Module, unit_map: UnitMap, units: torch.Tensor, *, c
 
     Creates the biases that are missing; returns how many projections received a constant.
     """
+    if any(offloaded(module) for module in model.modules()):
+        raise ExportError("an offloaded model cannot be rewritten in place: load it without disk or CPU offload")
     constants = remove_units(model, unit_map, units, compensation=compensation)
     with torch.no_grad():
         for linear, constant in constants:

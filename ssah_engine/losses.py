@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import torch
 
+from .devices import input_device
 from .encoding import encode_pairs, make_batches
 from .token_losses import next_token_losses
 
@@ -24,7 +25,7 @@ def response_nll(
     encoded = encode_pairs(tokenizer, pairs, max_length=max_length, system_prompt=system_prompt)
     if not encoded:
         raise ValueError("no pair fits in max_length")
-    device = next(model.parameters()).device
+    device = input_device(model)
     total, tokens = 0.0, 0
     for batch in make_batches(encoded, batch_size, tokenizer.pad_token_id):
         batch = batch.to(device)

@@ -71,6 +71,8 @@ def load_streamed(source: str, options: LoadOptions | None = None) -> StreamedMo
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     options = options or LoadOptions()
+    if options.placement.active:
+        raise ModelLoadError("the layer-streamed audit holds one layer on one device: it takes no device map")
     device, dtype = pick_device_and_dtype(options)
     resolved = source if source.startswith("builtin:tiny-") else resolve_source(source, options)[0]
     directory = Path(resolved).expanduser()

@@ -23,21 +23,36 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", default=None, help="float32, bfloat16 ... (default: bf16 on CUDA, fp32 on CPU)")
     parser.add_argument("--cache-dir", type=Path, default=None, help="where converted GGUF models are cached")
     parser.add_argument("--trust-remote-code", action="store_true", help="allow model code from the hub")
+    from ssah_engine.placement import Placement
+
+    from .config_flags import add_config_flags
+
+    add_config_flags(parser, Placement)
 
 
 def load_model_from_args(args, *, streamed: bool = False):
     """The model ``--model`` names; ``streamed``: a skeleton whose layers the audit reads one at a time."""
     from ssah_engine.loading import DEFAULT_CACHE_DIR, LoadOptions, ModelLoadError, load_model
+    from ssah_engine.placement import Placement
+    from ssah_engine.settings_fields import setting_fields
     from ssah_engine.streaming import load_streamed
 
-    options = LoadOptions(
-        device=args.device,
-        dtype=args.dtype,
-        trust_remote_code=args.trust_remote_code,
-        cache_dir=args.cache_dir or DEFAULT_CACHE_DIR,
-    )
+    from .config_flags import config_values
+
+    placement = Placement.from_dict(config_values(args, [setting.name for setting in setting_fields(Placement)]))
+    if placement.active and getattr(args, "command", None) == "finetune":
+        raise CommandError(
+            "--device-map places models for audits, evaluations and probes; ssah finetune trains on one device"
+        )
     started = time.perf_counter()
     try:
+        options = LoadOptions(
+            device=args.device,
+            dtype=args.dtype,
+            trust_remote_code=args.trust_remote_code,
+            cache_dir=args.cache_dir or DEFAULT_CACHE_DIR,
+            placement=placement,
+        )
         loaded = load_streamed(args.model, options) if streamed else load_model(args.model, options)
     except ModelLoadError as error:
         raise CommandError(str(error)) from None

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from ..devices import input_device
 from ..encoding import prompt_text
 from ..kv_cache import SharedPrefix, cache_argument
 from ..special_tokens import encode_text
@@ -96,7 +97,7 @@ def generate_greedy_ids(
     """Greedy new token ids of each prompt, cut before the first end-of-sequence token, in input order."""
     pad_id = _pad_id(tokenizer, model)
     eos_ids = _eos_ids(tokenizer, model)
-    device = next(model.parameters()).device
+    device = input_device(model)
     order = sorted(range(len(prompt_ids)), key=lambda index: len(prompt_ids[index]))
     results: list[list[int]] = [[] for _ in prompt_ids]
     if not prompt_ids:

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from ..devices import input_device
 from ..kv_cache import SharedPrefix, cache_argument, returned_cache
 from ..special_tokens import encode_text
 from .generation import prefixed_batch
@@ -79,7 +80,7 @@ def opening_logprobs(
     progress: Callable[[int], None] | None = None,
 ) -> torch.Tensor:
     """log p(candidate | prompt) for every prompt and candidate: float64 [prompts, candidates]."""
-    device = next(model.parameters()).device
+    device = input_device(model)
     rows, row_of = _shared_rows(candidates)
     width = max(len(row) for row in rows)
     first = torch.tensor([ids[0] for ids in candidates], device=device)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..devices import input_device
 from ..special_tokens import encode_text
 from ..token_losses import next_token_losses
 
@@ -48,7 +49,7 @@ def perplexity(
     """Perplexity of ``texts`` (one paragraph each) under ``model``."""
     if not 0 < stride <= max_length:
         raise ValueError(f"stride must be in 1..max_length ({max_length}), got {stride}")
-    device = next(model.parameters()).device
+    device = input_device(model)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     windows = []
     for text in texts:

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from ..architectures import ModelLayout
+from ..devices import input_device
 from ..kv_cache import cache_argument, common_prefix, returned_cache
 
 STATES = ("hidden", "residual")
@@ -75,7 +76,7 @@ def collect_states(
     for sequence, wanted in zip(sequences, positions):
         if min(wanted) < 0 or max(wanted) >= len(sequence):
             raise ValueError("a position lies outside its sequence")
-    device = next(model.parameters()).device
+    device = input_device(model)
     backbone = backbone_of(model, layout)
     layers = typing.cast(nn.ModuleList, model.get_submodule(layout.layers_path))
     prefix = min(common_prefix(sequences), min(min(p) for p in positions)) if share_prefix else 0

@@ -22,6 +22,7 @@ from torch import nn
 
 from ..architectures import LayerProjections, ModelLayout
 from ..audit_config import METHODS
+from ..devices import input_device, offloaded, real_weights
 from ..encoding import Batch
 from ..kv_cache import cache_argument, returned_cache
 from ..units import UnitSpace
@@ -89,8 +90,11 @@ def hook_unit_inputs(layers: Sequence[LayerProjections], head_stats: list, neuro
 
     def hook_for(stats):
         def hook(_module: nn.Module, args: tuple) -> None:
+            # Under a device map the input may sit on another device than the mask and the statistics
+            # (a pre-hook runs before accelerate's AlignDevicesHook moves it); .to() is free when they agree.
             inputs = args[0].detach()
-            stats.update(inputs.reshape(-1, inputs.shape[-1]).index_select(0, rows[0]), rows[1])
+            flat = inputs.reshape(-1, inputs.shape[-1])
+            stats.update(flat.index_select(0, rows[0].to(flat.device)).to(stats.device), rows[1])
 
         return hook
 
@@ -129,7 +133,9 @@ def score_dataset(
         raise ValueError(f"unknown scoring method {method!r}; choose one of {', '.join(METHODS)}")
     if estimator == "flap" and method != "wifv":
         raise ValueError(f"the flap estimator serves wifv only, not {method}")
-    device = next(model.parameters()).device
+    if method == "snip" and any(offloaded(module) for module in model.modules()):
+        raise ValueError("snip needs every weight's gradient: load the model without offload (wifv or wanda can)")
+    device = input_device(model)
     space = UnitSpace.from_layout(layout)
     snip_heads = torch.zeros(space.num_layers, space.num_heads, dtype=torch.float64)
     snip_neurons = torch.zeros(space.num_layers, space.intermediate_size, dtype=torch.float64)
@@ -208,8 +214,9 @@ def _run_backbone(backbone, batches: list[Batch], select, device, share_prefix: 
 
 def activation_scores(method, layer, head_stats, neuron_stats, space: UnitSpace):
     """Per-layer head and neuron z-scores from activation statistics and output weights."""
-    o_weight = layer.o.weight.detach().double()
-    down_weight = layer.down.weight.detach().double()
+    with real_weights(layer.o), real_weights(layer.down):  # offloaded weights loaded for the read
+        o_weight = layer.o.weight.detach().double().to(head_stats.device)
+        down_weight = layer.down.weight.detach().double().to(neuron_stats.device)
     if method == "wifv":
         # I_c = Var(x_c) * ||W_out[:, c]||^2; heads square it first (the method page, after FLAP).
         head_channels = (head_stats.variance * o_weight.square().sum(0)).square()

@@ -18,6 +18,7 @@ class ChannelStats:
     """
 
     def __init__(self, channels: int, device: torch.device | str = "cpu"):
+        self.device = torch.device(device)
         self.count = 0
         self.shift: torch.Tensor | None = None
         self.shifted_sum = torch.zeros(channels, dtype=torch.float64, device=device)
@@ -75,6 +76,7 @@ class FlapChannelStats:
     """
 
     def __init__(self, channels: int, device: torch.device | str = "cpu"):
+        self.device = torch.device(device)
         self.count = 0  # response tokens seen
         self.samples = 0
         self._mean = torch.zeros(channels, dtype=torch.float64, device=device)
