@@ -14,11 +14,13 @@ def add_parser(subparsers) -> None:
         help="write an HTML report of an audit, evaluation or fine-tune directory",
         description="Write one HTML file (inline CSS and SVG plots, no server needed) from a run's outputs.",
     )
-    parser.add_argument("directory", type=Path, metavar="DIR", help="an audit, evaluation or fine-tune output dir")
+    parser.add_argument(
+        "directory", type=Path, metavar="DIR", help="an audit, evaluation, fine-tune, probe or reproduce output dir"
+    )
     parser.add_argument("--out", type=Path, default=Path("report.html"), help="HTML file to write")
     parser.add_argument(
         "--kind",
-        choices=("audit", "evaluation", "finetune", "probe"),
+        choices=("audit", "evaluation", "finetune", "probe", "reproduce"),
         default=None,
         help="what DIR holds (default: detected from its files)",
     )

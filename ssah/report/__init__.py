@@ -11,10 +11,12 @@ from datetime import datetime, timezone
 from html import escape
 from pathlib import Path
 
+from .figures import transfer_figure
 from .probe import probe_sections
+from .reproduce import is_reproduce, reproduce_sections
 from .svg import CLASSES, heatmap_table, legend, line_chart, stacked_bars
 
-KINDS = ("audit", "evaluation", "finetune", "probe")
+KINDS = ("audit", "evaluation", "finetune", "probe", "reproduce")
 
 CSS = """
 body{font:14px/1.45 system-ui,sans-serif;margin:2rem auto;max-width:960px;color:#222;padding:0 1rem}
@@ -23,12 +25,14 @@ table{border-collapse:collapse;margin:.5rem 0}td,th{border:1px solid #ddd;paddin
 th{background:#f5f5f5}td.text{text-align:left;max-width:28rem;white-space:pre-wrap}
 .muted{color:#777}.legend .key{margin-right:1rem}.legend i{display:inline-block;width:.8rem;height:.8rem;margin-right:.3rem}
 .axis{font-size:10px;fill:#555}code{background:#f5f5f5;padding:0 .2rem}summary{cursor:pointer}
-td.heat small{color:#333}
+td.heat small{color:#333}figure{margin:.5rem 0 1rem}figcaption{font-size:12px;color:#555}
 """
 
 
 def detect_kind(directory: Path) -> str:
-    """Which run wrote ``directory``: fine-tune (loss.json), audit (summary.json) or evaluation."""
+    """Which run wrote ``directory``: reproduce (results.json), fine-tune (loss.json), audit (summary.json), ..."""
+    if is_reproduce(directory):
+        return "reproduce"
     if (directory / "loss.json").is_file() or (directory / "finetune_config.json").is_file():
         return "finetune"
     if (directory / "summary.json").is_file():
@@ -232,6 +236,7 @@ def finetune_sections(directory: Path) -> tuple[str, str]:
         body += [
             "<h2>Role transfer (before → after)</h2>",
             heatmap_table(transfer.get("classes", list(CLASSES)), transfer["counts"], transfer.get("row_fractions")),
+            transfer_figure(transfer, "role-transfer"),
             f"<p>{100 * transfer.get('unchanged_fraction', 0):.2f} % of units kept their class.</p>",
         ]
     return f"Fine-tune of {model.get('source', directory.name)}", "".join(body)
@@ -242,6 +247,7 @@ SECTIONS = {
     "evaluation": evaluation_sections,
     "finetune": finetune_sections,
     "probe": probe_sections,
+    "reproduce": reproduce_sections,
 }
 
 

@@ -123,7 +123,7 @@ def test_finetune_report_has_loss_curve_scores_and_transfer_heatmap(tmp_path):
     html = build_report(directory)
     assert 'data-points="10"' in html
     assert "<td>safety.asr</td><td>0.25</td><td>0.5</td><td>0.25</td>" in html
-    cells = re.findall(r'data-count="(\d+)"', html)
+    cells = re.findall(r'<td class="heat" data-count="(\d+)"', html)
     assert [int(c) for c in cells] == [cell for row in transfer["counts"] for cell in row]
     assert "87.30 % of units kept their class" in html
 
