@@ -84,7 +84,8 @@ def run(args: argparse.Namespace) -> int:
     losses = [entry["loss"] for entry in result.history]
     masks = result.masks
     print(
-        f"trained {masks['trainable_parameters']:,} of {masks['parameters']:,} parameters "
+        ("the adapter may change " if result.lora is not None else "trained ")
+        + f"{masks['trainable_parameters']:,} of {masks['parameters']:,} parameters "
         f"({100 * masks['trainable_fraction']:.2f} %); frozen units {masks['frozen_units']} "
         f"({100 * masks['frozen_unit_fraction']:.2f} % of units)"
     )

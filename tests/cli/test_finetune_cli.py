@@ -117,3 +117,26 @@ def test_freeze_without_a_unit_map_is_refused(tmp_path, capsys):
     )
     assert code == 2
     assert "needs --units" in capsys.readouterr().err
+
+
+def test_finetune_lora_ru_writes_an_adapter_and_the_merged_model(tmp_path, capsys):
+    utility = write_jsonl(
+        tmp_path / "u.jsonl", [{"prompt": f"add {i} and 1", "response": f"It is {i + 1}."} for i in range(8)]
+    )
+    data = write_jsonl(tmp_path / "d.jsonl", [{"prompt": f"Say {i}.", "response": f"I say {i}."} for i in range(8)])
+    out = tmp_path / "run"
+    flags = ["--model", "builtin:tiny-llama", "--data", data, "--mode", "budget", "--utility-data", utility]
+    flags += ["--budget-samples", "8", "--lora-rank", "2", "--lora-alpha", "4", "--max-steps", "2", "--lr", "1e-2"]
+    assert main(["finetune", *flags, "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "LoRA rank 2 (alpha 4)" in printed and "the adapter may change" in printed
+    adapter = json.loads((out / "adapter" / "adapter_config.json").read_text())
+    assert (
+        adapter["r"] == 2 and adapter["lora_alpha"] == 4 and adapter["base_model_name_or_path"] == "builtin:tiny-llama"
+    )
+    record = json.loads((out / "finetune_config.json").read_text())
+    assert record["config"]["lora_rank"] == 2 and record["lora"]["trainable_parameters"] > 0
+    merged = AutoModelForCausalLM.from_pretrained(out / "model")  # plain transformers: no peft needed
+    base, _ = tiny_model("llama")
+    assert not any("lora" in name for name, _ in merged.named_parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(base.parameters(), merged.parameters()))

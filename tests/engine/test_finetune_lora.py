@@ -15,8 +15,6 @@ from ssah_engine.units import UnitSpace
 
 from .conftest import make_dataset
 
-pytest.importorskip("peft")  # the peft extra; the floor step runs without it
-
 RU, CU = LABEL["RU"], LABEL["CU"]
 TOKENIZER = tiny_tokenizer()
 IDS = torch.tensor([[5, 17, 99, 42, 8, 230, 11, 3]])
