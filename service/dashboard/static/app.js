@@ -216,6 +216,7 @@ async function showAudit(id) {
       { id: "classes" }));
     parts.push(h("h2", {}, "Attention heads per layer"), legend(), stackedBars(layers, "heads"));
     parts.push(h("h2", {}, "MLP neurons per layer"), legend(), stackedBars(layers, "neurons"));
+    parts.push(unitMapFigures(id, summary, layers));  // unitmap.js: filled when the unit map's arrays arrive
     parts.push(h("h2", {}, "Downloads"), h("p", {}, downloadButton("summary (JSON)", `/v1/audits/${id}/unit-map`, `unit-map-${shortId(id)}.json`),
       summary.artifact_available ? [" · ", downloadButton("unit map file", `/v1/audits/${id}/unit-map/artifact`, `unit-map-${shortId(id)}.safetensors`)] : ""));
     // Scores of the evaluations that ablated this audit's units, or scored the same model.
