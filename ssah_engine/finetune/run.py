@@ -311,7 +311,12 @@ def _write_card(model_dir: Path, source: str, unit_map: UnitMap | None, record: 
         kind="finetuned",
         source=source,
         unit_map=unit_map,
-        masks={"mode": config.get("mode"), "setting": config.get("setting"), **record["masks"]},
+        masks={
+            "mode": config.get("mode"),
+            "setting": config.get("setting"),
+            **record["masks"],
+            **({"lora": record["lora"]} if record.get("lora") else {}),  # the units' rows/columns via an adapter
+        },
         data=record["data"],
         results=evaluation or None,
     )

@@ -116,6 +116,7 @@ def test_lora_changes_only_ru_rows_and_columns_and_loads_as_an_adapter(family, t
     assert torch.allclose(_logits(load_model(str(result.model_dir)).model), expected, atol=1e-6)
     record = json.loads((tmp_path / "out" / "finetune_config.json").read_text())
     assert record["lora"]["targets"] == result.lora["targets"] and record["config"]["lora_rank"] == 4
+    assert '"lora": {' in (result.model_dir / "README.md").read_text()  # the model card names the adapter
 
 
 def test_lora_settings_are_checked():
