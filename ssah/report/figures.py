@@ -184,3 +184,45 @@ def transfer_figure(transfer: dict, name: str) -> str:
     rows: list[list[Any]] = [["before", "after", "units"]]
     rows += [[classes[i], classes[j], n] for i, row in enumerate(transfer["counts"]) for j, n in enumerate(row)]
     return figure(sankey(classes, transfer["counts"]), name, rows)
+
+
+def points_chart(
+    xs: list[float],
+    series: list[tuple[str, list[float | None], str, bool]],
+    *,
+    title: str = "",
+    width: int = 900,
+    height: int = 220,
+) -> str:
+    """Lines over numeric ``xs`` on one scale from 0: (name, values or None, colour, dashed); each dot carries
+    ``data-series``, ``data-x`` and ``data-y``."""
+    left, right, top, bottom = 52, 12, 24, 26
+    plot_w, plot_h = width - left - right, height - top - bottom
+    a, b = min(xs), max(xs)
+    values = [v for _, line, _, _ in series for v in line if v is not None]
+    high = max(values + [1e-12])
+    sx = lambda x: left + plot_w * ((x - a) / (b - a) if b > a else 0.5)  # noqa: E731
+    sy = lambda v: top + plot_h * (1 - v / high)  # noqa: E731
+    parts = [
+        f'<svg class="chart points" data-title="{escape(title)}" xmlns="http://www.w3.org/2000/svg" width="{width}" '
+        f'height="{height}" viewBox="0 0 {width} {height}"><text x="4" y="12" class="axis">{escape(title)}</text>'
+        f'<text x="4" y="{top + 8}" class="axis">{high:.4g}</text><text x="4" y="{top + plot_h}" class="axis">0</text>'
+        f'<line x1="{left}" x2="{width - right}" y1="{top + plot_h}" y2="{top + plot_h}" stroke="#888"/>'
+    ]
+    parts += [f'<text x="{sx(x):.1f}" y="{height - 8}" class="axis" text-anchor="middle">{x:g}</text>' for x in xs]
+    for number, (name, line, colour, dashed) in enumerate(series):
+        present = [(x, v) for x, v in zip(xs, line) if v is not None]
+        path = " ".join(f"{sx(x):.1f},{sy(v):.1f}" for x, v in present)
+        dash = ' stroke-dasharray="4 3"' if dashed else ""
+        parts.append(
+            f'<polyline class="line" data-series="{escape(name)}" fill="none" stroke="{colour}" stroke-width="1.5"{dash} '
+            f'points="{path}"/><text x="{left + 8 + 150 * number}" y="{top + 4}" class="axis" fill="{colour}">'
+            f"{escape(name)}</text>"
+        )
+        parts += [
+            f'<circle class="point" data-series="{escape(name)}" data-x="{x:g}" data-y="{v}" cx="{sx(x):.1f}" '
+            f'cy="{sy(v):.1f}" r="3" fill="{colour}"><title>{escape(name)} at {x:g}: {v:.4g}</title></circle>'
+            for x, v in present
+        ]
+    parts.append("</svg>")
+    return "".join(parts)

@@ -7,6 +7,7 @@ import math
 from html import escape
 from pathlib import Path
 
+from .figures import figure, points_chart
 from .svg import CLASSES, COLORS
 
 K_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
@@ -48,6 +49,23 @@ def _curves(kind: str, model: dict, other: dict | None) -> list[tuple[str, list[
             if k in other["distances"][kind]
         ]
     return curves
+
+
+def prefix_curves(model: dict, other: dict | None, layer: int) -> str:
+    """Distance against the prefix length k at ``layer``: refusal and compliance, a compared probe dashed."""
+    ks = sorted(int(k) for k in model["distances"]["refusal"])
+    at = lambda summary, kind: [summary["distances"][kind].get(str(k), [None] * (layer + 1))[layer] for k in ks]  # noqa: E731
+    series = [
+        ("refusal", at(model, "refusal"), "#d62728", False),
+        ("compliance", at(model, "compliance"), "#2ca02c", False),
+    ]
+    if other:
+        series += [("compare refusal", at(other, "refusal"), "#d62728", True)]
+        series += [("compare compliance", at(other, "compliance"), "#2ca02c", True)]
+    rows: list[list] = [["k", *(name for name, _, _, _ in series)]]
+    rows += [[k, *("" if line[i] is None else line[i] for _, line, _, _ in series)] for i, k in enumerate(ks)]
+    chart = points_chart([float(k) for k in ks], series, title=f"cosine distance at layer {layer} by prefix length k")
+    return figure(chart, f"probe-prefix-layer-{layer}", rows)
 
 
 def _writes_table(writes: dict) -> str:
@@ -136,6 +154,8 @@ def probe_sections(directory: Path) -> tuple[str, str]:
         layer_curves(_curves("compliance", model, other), label="query + k compliance tokens"),
         "<h2>Gap |d(refusal) − d(compliance)|</h2>",
         layer_curves(_curves("gap", model, other), label="gap", width=920),
+        f"<h2>Distance per prefix length k at layer {direction['layer']} (the direction's layer)</h2>",
+        prefix_curves(model, other, direction["layer"]),
     ]
     if model.get("unit_writes", {}).get("classes"):
         writes = model["unit_writes"]

@@ -59,3 +59,29 @@ def test_probe_report_draws_every_k_for_both_models(tmp_path):
     # A single model's directory (its probe.json holds the distances directly) reports too.
     assert main(["report", str(out / "model"), "--out", str(tmp_path / "m.html")]) == 0
     assert "compare k=2" not in (tmp_path / "m.html").read_text()
+
+
+def test_probe_report_draws_distance_per_prefix_length_at_the_direction_layer(tmp_path):
+    from ssah.report.probe import prefix_curves
+
+    distances = {
+        kind: {str(k): [0.1 * k + 0.01 * layer + shift for layer in range(3)] for k in (2, 4, 8)}
+        for kind, shift in (("refusal", 0.0), ("compliance", 0.5))
+    }
+    other = {
+        "distances": {kind: {k: [v / 2 for v in values] for k, values in d.items()} for kind, d in distances.items()}
+    }
+    html = prefix_curves({"distances": distances}, other, 1)
+    drawn = re.findall(r'<circle class="point" data-series="([^"]+)" data-x="([^"]+)" data-y="([^"]+)"', html)
+    expected = [
+        (name, str(k), str(source["distances"][kind][str(k)][1]))
+        for name, source, kind in (
+            ("refusal", {"distances": distances}, "refusal"),
+            ("compliance", {"distances": distances}, "compliance"),
+            ("compare refusal", other, "refusal"),
+            ("compare compliance", other, "compliance"),
+        )
+        for k in (2, 4, 8)
+    ]
+    assert drawn == expected
+    assert 'data-figure="probe-prefix-layer-1"' in html and 'data-format="csv"' in html

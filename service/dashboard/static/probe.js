@@ -6,10 +6,10 @@
 const K_COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"];
 
 // curves: [{ name, values, color, dashed }] over layers; one svg, shared y scale from 0.
-function layerCurves(curves, { width = 440, height = 220, label = "" } = {}) {
+function layerCurves(curves, { width = 440, height = 220, label = "", max: fixed = null } = {}) {
   const left = 40, bottom = 24, top = 18, plotW = width - left - 8, plotH = height - top - bottom;
   const layers = Math.max(1, ...curves.map((c) => c.values.length));
-  const max = Math.max(1e-9, ...curves.flatMap((c) => c.values));
+  const max = fixed ?? Math.max(1e-9, ...curves.flatMap((c) => c.values));
   const sx = (i) => left + plotW * (layers > 1 ? i / (layers - 1) : 0.5), sy = (v) => top + plotH * (1 - v / max);
   const root = svg("svg", { class: "chart curves", "data-label": label, "data-curves": curves.length, width, height,
     viewBox: `0 0 ${width} ${height}` },
@@ -28,6 +28,33 @@ function curvesFor(kind, summary, other) {
   if (other) ks.filter((k) => other.distances[kind][k]).forEach((k, i) => curves.push(
     { name: `compare k=${k}`, values: other.distances[kind][k], color: K_COLORS[i % K_COLORS.length], dashed: true }));
   return curves;
+}
+
+// Distance against the prefix length k at one layer: refusal and compliance prefixes, a compared probe dashed.
+function prefixCurves(summary, other, layer) {
+  const ks = Object.keys(summary.distances.refusal).map(Number).sort((a, b) => a - b);
+  const at = (s, kind) => ks.map((k) => s.distances[kind][k]?.[layer] ?? null);
+  const series = [{ name: "refusal", values: at(summary, "refusal"), color: "#d62728" },
+    { name: "compliance", values: at(summary, "compliance"), color: "#2ca02c" }];
+  if (other) series.push({ name: "compare refusal", values: at(other, "refusal"), color: "#d62728", dashed: true },
+    { name: "compare compliance", values: at(other, "compliance"), color: "#2ca02c", dashed: true });
+  const rows = [["k", ...series.map((s) => `${s.name} (layer ${layer})`)], ...ks.map((k, i) => [k, ...series.map((s) => s.values[i] ?? "")])];
+  return figure(pointsChart(ks, series, { title: `cosine distance at layer ${layer} by prefix length k`, width: 900 }),
+    `probe-prefix-layer-${layer}`, rows);
+}
+
+// Per-layer distances of one probe as CSV rows: kind, k, layer, distance.
+const distanceRows = (summary, kinds) => [["kind", "k", "layer", "distance"], ...kinds.flatMap((kind) =>
+  Object.entries(summary.distances[kind]).flatMap(([k, values]) => values.map((v, layer) => [kind, k, layer, v])))];
+
+// This probe and the compared one next to each other, each kind on one shared scale.
+function sideBySide(summary, other) {
+  return ["refusal", "compliance"].map((kind) => {
+    const max = Math.max(1e-9, ...[summary, other].flatMap((s) => Object.values(s.distances[kind]).flat()));
+    const panel = (s, who) => figure(layerCurves(curvesFor(kind, s, null), { label: `${who}: query + k ${kind} tokens`, max }),
+      `probe-${who}-${kind}`, distanceRows(s, [kind]));
+    return h("div", { class: "curve-pair side-by-side", "data-kind": kind }, panel(summary, "this"), panel(other, "compared"));
+  });
 }
 
 // One histogram of the unit scores per class, with its matched random control as an outline.
@@ -72,9 +99,17 @@ async function showProbe(id) {
     `Refusal direction at layer ${direction.layer} (held-out accuracy ${fmt(direction.accuracy[direction.layer])}).`),
   h("p", {}, "Compare with probe ", select, other ? h("span", { class: "muted" }, " (dashed)") : ""),
   h("h2", {}, "Cosine distance from the query's state, per layer"),
-  h("div", { class: "curve-pair" }, layerCurves(curvesFor("refusal", summary, other), { label: "query + k refusal tokens" }),
-    layerCurves(curvesFor("compliance", summary, other), { label: "query + k compliance tokens" })),
-  h("h2", {}, "Gap |d(refusal) − d(compliance)|"), layerCurves(curvesFor("gap", summary, other), { width: 900, label: "gap" }),
+  h("div", { class: "curve-pair" }, figure(layerCurves(curvesFor("refusal", summary, other), { label: "query + k refusal tokens" }),
+    "probe-refusal", distanceRows(summary, ["refusal"])),
+  figure(layerCurves(curvesFor("compliance", summary, other), { label: "query + k compliance tokens" }),
+    "probe-compliance", distanceRows(summary, ["compliance"]))),
+  ...(other ? [h("h2", {}, "Side by side: this probe and the compared one (same scale)"), ...sideBySide(summary, other)] : []),
+  h("h2", {}, "Distance per prefix length"), h("p", {}, "at layer ", h("select", { id: "prefix-layer", onchange: (e) =>
+    document.getElementById("prefix-curves").replaceChildren(prefixCurves(summary, other, Number(e.target.value))) },
+  Array.from({ length: summary.model.layers }, (_, l) => h("option", { value: l, ...(l === direction.layer ? { selected: "" } : {}) }, l)))),
+  h("div", { id: "prefix-curves" }, prefixCurves(summary, other, direction.layer)),
+  h("h2", {}, "Gap |d(refusal) − d(compliance)|"), figure(layerCurves(curvesFor("gap", summary, other), { width: 900, label: "gap" }),
+    "probe-gap", distanceRows(summary, ["gap"])),
   h("h2", {}, "Refusal direction: held-out separation per layer"),
   layerCurves([{ name: "separation", values: direction.separation.map((v) => Math.max(0, v)), color: "#d62728" }], { width: 900, label: "separation" }));
   const writes = summary.unit_writes;
