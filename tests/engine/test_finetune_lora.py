@@ -126,3 +126,36 @@ def test_lora_settings_are_checked():
         FinetuneConfig(mode="budget", lora_rank=4, train_norms=True)
     with pytest.raises(ValueError, match="lora_alpha needs lora_rank"):
         FinetuneConfig(mode="budget", lora_alpha=8)
+
+
+class Crash(Exception):
+    pass
+
+
+def test_a_lora_run_resumes_from_its_checkpoint_to_the_same_weights(tmp_path):
+    space = UnitSpace.from_layout(describe(tiny_model("llama")[0]))
+    unit_map = ru_map(space)
+    data = make_dataset("sft", [(f"Say {i}.", f"I say {i}, once.") for i in range(8)])
+    config = FinetuneConfig(mode="budget", **{**TRAIN, "max_steps": 4, "batch_size": 2}, checkpoint_every=2)
+
+    def loaded():
+        return LoadedModel(tiny_model("llama")[0], TOKENIZER, "builtin:tiny-llama", "builtin:tiny-llama")
+
+    straight = loaded()
+    run_finetune(straight, data, config, unit_map, tmp_path / "a")
+
+    def crash_at_step_3(stage, fraction):
+        if stage.startswith("step 3/"):
+            raise Crash
+
+    with pytest.raises(Crash):
+        run_finetune(loaded(), data, config, unit_map, tmp_path / "b", progress=crash_at_step_3)
+    assert (tmp_path / "b" / "checkpoints" / "step-2").is_dir()
+    resumed = loaded()
+    torch.manual_seed(123)  # the run restores its own RNG state; the adapter's init is seeded by the config
+    result = run_finetune(
+        resumed, data, FinetuneConfig(**{**config.to_dict(), "resume": True}), unit_map, tmp_path / "b"
+    )
+    assert len(result.history) == 4
+    for (name, a), (_, b) in zip(straight.model.named_parameters(), resumed.model.named_parameters()):
+        assert torch.equal(a, b), name
