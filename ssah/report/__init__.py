@@ -15,6 +15,7 @@ from .figures import transfer_figure
 from .probe import probe_sections
 from .reproduce import is_reproduce, reproduce_sections
 from .svg import CLASSES, heatmap_table, legend, line_chart, stacked_bars
+from .unitmap import unit_map_sections
 
 KINDS = ("audit", "evaluation", "finetune", "probe", "reproduce")
 
@@ -108,6 +109,7 @@ def audit_sections(directory: Path) -> tuple[str, str]:
         "<h2>MLP neurons per layer</h2>",
         legend(),
         stacked_bars(layers, "neurons"),
+        *unit_map_sections(directory),  # when the audit's unit_map.safetensors is there
     ]
     if summary.get("config"):
         body += ["<h2>Configuration</h2>", f"<pre>{escape(json.dumps(summary['config'], indent=2))}</pre>"]
