@@ -53,7 +53,7 @@ def create_job(
 
 def _enqueue_committed(session: Session, *, celery: Celery, job: Job) -> None:
     try:
-        send_job(celery, job_id=job.id, kind=job.kind)
+        send_job(celery, job_id=job.id, kind=job.kind, session=session)
     except Exception as exc:  # the broker is down: enqueue_pending() picks the job up later
         log.warning("job %s committed but not enqueued (%s); left for enqueue_pending", job.id, redact(exc))
         return
@@ -77,7 +77,7 @@ def enqueue_pending(
     sent = 0
     for job in queries.pending_jobs(session, limit=limit, created_before=utcnow() - min_age):
         try:
-            send_job(celery, job_id=job.id, kind=job.kind)
+            send_job(celery, job_id=job.id, kind=job.kind, session=session)
         except Exception as exc:
             log.warning("broker still unreachable (%s); %d job(s) sent this round", redact(exc), sent)
             break

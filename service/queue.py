@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import uuid
 from functools import lru_cache
+from typing import Any
 
 from celery import Celery
 
+from service.gpu_routing import GPU_QUEUE, gpu_classes, job_queue
 from service.settings import Settings, get_settings
 
 # kind -> (task name, queue). GPU work and cheap CPU work never share a worker pool.
@@ -43,6 +45,7 @@ def celery_config(settings: Settings) -> dict[str, object]:
             "interval_max": 0.2,
         },
         "result_backend": None,
+        "ssah_gpu_classes": list(settings.gpu_classes),  # read by send_job (service/gpu_routing.py)
     }
 
 
@@ -59,11 +62,20 @@ def get_celery() -> Celery:
     return make_celery(get_settings())
 
 
-def send_job(app: Celery, *, job_id: uuid.UUID, kind: str) -> None:
-    """Publish the task for job ``job_id`` of ``kind``; raises if the broker refuses or is down."""
+def send_job(app: Celery, *, job_id: uuid.UUID, kind: str, session: Any = None) -> str:
+    """Publish the task for job ``job_id`` of ``kind``; raises if the broker refuses or is down.
+
+    With GPU classes configured and a ``session``, GPU work goes to the queue of the smallest class
+    that holds the job's model (``gpu_routing``). Returns the queue."""
     name, queue = TASKS[kind]
+    classes = gpu_classes(app.conf.get("ssah_gpu_classes") or [])
+    if session is not None:
+        queue = job_queue(session, job_id=job_id, kind=kind, kind_queue=queue, classes=classes)
+    elif queue == GPU_QUEUE and classes:
+        queue = classes[-1].queue  # no row to size the model by: the largest class
     # retry=False: the outbox (jobs.enqueued_at) retries, so a dead broker must not stall the request.
     app.send_task(name, args=[str(job_id)], queue=queue, retry=False)
+    return queue
 
 
 def ping(app: Celery) -> None:

@@ -55,6 +55,10 @@ class Settings(BaseSettings):
     # Largest model (estimated from its config, in the dtype it loads in) a worker loads; None: 80 % of RAM.
     max_model_bytes: int | None = None
     eval_sample_limit: int | None = None  # cap on prompts per evaluation set (smoke tests, laptops)
+    # GPU memory classes, e.g. "24g,80g,141g" (decimal GB): GPU jobs go to queue gpu-<class>, the smallest
+    # class that holds the model (service/gpu_routing.py); a worker takes its GPU's class and the smaller ones.
+    # Empty: every GPU job on the one queue "gpu".
+    gpu_classes: Annotated[list[str], NoDecode] = []
     # Model-source policy (service/model_policy.py), checked by the API and again by the worker.
     # Comma-separated. Unset: any hub organisation (production should list its own); empty: no hub models.
     allowed_hub_orgs: Annotated[list[str] | None, NoDecode] = None
@@ -89,6 +93,7 @@ class Settings(BaseSettings):
         "judge_endpoints",
         "judge_key_envs",
         "webhook_allowed_hosts",
+        "gpu_classes",
         mode="before",
     )
     @classmethod

@@ -25,6 +25,7 @@ import logging
 import re
 import threading
 import time
+from collections.abc import Sequence
 from datetime import timedelta
 
 import redis
@@ -33,6 +34,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from service import queries
 from service.db import session_scope
+from service.gpu_routing import gpu_classes
 from service.jobs import enqueue_pending
 from service.models import utcnow
 from service.queue import TASKS, send_job
@@ -49,14 +51,17 @@ PRIORITY_SEP = "\x06\x16"  # kombu's Redis transport: queue "gpu" at priority 3 
 PENDING_GRACE = timedelta(seconds=5)
 
 
-def broker_messages(broker_url: str) -> tuple[set[str], set[str]] | None:
-    """Job ids the Redis broker holds: (waiting in a queue, delivered but unacked); None if not Redis."""
+def broker_messages(broker_url: str, gpu_class_names: Sequence[str] = ()) -> tuple[set[str], set[str]] | None:
+    """Job ids the Redis broker holds: (waiting in a queue, delivered but unacked); None if not Redis.
+
+    ``gpu_class_names`` (``SSAH_GPU_CLASSES``) adds the queues of the GPU memory classes."""
     if not broker_url.startswith(("redis://", "rediss://")):
         return None
     client = redis.Redis.from_url(broker_url, socket_timeout=5, socket_connect_timeout=5)
+    queues = {queue for _, queue in TASKS.values()} | {gpu.queue for gpu in gpu_classes(list(gpu_class_names))}
     try:
         waiting: list[bytes] = []
-        for queue in sorted({queue for _, queue in TASKS.values()}):
+        for queue in sorted(queues):
             for key in [queue] + [f"{queue}{PRIORITY_SEP}{p}" for p in (3, 6, 9)]:
                 waiting.extend(client.lrange(key, 0, -1))
         delivered: list[bytes] = client.hvals("unacked")
@@ -79,7 +84,7 @@ def reconcile(session: Session, *, celery: Celery, settings: Settings) -> dict[s
     """One round; the caller commits. Returns how many jobs were sent, re-sent and requeued (and webhooks added)."""
     counts = {"sent": enqueue_pending(session, celery=celery, min_age=PENDING_GRACE), "resent": 0, "requeued": 0}
     counts["webhooks"] = create_missing_deliveries(session)  # endings written outside a worker's transaction
-    held = broker_messages(settings.broker_url)
+    held = broker_messages(settings.broker_url, settings.gpu_classes)
     if held is None:
         return counts
     waiting, delivered = held
@@ -90,14 +95,14 @@ def reconcile(session: Session, *, celery: Celery, settings: Settings) -> dict[s
     for job in lost_queued:
         if str(job.id) not in waiting | delivered:
             log.warning("job %s is queued but the broker lost its message; sending it again", job.id)
-            send_job(celery, job_id=job.id, kind=job.kind)
+            send_job(celery, job_id=job.id, kind=job.kind, session=session)
             job.enqueued_at = utcnow()
             counts["resent"] += 1
     orphans = queries.running_jobs_silent_since(session, silent_since=now - timedelta(seconds=settings.stale_seconds))
     for job_id, kind in orphans:
         if str(job_id) not in waiting:  # a message already waits: a worker will take it over
             log.warning("job %s is running without a heartbeat: its worker died; requeueing it", job_id)
-            send_job(celery, job_id=job_id, kind=kind)
+            send_job(celery, job_id=job_id, kind=kind, session=session)
             counts["requeued"] += 1
     session.flush()
     return counts
