@@ -164,7 +164,18 @@ def data(database_url: str, tiny_summary: dict) -> dict:  # noqa: F811
                     metrics={"safety": {"asr": asr, "over_refusal": over}},
                 )
             )
-            series.append({"step": step, "summary": summary, "asr": asr, "over_refusal": over})
+            series.append({"step": step, "summary": summary, "asr": asr, "over_refusal": over, "audit": point_audit})
+        first, second = series[0]["audit"], series[1]["audit"]  # the role transfer of 100 -> 200 is known
+        transition = Job(
+            tenant_id=tenant_id,
+            kind="comparison",
+            model_id=first.model_id,
+            params={"before_audit_id": str(first.id), "after_audit_id": str(second.id)},
+            **finished(),
+        )
+        db.add(transition)
+        db.flush()
+        db.add(Comparison(job_id=transition.id, crosstab=CROSSTAB))
         db.commit()
     yield {
         "engine": engine,
@@ -310,6 +321,11 @@ def test_series_points_are_the_series_api_values(page, server, data):
     )
     assert xs[2] - xs[1] == pytest.approx(8 * (xs[1] - xs[0]), abs=0.5)
     assert page.locator("#series-transitions tbody tr").count() == 2
+    assert [t["crosstab"] is not None for t in answer["transitions"]] == [True, False]
+    assert {
+        (f["from"], f["to"]): f["count"] for f in flows(page, ".series-flow[data-before='100'] svg.chart.sankey")
+    } == {(a, b): n for a, row in zip(CLASSES, CROSSTAB["counts"]) for b, n in zip(CLASSES, row) if n}
+    assert page.locator(".series-flow").count() == 1
 
 
 def test_two_audits_side_by_side_with_their_role_transfer(page, server, data):

@@ -136,7 +136,10 @@ async function showSeries() {
     table(["before", "after", "comparison", "units kept their class", ""], series.transitions.map((t) => [t.before, t.after,
       t.comparison_id ? h("a", { href: `#/comparison/${t.comparison_id}` }, `${shortId(t.comparison_id)} (${t.status})`) : t.status,
       t.crosstab?.unchanged_fraction != null ? pct(t.crosstab.unchanged_fraction) : "",
-      h("a", { href: `#/compare?a=${t.before_audit_id}&b=${t.after_audit_id}` }, "side by side")]), { id: "series-transitions" }));
+      h("a", { href: `#/compare?a=${t.before_audit_id}&b=${t.after_audit_id}` }, "side by side")]), { id: "series-transitions" }),
+    ...series.transitions.filter((t) => t.crosstab).flatMap((t) => [h("h3", {}, `${series.order_by} ${t.before} → ${t.after}`),
+      h("div", { class: "series-flow", "data-before": t.before, "data-after": t.after },
+        transferFlow(t.crosstab, `role-transfer-${t.before}-${t.after}`))]));
   page().replaceChildren(...parts);
 }
 
