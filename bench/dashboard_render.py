@@ -18,7 +18,11 @@ import os
 import statistics
 import sys
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -56,6 +60,7 @@ def responses(directory: Path | None) -> tuple[dict[str, object], int]:
 
         directory = qwen_shaped_map().save(Path(tempfile.mkdtemp()) / "unit_map")
     summary = json.loads((directory / "summary.json").read_text())
+    created = datetime.fromtimestamp((directory / "summary.json").stat().st_mtime, timezone.utc)
     arrays = read_arrays(directory)
     audit = str(uuid.uuid4())
     scu = [layer["neurons"]["SCU"] for layer in summary["layers"]]
@@ -67,7 +72,7 @@ def responses(directory: Path | None) -> tuple[dict[str, object], int]:
             "kind": "audit",
             "status": "succeeded",
             "progress": 1.0,
-            "created_at": "2026-01-01T00:00:00Z",
+            "created_at": created.isoformat(),  # when the directory's summary was written
         },
         f"{base}/unit-map": {"classes": summary["classes"], "artifact_available": True},
         f"{base}/unit-map/layers": {"items": summary["layers"], "next": None, "total": len(summary["layers"])},
@@ -79,16 +84,10 @@ def responses(directory: Path | None) -> tuple[dict[str, object], int]:
     return bodies, int(summary["units"]["total"])
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--unit-map", type=Path, help="a unit map directory (default: synthetic, Qwen2.5-0.5B shape)")
-    parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--screenshot", type=Path, help="keep a full-page screenshot of the last run")
-    args = parser.parse_args()
+@contextmanager
+def audit_page(bodies: dict[str, object]) -> Iterator[Any]:
+    """A Chromium page on the dashboard whose /v1 calls ``bodies`` answers; fails on any console error."""
     from playwright.sync_api import Route, sync_playwright
-
-    bodies, units = responses(args.unit_map)
-    payload_bytes = len(json.dumps(bodies[f"/v1/audits/{bodies['audit']}/unit-map/arrays"]))
 
     def answer(route: Route) -> None:
         path = "/" + route.request.url.split("://", 1)[1].split("/", 1)[1].split("?")[0]
@@ -100,7 +99,6 @@ def main() -> None:
         else:
             route.fulfill(status=404, body="{}", content_type="application/json")
 
-    timings, nodes = [], 0
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path=os.environ.get("SSAH_CHROMIUM", "/usr/bin/chromium"), args=CHROMIUM_ARGS
@@ -111,17 +109,35 @@ def main() -> None:
         page.route("**/*", answer)
         page.goto("http://ssah.bench/dashboard/")
         page.evaluate("localStorage.setItem('ssah.apiKey', 'bench')")
-        for _ in range(args.runs):
-            page.goto(f"http://ssah.bench/dashboard/#/audit/{bodies['audit']}")
-            page.reload()
-            page.wait_for_selector("#unit-map-figures[data-state=rendered]", timeout=60_000)
-            timings.append(page.evaluate("performance.getEntriesByName('unitmap-render')[0].duration"))
-            nodes = page.evaluate("document.querySelectorAll('#unit-map-figures *').length")
-        if args.screenshot:
-            page.screenshot(path=str(args.screenshot), full_page=True)
+        yield page
         browser.close()
     if errors:
         raise SystemExit(f"console errors: {errors}")
+
+
+def render_ms(page, audit: str) -> float:
+    """Load the audit page afresh; the Performance API's measure from the arrays' arrival to painted figures."""
+    page.goto(f"http://ssah.bench/dashboard/#/audit/{audit}")
+    page.reload()
+    page.wait_for_selector("#unit-map-figures[data-state=rendered]", timeout=60_000)
+    return page.evaluate("performance.getEntriesByName('unitmap-render')[0].duration")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--unit-map", type=Path, help="a unit map directory (default: synthetic, Qwen2.5-0.5B shape)")
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--screenshot", type=Path, help="keep a full-page screenshot of the last run")
+    args = parser.parse_args()
+    bodies, units = responses(args.unit_map)
+    payload_bytes = len(json.dumps(bodies[f"/v1/audits/{bodies['audit']}/unit-map/arrays"]))
+    timings, nodes = [], 0
+    with audit_page(bodies) as page:
+        for _ in range(args.runs):
+            timings.append(render_ms(page, str(bodies["audit"])))
+        nodes = page.evaluate("document.querySelectorAll('#unit-map-figures *').length")
+        if args.screenshot:
+            page.screenshot(path=str(args.screenshot), full_page=True)
     print(
         f"render_ms={statistics.median(timings):.1f} render_ms_max={max(timings):.1f} units={units} "
         f"runs={len(timings)} dom_nodes={nodes} arrays_bytes={payload_bytes}"
