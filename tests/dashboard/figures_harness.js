@@ -1,5 +1,5 @@
-// Runs app.js and figures.js under a minimal DOM in Node and prints the markup of one figure call:
-// argv: app.js, figures.js, the function name, its JSON arguments.
+// Runs app.js and the page scripts under a minimal DOM in Node and prints what one call returns (a node's
+// markup, or JSON): argv: app.js, the scripts (comma-separated), the function, its JSON arguments.
 const fs = require("fs");
 const vm = require("vm");
 
@@ -28,7 +28,8 @@ const context = {
   setInterval: () => 0, clearInterval() {}, setTimeout: () => 0, clearTimeout() {},
 };
 vm.createContext(context);
-vm.runInContext(fs.readFileSync(process.argv[3], "utf8"), context);
+for (const script of process.argv[3].split(",")) vm.runInContext(fs.readFileSync(script, "utf8"), context);
 vm.runInContext(fs.readFileSync(process.argv[2], "utf8"), context);
 const args = JSON.parse(process.argv[5]);
-process.stdout.write(vm.runInContext(process.argv[4], context)(...args).outerHTML);
+const answer = vm.runInContext(process.argv[4], context)(...args);
+process.stdout.write(answer instanceof Node_ ? answer.outerHTML : JSON.stringify(answer));
