@@ -5,7 +5,8 @@ routes), so only the browser's work is timed: the page marks ``unitmap-data`` wh
 zoomed layer have been parsed and measures ``unitmap-render`` after the figures are in the DOM, laid out
 and painted (Performance API). Default unit map: the Qwen2.5-0.5B shape (24 layers, 14 heads, 4864
 neurons per layer: 117,072 units) with heavy-tailed z-scores labelled by the engine's classifier; or
-``--unit-map DIR`` for a real one. Prints ``render_ms=`` (median over runs), ``render_ms_max=``, ``units=``.
+``--unit-map DIR`` for a real one. Prints ``render_ms=`` (median over runs), ``render_ms_max=``, ``units=``,
+and ``server_arrays_ms=``: what the API spends per request (read the stored zip, bin the neurons).
 
     python bench/dashboard_render.py [--unit-map runs/smollm2-audit] [--runs 5] [--screenshot audit.png]
 """
@@ -15,8 +16,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import sys
+import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,6 +31,9 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 STATIC = REPO / "service" / "dashboard" / "static"
+
+from ssah_engine.unitmap_arrays import figure_data, layer_neurons, read_arrays  # noqa: E402
+
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"]
 MEDIA = {".js": "text/javascript", ".css": "text/css", ".html": "text/html"}
 
@@ -51,14 +58,8 @@ def qwen_shaped_map(seed: int = 0):
     return UnitMap(space, labels, z_safety, z_utility, *means, versions={})
 
 
-def responses(directory: Path | None) -> tuple[dict[str, object], int]:
+def responses(directory: Path) -> tuple[dict[str, object], int]:
     """The JSON bodies of every /v1 path the audit page asks for, and the number of units."""
-    from ssah_engine.unitmap_arrays import figure_data, layer_neurons, read_arrays
-
-    if directory is None:
-        import tempfile
-
-        directory = qwen_shaped_map().save(Path(tempfile.mkdtemp()) / "unit_map")
     summary = json.loads((directory / "summary.json").read_text())
     created = datetime.fromtimestamp((directory / "summary.json").stat().st_mtime, timezone.utc)
     arrays = read_arrays(directory)
@@ -129,7 +130,15 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--screenshot", type=Path, help="keep a full-page screenshot of the last run")
     args = parser.parse_args()
-    bodies, units = responses(args.unit_map)
+    scratch = Path(tempfile.mkdtemp())
+    directory = args.unit_map or qwen_shaped_map().save(scratch / "unit_map")
+    bodies, units = responses(directory)
+    # What the API does per request: read the zip it stores (as the worker publishes it), bin the neurons.
+    archive = shutil.make_archive(str(scratch / "unit_map"), "zip", directory)
+    started = time.perf_counter()
+    figure_data(read_arrays(archive))
+    arrays_ms = 1000 * (time.perf_counter() - started)
+    shutil.rmtree(scratch)  # the synthetic map's files and the zip; the page's answers are in memory
     payload_bytes = len(json.dumps(bodies[f"/v1/audits/{bodies['audit']}/unit-map/arrays"]))
     timings, nodes = [], 0
     with audit_page(bodies) as page:
@@ -140,7 +149,7 @@ def main() -> None:
             page.screenshot(path=str(args.screenshot), full_page=True)
     print(
         f"render_ms={statistics.median(timings):.1f} render_ms_max={max(timings):.1f} units={units} "
-        f"runs={len(timings)} dom_nodes={nodes} arrays_bytes={payload_bytes}"
+        f"runs={len(timings)} dom_nodes={nodes} arrays_bytes={payload_bytes} server_arrays_ms={arrays_ms:.1f}"
     )
 
 

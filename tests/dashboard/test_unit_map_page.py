@@ -55,7 +55,7 @@ def unit_maps():
     safety = load_dataset("builtin:safety", require_response=True)
     utility = load_dataset("builtin:utility", require_response=True)
     tiny = run_audit(loaded, safety, utility, AuditConfig(samples=4, max_length=256, batch_size=4))
-    return {"tiny": tiny, "synthetic": synthetic_map(4)}
+    return {"tiny": tiny, "synthetic": synthetic_map(4), "budget": synthetic_map(5, utility_only=True)}
 
 
 @pytest.fixture(scope="module")
@@ -214,3 +214,17 @@ def test_unit_map_figures_download_their_data(page, server, data, unit_maps):  #
     with page.expect_download() as download:
         page.click("figure[data-figure=unit-map-head-labels] button[data-format=png]")
     assert Path(download.value.path()).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_utility_only_map_shows_its_labels_and_counts(page, server, data, unit_maps):  # noqa: F811
+    summary = unit_maps["budget"].summary()
+    page.goto(f"{server}/dashboard/#/audit/{data['audits']['budget']}")
+    page.wait_for_selector("#unit-map-figures[data-state=rendered]")
+    assert page.locator("svg.unit-scatter").count() == 0 and page.locator("svg.head-grid[data-mode=diff]").count() == 0
+    assert "utility-only" in page.inner_text("#unit-map-figures")
+    cells = page.eval_on_selector_all("svg.head-grid rect.cell", "rs => rs.map(r => r.dataset.class)")
+    assert {name: cells.count(name) for name in CLASSES} == {n: summary["classes"][n]["heads"] for n in CLASSES}
+    bars = page.eval_on_selector_all(
+        "svg.layer-counts rect.count[data-class=RU]", "rs => rs.map(r => +r.dataset.count)"
+    )
+    assert sum(bars) == summary["classes"]["RU"]["units"] > 0
