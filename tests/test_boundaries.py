@@ -35,6 +35,7 @@ SERVICE_MAY_IMPORT = {
     "ssah_engine.data.benchmarks",  # the named benchmarks a request may name, as data.builtin the builtin sets
     "ssah_engine.data.loaders",  # parse_hf: the syntax of an hf: source a request names (torch-free)
     "ssah_engine.judge_spec",
+    "ssah_engine.placement",  # the device-map fields of a job's placement object (torch-free)
     "ssah_engine.unitmap_arrays",  # the unit map's figure arrays (numpy, no torch), shared with ssah report
 }
 

@@ -10,6 +10,7 @@ from collections import OrderedDict
 from service.model_policy import CheckedSource, check_for_tenant
 from service.settings import Settings
 from ssah_engine.loading import LoadedModel, LoadOptions, load_model
+from ssah_engine.placement import Placement
 from worker import metrics
 
 
@@ -18,12 +19,12 @@ class ModelCache:
 
     def __init__(self, size: int):
         self.size = size
-        self._models: OrderedDict[tuple[str, str | None, str | None], LoadedModel] = OrderedDict()
+        self._models: OrderedDict[tuple[str, str | None, str | None, Placement], LoadedModel] = OrderedDict()
         self._lock = threading.Lock()
 
     def get(self, source: str, options: LoadOptions) -> LoadedModel:
         """The model of ``source``, loaded once and then reused (do not change its weights)."""
-        key = (source, options.device, options.dtype)
+        key = (source, options.device, options.dtype, options.placement)
         with self._lock:
             if key in self._models:
                 self._models.move_to_end(key)
@@ -65,10 +66,16 @@ def model_cache(settings: Settings) -> ModelCache:
         return _cache
 
 
-def load_options(settings: Settings, *, dtype: str | None = None) -> LoadOptions:
-    """Loading options from the settings (device, dtype, trust_remote_code); ``dtype`` overrides."""
+def load_options(settings: Settings, *, dtype: str | None = None, placement: Placement | None = None) -> LoadOptions:
+    """Loading options from the settings (device, dtype, trust_remote_code); ``dtype`` overrides.
+
+    A job's ``placement`` with a device map replaces the worker's device (the map spans the GPUs it sees)."""
+    placement = placement or Placement()
     return LoadOptions(
-        device=settings.device, dtype=dtype or settings.dtype, trust_remote_code=settings.allow_trust_remote_code
+        device=None if placement.active else settings.device,
+        dtype=dtype or settings.dtype,
+        trust_remote_code=settings.allow_trust_remote_code,
+        placement=placement,
     )
 
 

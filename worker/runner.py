@@ -5,6 +5,7 @@ Celery tasks and the embedded worker thread both call it, so both run jobs the s
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import logging
 import time
@@ -26,6 +27,7 @@ from service.settings import Settings
 from ssah_engine.data import Dataset, DatasetError
 from ssah_engine.data.loaders import HF_PREFIX, parse_hf
 from ssah_engine.loading import LoadedModel, ModelLoadError, pick_device_and_dtype
+from ssah_engine.placement import Placement
 from ssah_engine.unitmap import UnitMap
 from worker import datasets, metrics, models
 from worker.lifecycle import Cancelled, Claim, Progress, Superseded, claim_job, finish_job, heartbeat
@@ -130,13 +132,16 @@ class JobRun:
             checked = models.checked_source(self.settings, tenant_id=self.claim.tenant_id, source=directory)
         source = checked.source
         self.progress("loading model", 0.0)
-        options = models.load_options(self.settings, dtype=dtype)
+        placement = Placement.from_dict(self.params.get("placement"))
+        if placement.active:  # layers offloaded to disk go to the job's scratch space, gone with the job
+            placement = dataclasses.replace(placement, offload_folder=str(self.scratch / "offload"))
+        options = models.load_options(self.settings, dtype=dtype, placement=placement)
         check_model_size(checked, self.settings, dtype=str(pick_device_and_dtype(options)[1]).removeprefix("torch."))
         if streamed:
             from ssah_engine.streaming import load_streamed
 
             loaded = load_streamed(source, options)
-        elif fresh:
+        elif fresh or placement.active:  # a placed model's offload folder is the job's: never cached
             from ssah_engine.loading import load_model
 
             with metrics.timed_load():

@@ -14,6 +14,7 @@ from ssah_engine.data.builtin import BUILTIN_PREFIX, builtin_names
 from ssah_engine.data.loaders import HF_PREFIX, parse_hf
 from ssah_engine.finetune import FinetuneConfig
 from ssah_engine.judge_spec import JudgeSpec
+from ssah_engine.placement import Placement
 from ssah_engine.probe import ProbeConfig
 
 from .engine_settings import EngineJob, job_schema, settings_fields, stored_config
@@ -36,7 +37,34 @@ AUDIT_LIMITS: dict[str, dict[str, Any]] = {
 }
 
 
-class _AuditJob(JobIntegrations, EngineJob):
+class _PlacementBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="after")
+    def _valid_placement(self) -> _PlacementBody:
+        Placement.from_dict(self.model_dump())  # the engine's validator: a bad memory map is a 422
+        return self
+
+
+# A device map for a model bigger than one GPU: Placement's fields (the CLI's --device-map, --max-memory),
+# less the offload folder, which the worker picks (the job's scratch space).
+PlacementRequest: Any = create_model(  # type: ignore[call-overload]  # mypy checks **fields against the dunder keywords
+    "PlacementRequest",
+    __base__=_PlacementBody,
+    __doc__="Spread the model's layers over the worker's GPUs, its CPU memory and disk (accelerate's device map).",
+    __module__=__name__,
+    **settings_fields(Placement, exclude=("offload_folder",), limits={"max_memory": {"max_length": 200}}),
+)
+
+
+class _Placed(BaseModel):
+    placement: PlacementRequest | None = Field(
+        None,
+        description="A device map for a model bigger than one GPU; absent: the whole model on the worker's device.",
+    )
+
+
+class _AuditJob(_Placed, JobIntegrations, EngineJob):
     """Find the safety-critical, utility-critical, complex and redundant units of a model.
 
     Every other field is a setting of ``AuditConfig``, with the names, defaults and meaning of
@@ -48,6 +76,10 @@ class _AuditJob(JobIntegrations, EngineJob):
     model_id: uuid.UUID
     safety_dataset_id: uuid.UUID | None = Field(None, description="Absent: the built-in safety set.")
     utility_dataset_id: uuid.UUID | None = Field(None, description="Absent: the built-in utility set.")
+
+    def check(self, config: AuditConfig) -> None:
+        if self.placement is not None and self.placement.device_map is not None and config.stream_layers:
+            raise ValueError("stream_layers holds one layer on one device at a time: give it no device map")
 
 
 AuditCreate = job_schema("AuditCreate", _AuditJob, limits=AUDIT_LIMITS, module=__name__)
@@ -138,7 +170,7 @@ JudgeRequest: Any = create_model(  # type: ignore[call-overload]  # mypy checks 
 )
 
 
-class EvaluationCreate(JobIntegrations):
+class EvaluationCreate(_Placed, JobIntegrations):
     """Score a model's safety and utility, optionally with one class of an audit's units ablated."""
 
     model_config = ConfigDict(extra="forbid")
@@ -339,7 +371,7 @@ PROBE_LIMITS: dict[str, dict[str, Any]] = {
 }
 
 
-class _ProbeJob(JobIntegrations, EngineJob):
+class _ProbeJob(_Placed, JobIntegrations, EngineJob):
     """The paper's reasoning-direction probe, the refusal direction and (with audit_id) unit writes along it.
 
     Every other field is a setting of ``ProbeConfig``, with the names, defaults and meaning of

@@ -30,16 +30,22 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_flags(parser, Placement)
 
 
-def load_model_from_args(args, *, streamed: bool = False):
-    """The model ``--model`` names; ``streamed``: a skeleton whose layers the audit reads one at a time."""
-    from ssah_engine.loading import DEFAULT_CACHE_DIR, LoadOptions, ModelLoadError, load_model
+def placement_from_args(args):
+    """The ``Placement`` the ``--device-map``/``--max-memory``/``--offload-folder`` flags name."""
     from ssah_engine.placement import Placement
     from ssah_engine.settings_fields import setting_fields
-    from ssah_engine.streaming import load_streamed
 
     from .config_flags import config_values
 
-    placement = Placement.from_dict(config_values(args, [setting.name for setting in setting_fields(Placement)]))
+    return Placement.from_dict(config_values(args, [setting.name for setting in setting_fields(Placement)]))
+
+
+def load_model_from_args(args, *, streamed: bool = False):
+    """The model ``--model`` names; ``streamed``: a skeleton whose layers the audit reads one at a time."""
+    from ssah_engine.loading import DEFAULT_CACHE_DIR, LoadOptions, ModelLoadError, load_model
+    from ssah_engine.streaming import load_streamed
+
+    placement = placement_from_args(args)
     if placement.active and getattr(args, "command", None) == "finetune":
         raise CommandError(
             "--device-map places models for audits, evaluations and probes; ssah finetune trains on one device"

@@ -15,6 +15,7 @@ from ssah.commands import probe as probe_command
 from ssah.commands.finetune import config_from_args
 from ssah_engine.audit_config import AuditConfig
 from ssah_engine.finetune import FinetuneConfig
+from ssah_engine.placement import Placement
 from ssah_engine.probe import ProbeConfig
 from ssah_engine.settings_fields import setting_fields
 from tests.service.conftest import Tenant_, succeeded_audit
@@ -186,7 +187,12 @@ AUDIT = {
 
 def test_every_audit_setting_is_a_flag_and_a_request_field():
     names = {setting.name for setting in setting_fields(AuditConfig)}
-    assert set(AuditCreate.model_fields) == names | PIPELINE | {"model_id", "safety_dataset_id", "utility_dataset_id"}
+    assert set(AuditCreate.model_fields) == names | PIPELINE | {
+        "model_id",
+        "safety_dataset_id",
+        "utility_dataset_id",
+        "placement",
+    }
     args = build_parser().parse_args(["audit", "--model", "m", "--out", "o"])
     assert set(args.config_fields) == names == set(AUDIT)
 
@@ -243,6 +249,7 @@ def test_cli_and_api_give_the_probe_engine_the_same_config(client: TestClient, a
         "audit_id",
         "harmful_dataset_id",
         "harmless_dataset_id",
+        "placement",
     }
     args = build_parser().parse_args(["probe", "--model", "m", "--out", "o", *cli_flags(PROBE)])
     assert set(args.config_fields) == names == set(PROBE)
@@ -418,3 +425,21 @@ def test_an_endpoint_judge_takes_only_the_deployments_endpoints_and_key_variable
         accepted.json()["params"], harmful=None, instructions=None, sample_limit=None
     )
     assert protocol.judge is not None and protocol.judge.base_url == judge["base_url"]
+
+
+def test_cli_and_api_give_the_loader_the_same_placement(client: TestClient, alice: Tenant_, alice_model: str):
+    """--device-map/--max-memory and the REST placement object are Placement's fields (the folder is the worker's)."""
+    from ssah.commands.common import placement_from_args
+
+    values = {"device_map": "balanced", "max_memory": "0=20GiB,1=20GiB,cpu=64GiB"}
+    flags = ["--device-map", values["device_map"], "--max-memory", values["max_memory"]]
+    from_cli = placement_from_args(build_parser().parse_args(["audit", "--model", "m", "--out", "o", *flags]))
+    r = client.post("/v1/audits", json={"model_id": alice_model, "placement": values}, headers=alice.headers)
+    assert r.status_code == 202, r.text
+    assert Placement.from_dict(r.json()["params"]["placement"]) == from_cli == Placement(**values)
+    r = client.post(
+        "/v1/audits",
+        json={"model_id": alice_model, "placement": {"device_map": "auto", "max_memory": "x"}},
+        headers=alice.headers,
+    )
+    assert r.status_code == 422 and "DEVICE=AMOUNT" in r.text, r.text
