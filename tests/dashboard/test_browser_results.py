@@ -355,3 +355,22 @@ def test_two_audits_side_by_side_with_their_role_transfer(page, server, data):
     }
     page.goto(f"{server}/dashboard/#/compare?a={data['other']}&b={data['other']}")
     page.wait_for_selector("#no-comparison")
+
+
+def test_the_series_and_compare_forms_lead_to_their_figures(page, server, data):
+    page.click("header nav a[href='#/series']")
+    page.wait_for_selector("#series-form")
+    page.fill("#series-form input[name=labels]", "run=nothing-here")
+    page.click("#series-form button[type=submit]")
+    page.wait_for_selector("#series-empty")
+    page.fill("#series-form input[name=labels]", "run=r7")
+    page.click("#series-form button[type=submit]")
+    page.wait_for_selector("#series-points")
+    assert page.locator("#series-points tbody tr").count() == len(data["series"])
+    page.click("header nav a[href='#/compare']")
+    page.wait_for_selector("#compare-form")
+    page.select_option("#compare-form select[name=a]", data["audit"])
+    page.select_option("#compare-form select[name=b]", data["other"])
+    page.click("#compare-form button[type=submit]")
+    page.wait_for_selector("#compare-classes")
+    assert page.locator("svg.chart.sankey").count() == 1
