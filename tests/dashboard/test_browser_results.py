@@ -195,6 +195,10 @@ def figure_shot(page, selector: str, name: str) -> None:
         page.locator(selector).first.screenshot(path=f"{directory}/{name}.png")
 
 
+def rows_labels(rows: list[dict]) -> list[str]:
+    return [row["label"] for row in rows]
+
+
 def svg_x(page, chart: str, value: float) -> float:
     left, width = (float(page.get_attribute(chart, name)) for name in ("data-left", "data-plot-width"))
     return left + width * value
@@ -233,6 +237,14 @@ def test_ablation_error_bars_are_the_stored_wilson_intervals(page, server, data)
             assert point["x1"] == pytest.approx(svg_x(page, chart, expected["ci95"][0]))
             assert point["x2"] == pytest.approx(svg_x(page, chart, expected["ci95"][1]))
             assert point["cx"] == pytest.approx(svg_x(page, chart, expected["rate"]))
+    # The random control's two seeds: a band from the lower to the higher of their mean rates, on both rows.
+    seeds = [stored["safety"]["intervals"]["ssah-31"]["asr"] for stored in chat[2:4]]
+    means = [sum(v["rate"] for v in s.values()) / len(s) for s in seeds]
+    bands = page.eval_on_selector_all(
+        f"{chart} rect.range",
+        "rs => rs.map(r => [r.closest('g').dataset.label, Number(r.dataset.low), Number(r.dataset.high)])",
+    )
+    assert bands == [[label, min(means), max(means)] for label in rows_labels(rows)[2:4]]
     with page.expect_download() as download:
         page.click("figure[data-figure=ablation-openings-plain] button[data-format=csv]")
     table = list(csv.DictReader(io.StringIO(open(download.value.path()).read())))

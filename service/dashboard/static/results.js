@@ -48,6 +48,15 @@ function ablationEntries(scored) {
 const intervalPoints = (byCondition) => Object.entries(byCondition || {}).filter(([, v]) => v && v.ci95)
   .map(([condition, v]) => ({ condition, rate: v.rate, ci95: v.ci95, k: v.k, n: v.n }));
 
+// A random control evaluated with several seeds: the range of its seeds' mean rates (the grey band), else null.
+function seedRange(entry, siblings, key) {
+  if (entry.seed == null) return null;
+  const seeds = siblings.filter((o) => o.seed != null && o.arm === entry.arm && o.compensation === entry.compensation);
+  const means = seeds.map((o) => intervalPoints(o[key])).filter((p) => p.length)
+    .map((p) => p.reduce((s, q) => s + q.rate, 0) / p.length);
+  return means.length > 1 ? [Math.min(...means), Math.max(...means)] : null;
+}
+
 const ABLATION_METRICS = [["asr", "ASR (keyword list), harmful prompts"], ["openings", "responses opening with a refusal, harmful prompts"]];
 
 // The figures of the ablation comparison: one per metric and prompt format, each with its downloads.
@@ -55,11 +64,13 @@ function ablationSection(scored) {
   const entries = ablationEntries(scored);
   if (!entries.some((e) => e.arm !== "dense") && entries.length < 2) return [];
   const parts = [h("h2", {}, "Ablation comparison"), h("p", { class: "muted" },
-    "Each dot a condition's rate, its bar the Wilson 95 % interval over the prompts (evaluations of this model).")];
+    "Each dot a condition's rate, its bar the Wilson 95 % interval over the prompts (evaluations of this model); " +
+    "grey band: the range of a random control's seeds' mean rates.")];
   for (const format of [...new Set(entries.map((e) => e.format))]) {
     const inFormat = entries.filter((e) => e.format === format);
     for (const [key, title] of ABLATION_METRICS) {
-      const rows = inFormat.map((e) => ({ label: e.label, points: intervalPoints(e[key]) })).filter((r) => r.points.length);
+      const rows = inFormat.map((e) => ({ label: e.label, points: intervalPoints(e[key]), range: seedRange(e, inFormat, key) }))
+        .filter((r) => r.points.length);
       if (!rows.length) continue;
       const csv = [["prompt_format", "arm", "compensation", "seed", "evaluation_id", "metric", "condition", "rate", "ci95_low", "ci95_high", "k", "n"],
         ...inFormat.flatMap((e) => intervalPoints(e[key]).map((p) =>
