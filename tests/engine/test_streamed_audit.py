@@ -7,7 +7,9 @@ import torch
 
 from ssah_engine.audit import run_audit
 from ssah_engine.audit_config import AuditConfig
+from ssah_engine.encoding import encode_pairs, make_batches
 from ssah_engine.loading import LoadOptions, ModelLoadError, load_model
+from ssah_engine.scoring.scores import shared_prefix_length
 from ssah_engine.streaming import load_streamed
 from ssah_engine.testing import tiny_model
 
@@ -75,8 +77,8 @@ def test_one_layer_at_a_time_in_order(tmp_path, safety_set, utility_set):
     for index, layer in enumerate(layers):
         layer.register_forward_pre_hook(watch(index))
     unit_map = run_audit(streamed, safety_set, utility_set, replace(CONFIG, stream_layers=True))
-    batches = 2 * 3  # 12 pairs per set in batches of 5, both sets
-    assert calls == [index for index in range(4) for _ in range(batches)]
+    passes = 2 * (1 + 3)  # both sets: the shared prefix once, then 12 pairs in batches of 5
+    assert calls == [index for index in range(4) for _ in range(passes)]
     assert live == [(index,) for index in calls]
     assert all(parameter.device.type == "meta" for parameter in streamed.model.parameters())
     # Per-layer statistics: a layer fed the wrong inputs (skipped or out of order) would differ.
@@ -104,3 +106,30 @@ def test_stream_layers_settings_are_checked(tmp_path, tiny_llama, safety_set, ut
         AuditConfig(responses="self", stream_layers=True)
     with pytest.raises(ValueError, match="load_streamed"):
         run_audit(tiny_llama, safety_set, utility_set, replace(CONFIG, stream_layers=True))
+
+
+def test_shared_prefix_runs_once_per_layer(tmp_path, safety_set, utility_set):
+    """As in the whole-model audit: the prefix all pairs share runs once, each batch feeds only its own tokens."""
+    directory = _saved(tmp_path, "llama", num_layers=2)
+    streamed = load_streamed(str(directory), OPTIONS)
+    shapes: list[tuple] = []
+    hook = streamed.model.model.layers[1].register_forward_pre_hook(lambda _m, args: shapes.append(args[0].shape))
+    config = replace(CONFIG, stream_layers=True)
+    run_audit(streamed, safety_set, utility_set, config)
+    hook.remove()
+    batch_sets = {
+        name: list(
+            make_batches(
+                encode_pairs(streamed.tokenizer, [(e.prompt, e.response) for e in subset.sample(12, 0).examples]),
+                5,
+                streamed.tokenizer.pad_token_id,
+            )
+        )
+        for name, subset in (("safety", safety_set), ("utility", utility_set))
+    }
+    expected = []
+    for batches in batch_sets.values():
+        prefix = shared_prefix_length(batches)
+        assert prefix > 0
+        expected += [(1, prefix)] + [(len(b.input_ids), b.input_ids.shape[1] - prefix) for b in batches]
+    assert [tuple(shape[:2]) for shape in shapes] == expected
