@@ -12,8 +12,8 @@ every rank without a broadcast, and frozen slices stay bit-exact as in the singl
 
 This is DDP's arithmetic without ``DistributedDataParallel``: DDP's buckets always reduce whole
 gradients, and its hooks fire per bucket during backward. The price is no overlap of communication
-with backward, which a masked run (most rows frozen) needs least. FSDP (sharded weights) is not
-implemented: see docs/scale.md.
+with backward, which a masked run (most rows frozen) needs least. Sharded weights (FSDP2) are
+``fsdp.py``; docs/scale.md compares the two.
 """
 
 from __future__ import annotations
