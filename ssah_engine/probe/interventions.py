@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from ..architectures import describe, family_of
+from ..devices import offloaded
 
 _GEMMA_WRITERS = ("post_attention_layernorm", "post_feedforward_layernorm")
 
@@ -96,6 +97,8 @@ def orthogonalize_weights(model: nn.Module, direction: torch.Tensor) -> nn.Modul
         raise ValueError(
             "weight orthogonalisation is not exact for Gemma (its post-norms rescale the writes); use ablate_direction"
         )
+    if any(offloaded(module) for module in model.modules()):
+        raise ValueError("an offloaded model cannot be rewritten in place: load it without disk or CPU offload")
     unit = _unit(direction.detach().double())
     with torch.no_grad():
         embedding = model.get_input_embeddings().weight  # type: ignore[operator]  # a transformers model's method

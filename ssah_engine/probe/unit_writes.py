@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from ..architectures import ModelLayout
 from ..classes import CLASSES
 from ..controls import matched_random
+from ..devices import real_weights
 from ..unitmap import UnitMap
 from ..units import UnitSpace
 
@@ -79,11 +80,14 @@ def unit_write_scores(
         layer = projections.index
         unit = directions[layer].double()
         unit = unit / unit.norm().clamp_min(1e-12)
-        down = projections.down.weight.detach().double().cpu()  # [hidden, neurons]
+        with real_weights(projections.down):  # an offloaded layer's weights, loaded for the read
+            down = projections.down.weight.detach().double().cpu()  # [hidden, neurons]
         x = neuron_means[layer].double()
         neuron_cos[layer] = F.cosine_similarity(down, unit[:, None], dim=0) * x
         neuron_write[layer] = (unit @ down) * x
-        o = projections.o.weight.detach().double().cpu().reshape(space.hidden_size, space.num_heads, space.head_dim)
+        with real_weights(projections.o):
+            o = projections.o.weight.detach().double().cpu()
+        o = o.reshape(space.hidden_size, space.num_heads, space.head_dim)
         xh = head_means[layer].double().reshape(space.num_heads, space.head_dim)
         writes = torch.einsum("dhc,hc->hd", o, xh)  # each head's mean write [heads, hidden]
         head_write[layer] = writes @ unit

@@ -123,3 +123,19 @@ def test_loading_refuses_a_device_map_it_cannot_apply():
         LoadOptions(device="cpu", placement=Placement(device_map="auto"))
     with pytest.raises(ModelLoadError, match="built in memory"):
         load_model("builtin:tiny-llama", LoadOptions(placement=Placement(device_map="auto")))
+
+
+def test_offloaded_probe_gives_the_plain_report(both, safety_set, utility_set):
+    from ssah_engine.probe import ProbeConfig, run_probe
+    from ssah_engine.probe.interventions import orthogonalize_weights
+
+    plain, spread = both
+    unit_map = run_audit(plain, safety_set, utility_set, CONFIG)
+    config = ProbeConfig(ks=(2,), queries=2, calibration=12, batch_size=5)
+    expected = run_probe(plain, safety_set, utility_set, config, unit_map=unit_map)
+    found = run_probe(spread, safety_set, utility_set, config, unit_map=unit_map)
+    torch.testing.assert_close(found.direction.directions, expected.direction.directions, rtol=1e-5, atol=1e-6)
+    for name in ("cosine", "write"):  # unit writes read the offloaded layers' weights
+        torch.testing.assert_close(found.unit_scores[name], expected.unit_scores[name], rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="offloaded"):
+        orthogonalize_weights(spread.model, found.direction.directions[0])
