@@ -15,6 +15,8 @@ from ssah_engine.loading import LoadOptions, ModelLoadError, load_model
 from ssah_engine.placement import Placement
 from ssah_engine.testing import tiny_model
 
+from .test_evaluation import eval_files  # noqa: F401  # a fixture
+
 PLAIN = LoadOptions(device="cpu", dtype="float32", local_files_only=True)
 CONFIG = AuditConfig(samples=12, batch_size=5)
 
@@ -139,3 +141,23 @@ def test_offloaded_probe_gives_the_plain_report(both, safety_set, utility_set):
         torch.testing.assert_close(found.unit_scores[name], expected.unit_scores[name], rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="offloaded"):
         orthogonalize_weights(spread.model, found.direction.directions[0])
+
+
+def test_offloaded_ablated_evaluation_gives_the_plain_numbers(both, safety_set, utility_set, eval_files):
+    from ssah_engine.evaluation import evaluate
+
+    plain, spread = both
+    protocol = eval_files.replace(conditions=("no_system",))
+    unit_map = run_audit(plain, safety_set, utility_set, CONFIG)
+    results = []
+    for loaded in (plain, spread):
+        with ablate(loaded.model, unit_map, _units(unit_map), compensation="safety"):
+            results.append(evaluate(loaded, protocol))
+    expected, found = results
+    for name in ("harmful", "harmless"):
+        assert [r["response"] for r in found["records"][name]] == [r["response"] for r in expected["records"][name]]
+    margins = [[r["margin"] for r in result["records"]["harmful"]] for result in results]
+    assert margins[1] == pytest.approx(margins[0], rel=1e-5, abs=1e-6)
+    assert found["protocol"]["hash"] == expected["protocol"]["hash"]
+    for name in ("perplexity", "response_nll"):
+        assert found["utility"][name] == pytest.approx(expected["utility"][name], rel=1e-5)
