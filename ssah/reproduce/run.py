@@ -67,12 +67,13 @@ def reproduce(
             if saved.get("plan_hash") == plan.hash:
                 say(f"[{_clock(started)}] stage {number}/5 {name}: done earlier ({saved['seconds']:.0f}s), reusing")
                 results["stages"][name] = {"seconds": saved["seconds"], "reused": True}
-                return saved["result"]
+                return _moved(saved["result"], saved.get("out"), str(out))
         say(f"[{_clock(started)}] stage {number}/5 {name}")
         mark = time.perf_counter()
         result = function(ctx, *args)
         seconds = round(time.perf_counter() - mark, 1)
-        path.write_text(json.dumps({"plan_hash": plan.hash, "seconds": seconds, "result": result}, indent=2) + "\n")
+        record = {"plan_hash": plan.hash, "out": str(out), "seconds": seconds, "result": result}
+        path.write_text(json.dumps(record, indent=2) + "\n")
         results["stages"][name] = {"seconds": seconds, "reused": False}
         say(f"[{_clock(started)}] stage {number}/5 {name} done in {_duration(seconds)}")
         return result
@@ -106,6 +107,23 @@ def reproduce(
     results["finished_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     write_report(results, out)
     return results
+
+
+def _moved(value, saved_out: str | None, out: str):
+    """``value`` with the paths under the run directory it was written in moved to ``out``.
+
+    A run directory copied elsewhere (another machine, a results folder) resumes there: its stage
+    files name the unit map and trained models by where they were written.
+    """
+    if saved_out is None or saved_out == out:
+        return value
+    if isinstance(value, dict):
+        return {key: _moved(item, saved_out, out) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_moved(item, saved_out, out) for item in value]
+    if isinstance(value, str) and (value == saved_out or value.startswith(saved_out + "/")):
+        return out + value[len(saved_out) :]
+    return value
 
 
 def _duration(seconds: float) -> str:

@@ -2,6 +2,7 @@
 
 import json
 import re
+import shutil
 
 import pytest
 import torch
@@ -232,6 +233,16 @@ def test_stop_after_ends_the_run_at_a_stage(tmp_path):
     assert main(args) == 0
     assert missing.exists() and {path: path.stat().st_mtime_ns for path in kept} == written
     assert json.loads((out / "results.json").read_text())["ablation"]["table1"] == table1
+
+    # The run directory copied elsewhere resumes there: its stages name the unit map where it now is.
+    moved = tmp_path / "elsewhere"
+    shutil.copytree(out, moved)
+    shutil.rmtree(out)
+    (moved / "stages" / "ablation.json").unlink()
+    assert main([*args[:-1], str(moved)]) == 0
+    again = json.loads((moved / "results.json").read_text())
+    assert again["audit"]["unit_map"] == str(moved / "audit" / "unit_map")
+    assert again["stages"]["audit"]["reused"] and again["ablation"]["table1"] == table1
 
 
 def test_paper_schedule_reaches_every_downstream_arm():
