@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 from ssah_engine.finetune import FinetuneConfig
@@ -12,6 +15,9 @@ from .common import CommandError, ProgressBar, add_model_arguments, load_data, l
 from .config_flags import add_config_flags, config_values
 
 DEFAULT_UTILITY = "builtin:utility"
+# Rank 0 evaluates before training while the others wait in their first collective; nccl's default
+# timeout (10 min) would end the run on a 7B model's evaluation.
+PROCESS_GROUP_TIMEOUT = timedelta(hours=3)
 
 
 def add_parser(subparsers) -> None:
@@ -21,7 +27,9 @@ def add_parser(subparsers) -> None:
         description=(
             "Fine-tune on (prompt, response) pairs with the loss on responses only. "
             "full: train everything; freeze: keep SCU and part of CU (setting i) or all CU (setting ii) "
-            "bit-identical; budget: train only the redundant units. Writes the model, masks, config, loss curve."
+            "bit-identical; budget: train only the redundant units. Writes the model, masks, config, loss curve. "
+            "Under torchrun (WORLD_SIZE > 1) the ranks share each step's micro-batches: "
+            "torchrun --nproc_per_node N -m ssah.cli finetune ..."
         ),
     )
     add_model_arguments(parser)
@@ -38,6 +46,12 @@ def add_parser(subparsers) -> None:
         },
     )
     parser.add_argument("--out", type=Path, required=True, help="output directory")
+    parser.add_argument(
+        "--fsdp",
+        action="store_true",
+        help="under torchrun: shard the weights over the ranks (FSDP2) instead of replicating them; "
+        "no checkpoints, evaluation, re-audit, tracking, LoRA or paper schedule",
+    )
     parser.set_defaults(run=lambda args: run_guarded(run, args), config_fields=names)
 
 
@@ -61,11 +75,64 @@ def config_from_args(args: argparse.Namespace) -> FinetuneConfig:
         raise CommandError(str(error)) from None
 
 
+def start_process_group(args: argparse.Namespace, config: FinetuneConfig):
+    """Under torchrun (WORLD_SIZE > 1): join the default process group and return this rank's ``Shard``.
+
+    gloo on CPU, nccl on CUDA with one GPU per rank (cuda:LOCAL_RANK). None for a single process.
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if args.fsdp:
+        from ssah_engine.finetune.run import check_fsdp
+
+        check_fsdp(config)  # before a process group and a model: the settings FSDP refuses
+    if world <= 1:
+        if args.fsdp:
+            raise CommandError("--fsdp shards over ranks: run under torchrun with more than one process")
+        return None
+    import torch
+    import torch.distributed as dist
+
+    from ssah_engine.finetune.distributed import Shard
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda"):
+        if device != "cuda":
+            raise CommandError(f"under torchrun each rank trains on cuda:LOCAL_RANK; pass --device cuda, not {device}")
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        args.device, backend = f"cuda:{local}", "nccl"
+    elif device == "cpu":
+        backend = "gloo"
+    else:
+        raise CommandError(f"data-parallel fine-tuning runs on cpu (gloo) or cuda (nccl), not {device}")
+    dist.init_process_group(backend, timeout=PROCESS_GROUP_TIMEOUT)
+    shard = Shard.current()
+    assert shard is not None  # a world of more than one
+    if not shard.main:
+        logging.getLogger().setLevel(logging.WARNING)  # rank 0 logs and prints for the run
+    logging.getLogger(__name__).info(
+        "data-parallel over %d ranks (%s%s)", shard.world, backend, ", FSDP" if args.fsdp else ""
+    )
+    return shard
+
+
 def run(args: argparse.Namespace) -> int:
+    config = config_from_args(args)
+    shard = start_process_group(args, config)
+    if shard is None:
+        return _run(args, config, None)
+    import torch.distributed as dist
+
+    try:
+        return _run(args, config, shard)
+    finally:
+        dist.destroy_process_group()
+
+
+def _run(args: argparse.Namespace, config: FinetuneConfig, shard) -> int:
     from ssah_engine.finetune import run_finetune
     from ssah_engine.unitmap import UnitMap
 
-    config = config_from_args(args)
     if args.mode == "freeze" and args.units is None:
         raise CommandError("--mode freeze needs --units (a unit map from `ssah audit`)")
     unit_map = UnitMap.load(args.units) if args.units else None
@@ -76,11 +143,17 @@ def run(args: argparse.Namespace) -> int:
     if args.dtype is None:
         args.dtype = "float32"  # AdamW keeps float32 master weights; CUDA runs bf16 through autocast
     loaded = load_model_from_args(args)
-    bar = ProgressBar("finetune")
+    main = shard is None or shard.main
+    bar = ProgressBar("finetune") if main else None
     try:
-        result = run_finetune(loaded, dataset, config, unit_map, args.out, progress=bar, utility=utility)
+        result = run_finetune(
+            loaded, dataset, config, unit_map, args.out, progress=bar, utility=utility, shard=shard, fsdp=args.fsdp
+        )
     finally:
-        bar.close()
+        if bar is not None:
+            bar.close()
+    if not main:
+        return 0  # rank 0 prints the run's summary
     losses = [entry["loss"] for entry in result.history]
     masks = result.masks
     print(
@@ -96,6 +169,8 @@ def run(args: argparse.Namespace) -> int:
             f"{lora['trainable_parameters']:,} adapter entries trained "
             f"({100 * lora['trainable_fraction']:.2f} % of the model's parameters); adapter {result.adapter_dir}"
         )
+    if shard is not None:
+        print(f"data-parallel over {shard.world} ranks" + (" with sharded weights (FSDP)" if args.fsdp else ""))
     if losses:
         print(f"loss: first {losses[0]:.4f}, last {losses[-1]:.4f}, min {min(losses):.4f} over {len(losses)} steps")
     beyond = masks.get("frozen_beyond_rows_rule", {}).get("parameters", 0)

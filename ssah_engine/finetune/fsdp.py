@@ -132,8 +132,8 @@ def fsdp_train_step(
     return float(total) / tokens
 
 
-def train_fsdp(model: nn.Module, data: StepBatches, masks: ParamMasks, config: FinetuneConfig, shard: Shard, mesh):
-    """Shard ``model`` over ``mesh`` and train it with ``masks``; returns the loss curve. Every rank calls it."""
+def check_fsdp_config(config: FinetuneConfig) -> None:
+    """Raise ValueError naming the settings the FSDP path refuses (``run_finetune`` asks before loading data)."""
     refused = {
         "resume": config.resume,
         "checkpoint_every": bool(config.checkpoint_every),
@@ -145,6 +145,11 @@ def train_fsdp(model: nn.Module, data: StepBatches, masks: ParamMasks, config: F
             "the FSDP path trains without checkpoints, the packed optimizer or the anchor; unset "
             + ", ".join(name for name, value in refused.items() if value)
         )
+
+
+def train_fsdp(model: nn.Module, data: StepBatches, masks: ParamMasks, config: FinetuneConfig, shard: Shard, mesh):
+    """Shard ``model`` over ``mesh`` and train it with ``masks``; returns the loss curve. Every rank calls it."""
+    check_fsdp_config(config)
     masks.apply(model)  # before sharding: FSDP2 sees which tensors train
     torch.manual_seed(config.seed)
     shard_model(model, mesh)

@@ -15,6 +15,12 @@ Output directory::
     evaluation.json           before/after scores (with evaluate)
     unit_map_after/, role_transfer.json   (with reaudit)
     checkpoints/step-N/       resumable state (with checkpoint_every)
+
+Data-parallel (``shard``, the process's place among ``torch.distributed`` ranks; ``ssah finetune``
+under torchrun): every rank calls ``run_finetune`` with the same arguments and trains its share of
+each step (distributed.py, or fsdp.py with ``fsdp``); rank 0 alone writes the directory above and
+runs the evaluations and the re-audit, every rank resumes from its checkpoints (so ``out_dir`` must
+be one directory all ranks see).
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ from ..units import UnitSpace
 from .batches import StepBatches
 from .checkpoint import latest_checkpoint
 from .config import FinetuneConfig
+from .distributed import Shard
 from .masks import MASKS_FILE, build_masks
 from .schedule import paper_phases
 from .selection import find_redundant_units, frozen_units_for
@@ -131,6 +138,8 @@ def run_finetune(
     audit_sets: tuple[Dataset, Dataset] | None = None,
     evaluate_fn: EvaluateFn | None = None,
     track_sets: tuple[Dataset, Dataset] | None = None,
+    shard: Shard | None = None,
+    fsdp: bool = False,
 ) -> FinetuneResult:
     """Fine-tune ``loaded.model`` in place on ``dataset`` and write everything into ``out_dir``.
 
@@ -139,9 +148,18 @@ def run_finetune(
     ``audit_sets`` (safety, utility) re-audit; by default the sets named in the unit map.
     ``evaluate_fn(loaded) -> dict`` scores before/after; by default ``evaluation.evaluate``.
     ``track_sets`` (harmful, harmless) for track_refusal; by default the sets the config names.
+    ``shard``: this process's rank in an initialised process group (``Shard.current()``); every rank
+    calls with the same arguments, rank 0 alone writes ``out_dir``. ``fsdp``: shard the weights
+    (FSDP2, ``train_fsdp``) instead of replicating them; needs ``shard``.
     """
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    main = shard is None or shard.main
+    if fsdp:
+        if shard is None:
+            raise ValueError("fsdp needs a process group of more than one rank (run under torchrun)")
+        check_fsdp(config)
+    if main:
+        out_dir.mkdir(parents=True, exist_ok=True)
     model, tokenizer = loaded.model, loaded.tokenizer
     layout = describe(model)
     space = UnitSpace.from_layout(layout)
@@ -161,8 +179,9 @@ def run_finetune(
         if config.mode == "budget" and unit_map is None:
             if utility is None:
                 raise ValueError("budget mode needs a unit map with RU or a utility set to find them")
-            unit_map = find_redundant_units(loaded, utility, config)
-            unit_map.save(out_dir / "budget_units")
+            unit_map = find_redundant_units(loaded, utility, config)  # on every rank: the same units
+            if main:
+                unit_map.save(out_dir / "budget_units")
         frozen_units = frozen_units_for(config, space, unit_map)
 
     def masks_for(units: torch.Tensor):
@@ -218,15 +237,19 @@ def run_finetune(
         "schedule": schedule,
         "tracking": tracker.describe() if tracker else None,
         "versions": library_versions(),
+        "distributed": {"world": shard.world, "fsdp": fsdp} if shard is not None else None,
     }
     _check_resume(out_dir, record, config)
-    masks.save(out_dir / MASKS_FILE)
-    _write_json(out_dir / CONFIG_FILE, record)
+    if shard is not None:
+        shard.barrier()  # every rank has read the saved record before rank 0 rewrites it
+    if main:
+        masks.save(out_dir / MASKS_FILE)
+        _write_json(out_dir / CONFIG_FILE, record)
     logger.info("trainable: %.2f %% of parameters", 100 * record["masks"]["trainable_fraction"])
 
     evaluation = {}
     evaluation_path = out_dir / EVALUATION_FILE
-    if evaluate_fn is not None:
+    if evaluate_fn is not None and main:  # the other ranks wait for rank 0 in their first collective
         if config.resume and evaluation_path.is_file():
             evaluation = json.loads(evaluation_path.read_text())  # "before" was measured on the base model
         if "before" not in evaluation:
@@ -243,8 +266,28 @@ def run_finetune(
             "baseline": saved.get("baseline") or {"step": 0, **tracker.measure(model)},
             "stop": None,
         }
-        _write_json(track_path, tracking)
-    history = train(trained_model, data, trained_masks, config, out_dir, progress, phases=phases, tracker=tracker)
+        if main:
+            _write_json(track_path, tracking)
+    fsdp_state = None
+    if fsdp:
+        from torch.distributed.device_mesh import init_device_mesh
+
+        from .fsdp import full_state, train_fsdp
+
+        assert shard is not None  # checked at the top
+        device = next(model.parameters()).device
+        mesh = init_device_mesh(device.type, (shard.world,))
+        history = train_fsdp(model, data, masks, config, shard, mesh)
+        fsdp_state = full_state(model)  # a collective; ``model`` stays sharded, rank 0 saves the gathered weights
+    else:
+        history = train(
+            trained_model, data, trained_masks, config, out_dir, progress, phases=phases, tracker=tracker, shard=shard
+        )
+    model_dir = out_dir / "model"
+    if not main:
+        return FinetuneResult(
+            out_dir, model_dir, len(history), history, record["masks"], {}, None, schedule, None, lora
+        )
     adapter_dir = None
     if lora is not None:
         from .lora import save_adapter
@@ -252,8 +295,8 @@ def run_finetune(
         adapter_dir = save_adapter(trained_model, out_dir)
         # Merged in place: ``model`` (and ``loaded.model``) hold W + B A with plain linears again.
         trained_model.merge_and_unload()  # type: ignore[operator]  # a PeftModel's method
-    model_dir = out_dir / "model"
-    model.save_pretrained(model_dir)  # type: ignore[operator]  # a transformers model's method
+    # type: ignore: a transformers model's method (nn.Module's __getattr__ types it as a Tensor).
+    model.save_pretrained(model_dir, state_dict=fsdp_state)  # type: ignore[operator]
     tokenizer.save_pretrained(model_dir)
     _write_card(model_dir, loaded.source, unit_map, record, evaluation)
     _write_json(out_dir / LOSS_FILE, history)
@@ -300,6 +343,26 @@ def run_finetune(
         lora,
         adapter_dir,
     )
+
+
+def check_fsdp(config: FinetuneConfig) -> None:
+    """Raise ValueError for the settings the FSDP path refuses: train_fsdp's, and what needs the unsharded
+    model after training (the CLI asks before it loads the model)."""
+    from .fsdp import check_fsdp_config
+
+    check_fsdp_config(config)
+    refused = {
+        "evaluate": config.evaluate,
+        "reaudit": config.reaudit,
+        "track_refusal": config.track_refusal,
+        "lora_rank": bool(config.lora_rank),
+        "paper_schedule": config.paper_schedule,
+    }
+    if any(refused.values()):
+        raise ValueError(
+            "the FSDP path trains one set of masks and saves the model only; unset "
+            + ", ".join(name for name, value in refused.items() if value)
+        )
 
 
 def _write_card(model_dir: Path, source: str, unit_map: UnitMap | None, record: dict, evaluation: dict) -> None:
