@@ -163,7 +163,7 @@ def run_finetune(
     model, tokenizer = loaded.model, loaded.tokenizer
     layout = describe(model)
     space = UnitSpace.from_layout(layout)
-    if config.evaluate and evaluate_fn is None:
+    if config.evaluate and evaluate_fn is None and main:  # rank 0 alone evaluates
         evaluate_fn = _default_evaluate(config)
     if config.reaudit and (unit_map is None or unit_map.z_safety is None):
         raise ValueError("reaudit needs the unit map of a full audit (safety and utility) to compare against")
