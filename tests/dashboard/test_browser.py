@@ -6,6 +6,7 @@ no browser is downloaded. Set SSAH_SCREENSHOT_DIR to keep screenshots of the mai
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -158,13 +159,14 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(database_url: str, data: dict, tmp_path_factory) -> str:
+@contextlib.contextmanager
+def running_api(database_url: str, artifact_dir: Path):
+    """A uvicorn process of the API on a free loopback port, over ``database_url``; yields its base URL."""
     port = free_port()
     env = {
         **os.environ,
         "SSAH_DATABASE_URL": database_url,
-        "SSAH_ARTIFACT_DIR": str(tmp_path_factory.mktemp("art")),
+        "SSAH_ARTIFACT_DIR": str(artifact_dir),
         "SSAH_BROKER_URL": os.environ.get("SSAH_TEST_BROKER_URL", DEFAULT_BROKER),
         "SSAH_API_KEY_CACHE_SECONDS": "0",
     }
@@ -187,6 +189,12 @@ def server(database_url: str, data: dict, tmp_path_factory) -> str:
     finally:
         process.terminate()
         process.wait(10)
+
+
+@pytest.fixture(scope="module")
+def server(database_url: str, data: dict, tmp_path_factory) -> str:
+    with running_api(database_url, tmp_path_factory.mktemp("art")) as base:
+        yield base
 
 
 @pytest.fixture(scope="module")

@@ -10,14 +10,9 @@ from __future__ import annotations
 import csv
 import io
 import math
-import os
 import shutil
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-import httpx
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -30,12 +25,11 @@ from tests.dashboard.test_browser import (  # noqa: F401
     browser,
     database_url,
     finished,
-    free_port,
     page,
+    running_api,
     screenshot,
 )
 from tests.engine.test_unitmap_arrays import synthetic_map
-from tests.service.conftest import DEFAULT_BROKER, REPO
 
 pytestmark = pytest.mark.slow
 
@@ -84,33 +78,8 @@ def data(database_url: str, artifact_dir: Path, unit_maps: dict) -> dict:  # noq
 
 @pytest.fixture(scope="module")
 def server(database_url: str, data: dict, artifact_dir: Path) -> str:  # noqa: F811
-    port = free_port()
-    env = {
-        **os.environ,
-        "SSAH_DATABASE_URL": database_url,
-        "SSAH_ARTIFACT_DIR": str(artifact_dir),
-        "SSAH_BROKER_URL": os.environ.get("SSAH_TEST_BROKER_URL", DEFAULT_BROKER),
-        "SSAH_API_KEY_CACHE_SECONDS": "0",
-    }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "service.main:app", "--host", "127.0.0.1", "--port", str(port)],
-        cwd=REPO,
-        env=env,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(100):
-            try:
-                if httpx.get(f"{base}/healthz").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        else:
-            raise RuntimeError("the API did not start")
+    with running_api(database_url, artifact_dir) as base:
         yield base
-    finally:
-        process.terminate()
-        process.wait(10)
 
 
 def per_class(page, selector: str, attribute: str | None = None) -> dict[str, int]:
