@@ -74,7 +74,8 @@ SHAPES = {
 
 def say(name: str, key: str, value) -> None:
     text = f"{value:.4g}" if isinstance(value, float) else str(value)
-    print(f"{name}.{key}={text}", flush=True)
+    # One plain key per line (shape name first, "-" as "_"), like every bench: llama2_7b_audit_time_ratio=...
+    print(f"{name.replace('-', '_')}_{key}={text}", flush=True)
 
 
 def calibration_sets(pairs: int, tokens: int):

@@ -31,9 +31,9 @@ def test_the_tiny_gpu_check_prints_every_figure(tmp_path):
     assert finished.returncode == 0, finished.stderr[-3000:]
     values = dict(line.split("=", 1) for line in finished.stdout.splitlines() if "=" in line)
     for figure in FIGURES:
-        assert float(values[f"tiny.{figure}"]) > 0, figure
-    assert values["tiny.streamed_labels_equal"] == "True"  # the streamed audit of the saved checkpoint agrees
-    assert int(values["tiny.calibration_tokens"]) == 2 * 8 * 96  # 8 + 8 pairs, each filling its 96 tokens
+        assert float(values[f"tiny_{figure}"]) > 0, figure
+    assert values["tiny_streamed_labels_equal"] == "True"  # the streamed audit of the saved checkpoint agrees
+    assert int(values["tiny_calibration_tokens"]) == 2 * 8 * 96  # 8 + 8 pairs, each filling its 96 tokens
     # Setting (ii) freezes rows: the packed optimizer keeps less state than plain AdamW.
-    assert 0 < float(values["tiny.masked_optimizer_state_mib"]) < float(values["tiny.plain_optimizer_state_mib"])
+    assert 0 < float(values["tiny_masked_optimizer_state_mib"]) < float(values["tiny_plain_optimizer_state_mib"])
     assert values["device"] == "cpu" and not (tmp_path / "tiny").exists()
